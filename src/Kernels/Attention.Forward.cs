@@ -1,0 +1,337 @@
+using System.Runtime.CompilerServices;
+
+namespace LongCluster.Kernels;
+
+public static partial class Attention
+{
+    /// <summary>Keys per tile: a packed Kᵀ tile of d=128 is 32 KiB, one L1.</summary>
+    internal const int KeyTile = 64;
+
+    /// <summary>
+    /// Exact attention of every query row over the visible keys, tiled with an online softmax.
+    /// Tiles that the mask hides entirely are skipped without reading K or V; partly hidden tiles are masked per
+    /// element. Rows that see no key get O = 0 and LSE = −∞. Work is split over KV heads and query tiles; each
+    /// row's reduction order is fixed, so the result does not depend on <see cref="AttentionOptions.MaxThreads"/>.
+    /// Extra memory per thread is O(tile · d).
+    /// </summary>
+    /// <param name="query">Q <c>[Tq, Hq, d]</c>.</param>
+    /// <param name="key">K <c>[Tk, Hkv, d]</c>.</param>
+    /// <param name="value">V <c>[Tk, Hkv, d]</c>.</param>
+    /// <param name="tokens">Global positions (and document ids) of the rows; see <see cref="AttentionTokens"/>.</param>
+    /// <param name="output">O <c>[Tq, Hq, d]</c>, written.</param>
+    /// <param name="logSumExp">LSE <c>[Tq, Hq]</c> = ln Σ exp(scale · q·k) over visible keys, written.</param>
+    public static void Forward<T>(
+        ReadOnlySpan<T> query,
+        ReadOnlySpan<T> key,
+        ReadOnlySpan<T> value,
+        AttentionShape shape,
+        AttentionMask mask,
+        scoped AttentionTokens tokens,
+        Span<float> output,
+        Span<float> logSumExp,
+        AttentionOptions? options = null)
+        where T : unmanaged
+    {
+        options ??= AttentionOptions.Default;
+        ValidateCall(query, key, value, shape, output, logSumExp);
+        float scale = options.ResolveScale(shape.HeadDim);
+        int threads = options.ResolveThreads();
+        ResolvedTokens resolved = tokens.Resolve(shape, mask);
+        if (shape.QueryTokens == 0)
+        {
+            return;
+        }
+
+        unsafe
+        {
+            fixed (T* q = query, k = key, v = value)
+            fixed (float* o = output, lse = logSumExp)
+            {
+                var job = new FlashForwardJob<T>(q, k, v, o, lse, shape, mask, resolved, scale * Log2E);
+                job.Run(threads);
+            }
+        }
+    }
+}
+
+/// <summary>
+/// One flash-attention forward call: the work items are (KV head, query tile); each stacks the query rows of all
+/// the heads of its group so that a packed K/V tile serves the whole group (GQA packs once, not G times).
+/// </summary>
+internal sealed unsafe class FlashForwardJob<T>
+    where T : unmanaged
+{
+    private readonly T* _q;
+    private readonly T* _k;
+    private readonly T* _v;
+    private readonly float* _o;
+    private readonly float* _lse;
+    private readonly AttentionShape _shape;
+    private readonly AttentionMask _mask;
+    private readonly ResolvedTokens _tokens;
+    private readonly float _scaleLog2;
+    private readonly int _paddedDim;
+    private readonly int _queryTile;
+    private readonly int _queryTiles;
+    private readonly TileRange[] _keyRanges;
+
+    public FlashForwardJob(T* q, T* k, T* v, float* o, float* lse, AttentionShape shape, AttentionMask mask, ResolvedTokens tokens, float scaleLog2)
+    {
+        _q = q;
+        _k = k;
+        _v = v;
+        _o = o;
+        _lse = lse;
+        _shape = shape;
+        _mask = mask;
+        _tokens = tokens;
+        _scaleLog2 = scaleLog2;
+        _paddedDim = Attention.RoundUp(shape.HeadDim, 8);
+
+        // About 128 stacked rows per item (64 for d > 128) keeps Q, the accumulator, S and the K/V tiles in L2.
+        int rowTarget = shape.HeadDim > 128 ? 64 : 128;
+        _queryTile = Math.Clamp(rowTarget / shape.GroupSize, 1, Math.Max(1, shape.QueryTokens));
+        _queryTiles = (shape.QueryTokens + _queryTile - 1) / _queryTile;
+        int keyTiles = (shape.KeyTokens + Attention.KeyTile - 1) / Attention.KeyTile;
+        _keyRanges = new TileRange[keyTiles];
+        for (int t = 0; t < keyTiles; t++)
+        {
+            int start = t * Attention.KeyTile;
+            _keyRanges[t] = tokens.KeyRange(start, Math.Min(Attention.KeyTile, shape.KeyTokens - start));
+        }
+    }
+
+    public int ItemCount => _queryTiles * _shape.KeyValueHeads;
+
+    public void Run(int threads)
+    {
+        if (threads <= 1 || ItemCount == 1)
+        {
+            for (int i = 0; i < ItemCount; i++)
+            {
+                RunItem(i);
+            }
+
+            return;
+        }
+
+        Parallel.For(0, ItemCount, new ParallelOptions { MaxDegreeOfParallelism = threads }, RunItem);
+    }
+
+    private void RunItem(int item)
+    {
+        // Largest query tiles first: under causal masks later tiles carry more work, so they should not be last.
+        int queryTile = _queryTiles - 1 - (item / _shape.KeyValueHeads);
+        int kvHead = item % _shape.KeyValueHeads;
+        int q0 = queryTile * _queryTile;
+        int queryRows = Math.Min(_queryTile, _shape.QueryTokens - q0);
+        int group = _shape.GroupSize;
+        int rows = group * queryRows;
+        int d = _shape.HeadDim;
+        int dp = _paddedDim;
+        const int Bc = Attention.KeyTile;
+
+        ForwardScratch scratch = ForwardScratch.For(rows, dp);
+        float* qs = scratch.Queries;
+        float* acc = scratch.Accumulator;
+        float* s = scratch.Scores;
+        float* kt = scratch.KeysTransposed;
+        float* vp = scratch.Values;
+        float* m = scratch.RowMax;
+        float* l = scratch.RowSum;
+        long[] rowPositions = scratch.RowPositions;
+        int[] rowDocuments = scratch.RowDocuments;
+
+        int qStride = _shape.QueryHeads * d;
+        for (int g = 0; g < group; g++)
+        {
+            int head = (kvHead * group) + g;
+            for (int i = 0; i < queryRows; i++)
+            {
+                int r = (g * queryRows) + i;
+                var source = new ReadOnlySpan<T>(_q + ((long)(q0 + i) * qStride) + (head * d), d);
+                var destination = new Span<float>(qs + ((long)r * dp), dp);
+                Widen.ToSingleScaled(source, _scaleLog2, destination);
+                destination[d..].Clear();
+                rowPositions[r] = _tokens.QueryPositions[q0 + i];
+                rowDocuments[r] = _tokens.HasDocuments ? _tokens.QueryDocuments[q0 + i] : 0;
+            }
+        }
+
+        new Span<float>(acc, rows * dp).Clear();
+        new Span<float>(l, rows).Clear();
+        new Span<float>(m, rows).Fill(float.NegativeInfinity);
+
+        TileRange queryRange = _tokens.QueryRange(q0, queryRows);
+        for (int tile = 0; tile < _keyRanges.Length; tile++)
+        {
+            TileVisibility visibility = _mask.Classify(queryRange, _keyRanges[tile]);
+            if (visibility == TileVisibility.Hidden)
+            {
+                continue;
+            }
+
+            int k0 = tile * Bc;
+            int keys = Math.Min(Bc, _shape.KeyTokens - k0);
+            int paddedKeys = Attention.RoundUp(keys, 8);
+            PackKeyValueTile(kvHead, k0, keys, kt, vp, scratch.Row);
+            MicroGemm.Run(qs, dp, kt, Bc, s, Bc, rows, paddedKeys, dp, accumulate: false);
+            if (visibility == TileVisibility.Partial)
+            {
+                ApplyMask(s, rows, k0, keys, rowPositions, rowDocuments);
+            }
+
+            if (paddedKeys != keys)
+            {
+                for (int r = 0; r < rows; r++)
+                {
+                    new Span<float>(s + ((long)r * Bc) + keys, paddedKeys - keys).Fill(float.NegativeInfinity);
+                }
+            }
+
+            OnlineSoftmax.Update(s, Bc, rows, paddedKeys, m, l, acc, dp, dp);
+            MicroGemm.Run(s, Bc, vp, dp, acc, dp, rows, dp, keys, accumulate: true);
+        }
+
+        for (int g = 0; g < group; g++)
+        {
+            int head = (kvHead * group) + g;
+            for (int i = 0; i < queryRows; i++)
+            {
+                int r = (g * queryRows) + i;
+                long rowIndex = ((long)(q0 + i) * _shape.QueryHeads) + head;
+                OnlineSoftmax.Finish(acc + ((long)r * dp), m[r], l[r], _o + (rowIndex * d), d, _lse + rowIndex);
+            }
+        }
+    }
+
+    /// <summary>Widens one K/V tile of a KV head into Kᵀ <c>[dp × Bc]</c> and V <c>[keys × dp]</c>, zero-padded to dp.</summary>
+    private void PackKeyValueTile(int kvHead, int k0, int keys, float* kt, float* vp, float* row)
+    {
+        const int Bc = Attention.KeyTile;
+        int d = _shape.HeadDim;
+        int dp = _paddedDim;
+        int kvStride = _shape.KeyValueHeads * d;
+        for (int j = 0; j < keys; j++)
+        {
+            long offset = ((long)(k0 + j) * kvStride) + (kvHead * d);
+            float* krow = row;
+            if (typeof(T) == typeof(float))
+            {
+                krow = (float*)(_k + offset);
+            }
+            else
+            {
+                Widen.ToSingle(new ReadOnlySpan<T>(_k + offset, d), new Span<float>(row, d));
+            }
+
+            float* column = kt + j;
+            for (int c = 0; c < d; c++)
+            {
+                column[c * Bc] = krow[c];
+            }
+
+            var vDestination = new Span<float>(vp + ((long)j * dp), dp);
+            Widen.ToSingle(new ReadOnlySpan<T>(_v + offset, d), vDestination);
+            vDestination[d..].Clear();
+        }
+
+        // Q's padded columns are zero, but 0 · NaN is not: keep the padded rows of Kᵀ clean.
+        for (int c = d; c < dp; c++)
+        {
+            new Span<float>(kt + (c * Bc), Bc).Clear();
+        }
+    }
+
+    private void ApplyMask(float* s, int rows, int k0, int keys, long[] rowPositions, int[] rowDocuments)
+    {
+        const int Bc = Attention.KeyTile;
+        long[] keyPositions = _tokens.KeyPositions;
+        int[] keyDocuments = _tokens.KeyDocuments;
+        bool documents = _tokens.HasDocuments;
+        for (int r = 0; r < rows; r++)
+        {
+            float* sr = s + ((long)r * Bc);
+            long qp = rowPositions[r];
+            int qd = rowDocuments[r];
+            for (int j = 0; j < keys; j++)
+            {
+                int kd = documents ? keyDocuments[k0 + j] : 0;
+                if (!_mask.IsVisible(qp, keyPositions[k0 + j], qd, kd))
+                {
+                    sr[j] = float.NegativeInfinity;
+                }
+            }
+        }
+    }
+}
+
+/// <summary>
+/// Per-thread working memory of the forward kernel, on the pinned heap so tiles are addressed by pointer, kept
+/// across calls so the hot path allocates nothing. Size is O(rows · d + tile · d).
+/// </summary>
+internal sealed unsafe class ForwardScratch
+{
+    [ThreadStatic]
+    private static ForwardScratch? t_current;
+
+    private readonly float[] _buffer;
+
+    private ForwardScratch(int rows, int paddedDim)
+    {
+        Rows = rows;
+        PaddedDim = paddedDim;
+        const int Bc = Attention.KeyTile;
+        int rowBlock = rows * paddedDim;
+        int total = (2 * rowBlock) + (rows * Bc) + (2 * Bc * paddedDim) + (2 * rows) + paddedDim;
+        _buffer = GC.AllocateArray<float>(total, pinned: true);
+        float* p = (float*)Unsafe.AsPointer(ref _buffer[0]);
+        Queries = p;
+        Accumulator = p += rowBlock;
+        Scores = p += rowBlock;
+        KeysTransposed = p += rows * Bc;
+        Values = p += Bc * paddedDim;
+        RowMax = p += Bc * paddedDim;
+        RowSum = p += rows;
+        Row = p + rows;
+        RowPositions = new long[rows];
+        RowDocuments = new int[rows];
+    }
+
+    public int Rows { get; }
+
+    public int PaddedDim { get; }
+
+    public float* Queries { get; }
+
+    public float* Accumulator { get; }
+
+    public float* Scores { get; }
+
+    public float* KeysTransposed { get; }
+
+    public float* Values { get; }
+
+    public float* RowMax { get; }
+
+    public float* RowSum { get; }
+
+    /// <summary>One widened row of d floats.</summary>
+    public float* Row { get; }
+
+    public long[] RowPositions { get; }
+
+    public int[] RowDocuments { get; }
+
+    public static ForwardScratch For(int rows, int paddedDim)
+    {
+        ForwardScratch? current = t_current;
+        if (current is null || current.Rows < rows || current.PaddedDim < paddedDim)
+        {
+            current = new ForwardScratch(Math.Max(rows, current?.Rows ?? 0), Math.Max(paddedDim, current?.PaddedDim ?? 0));
+            t_current = current;
+        }
+
+        return current;
+    }
+}

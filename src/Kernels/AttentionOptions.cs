@@ -1,0 +1,34 @@
+namespace LongCluster.Kernels;
+
+/// <summary>Per-call settings of the attention kernels.</summary>
+public sealed record AttentionOptions
+{
+    public static readonly AttentionOptions Default = new();
+
+    /// <summary>Softmax scale applied to Q·Kᵀ; null means 1/√d.</summary>
+    public float? Scale { get; init; }
+
+    /// <summary>Worker threads; 0 means one per core. Results do not depend on it.</summary>
+    public int MaxThreads { get; init; }
+
+    internal float ResolveScale(int headDim)
+    {
+        float scale = Scale ?? (1f / MathF.Sqrt(headDim));
+        if (!float.IsFinite(scale))
+        {
+            throw new ArgumentException($"Scale must be finite, got {scale}", "options");
+        }
+
+        return scale;
+    }
+
+    internal int ResolveThreads()
+    {
+        if (MaxThreads < 0)
+        {
+            throw new ArgumentException($"MaxThreads must be >= 0 (0 = all cores), got {MaxThreads}", "options");
+        }
+
+        return MaxThreads == 0 ? Environment.ProcessorCount : MaxThreads;
+    }
+}

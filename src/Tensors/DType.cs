@@ -1,0 +1,72 @@
+namespace LongCluster.Tensors;
+
+/// <summary>Element types LongCluster stores and moves. Compute is always f32 whatever the storage type.</summary>
+public enum DType
+{
+    F32,
+    F16,
+    BF16,
+    I32,
+    I64,
+}
+
+/// <summary>Sizes and the safetensors spellings of <see cref="DType"/>.</summary>
+public static class DTypes
+{
+    /// <summary>Bytes per element.</summary>
+    public static int Size(this DType dtype) => dtype switch
+    {
+        DType.F32 or DType.I32 => 4,
+        DType.F16 or DType.BF16 => 2,
+        DType.I64 => 8,
+        _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "unknown dtype"),
+    };
+
+    /// <summary>The dtype string of the safetensors header ("F32", "F16", "BF16", "I32", "I64").</summary>
+    public static string SafetensorsName(this DType dtype) => dtype switch
+    {
+        DType.F32 => "F32",
+        DType.F16 => "F16",
+        DType.BF16 => "BF16",
+        DType.I32 => "I32",
+        DType.I64 => "I64",
+        _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "unknown dtype"),
+    };
+
+    /// <summary>Parses a safetensors dtype string; false for types LongCluster does not handle.</summary>
+    public static bool TryParseSafetensors(string name, out DType dtype)
+    {
+        switch (name)
+        {
+            case "F32": dtype = DType.F32; return true;
+            case "F16": dtype = DType.F16; return true;
+            case "BF16": dtype = DType.BF16; return true;
+            case "I32": dtype = DType.I32; return true;
+            case "I64": dtype = DType.I64; return true;
+            default: dtype = default; return false;
+        }
+    }
+
+    /// <summary>Parses the user-facing spelling ("f32", "f16", "bf16").</summary>
+    public static bool TryParseFloat(string name, out DType dtype)
+    {
+        switch (name.ToLowerInvariant())
+        {
+            case "f32" or "float32" or "float": dtype = DType.F32; return true;
+            case "f16" or "float16" or "half": dtype = DType.F16; return true;
+            case "bf16" or "bfloat16": dtype = DType.BF16; return true;
+            default: dtype = default; return false;
+        }
+    }
+
+    /// <summary>The CLR element type that stores <paramref name="dtype"/>.</summary>
+    public static Type ClrType(this DType dtype) => dtype switch
+    {
+        DType.F32 => typeof(float),
+        DType.F16 => typeof(Half),
+        DType.BF16 => typeof(BFloat16),
+        DType.I32 => typeof(int),
+        DType.I64 => typeof(long),
+        _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "unknown dtype"),
+    };
+}
