@@ -1,0 +1,87 @@
+namespace LongCluster.Kernels.Tests;
+
+public sealed class AttentionMaskTests
+{
+    [Theory]
+    [InlineData("full")]
+    [InlineData("causal")]
+    [InlineData("window:7")]
+    [InlineData("prefix:0")]
+    [InlineData("prefix:12")]
+    [InlineData("document")]
+    [InlineData("document-causal")]
+    [InlineData("document-window:3")]
+    [InlineData("document-prefix:4")]
+    public void Parse_CanonicalText_RoundTrips(string text) => Assert.Equal(text, AttentionMask.Parse(text).ToString());
+
+    [Theory]
+    [InlineData("")]
+    [InlineData("window:0")]
+    [InlineData("window:")]
+    [InlineData("window:-3")]
+    [InlineData("prefix:x")]
+    [InlineData("diagonal")]
+    [InlineData("document-document")]
+    public void Parse_Malformed_ThrowsListingForms(string text)
+    {
+        var error = Assert.Throws<FormatException>(() => AttentionMask.Parse(text));
+        Assert.Contains("window:W", error.Message);
+    }
+
+    [Theory]
+    [InlineData("causal", 5, 5, true)]
+    [InlineData("causal", 5, 6, false)]
+    [InlineData("window:3", 10, 8, true)]
+    [InlineData("window:3", 10, 7, false)]
+    [InlineData("prefix:4", 1, 3, true)]
+    [InlineData("prefix:4", 1, 4, false)]
+    [InlineData("prefix:4", 9, 9, true)]
+    public void IsVisible_Definitions_Hold(string mask, long q, long k, bool expected) =>
+        Assert.Equal(expected, AttentionMask.Parse(mask).IsVisible(q, k));
+
+    [Fact]
+    public void Classify_AgreesWithEveryElementOfRandomTiles()
+    {
+        // A tile called Hidden must have no visible pair and one called Visible no hidden pair.
+        var random = new Random(7);
+        string[] masks = ["full", "causal", "window:1", "window:9", "prefix:0", "prefix:30", "document", "document-causal", "document-window:5"];
+        for (int trial = 0; trial < 3000; trial++)
+        {
+            var mask = AttentionMask.Parse(masks[trial % masks.Length]);
+            long[] qp = Enumerable.Range(0, random.Next(1, 9)).Select(_ => (long)random.Next(0, 60)).ToArray();
+            long[] kp = Enumerable.Range(0, random.Next(1, 9)).Select(_ => (long)random.Next(0, 60)).ToArray();
+            int[] qd = qp.Select(p => (int)(p / 15)).ToArray();
+            int[] kd = kp.Select(p => (int)(p / 15)).ToArray();
+            TileVisibility visibility = mask.Classify(TileRange.Of(qp, qd), TileRange.Of(kp, kd));
+            bool any = false;
+            bool all = true;
+            for (int i = 0; i < qp.Length; i++)
+            {
+                for (int j = 0; j < kp.Length; j++)
+                {
+                    bool visible = mask.IsVisible(qp[i], kp[j], qd[i], kd[j]);
+                    any |= visible;
+                    all &= visible;
+                }
+            }
+
+            if (visibility == TileVisibility.Hidden)
+            {
+                Assert.False(any, $"{mask}: tile classified hidden has a visible pair");
+            }
+
+            if (visibility == TileVisibility.Visible)
+            {
+                Assert.True(all, $"{mask}: tile classified visible has a hidden pair");
+            }
+        }
+    }
+
+    [Fact]
+    public void CountLivePairs_Causal_IsTriangle()
+    {
+        long[] positions = TestData.Positions(100);
+        Assert.Equal(5050, AttentionMask.Causal.CountLivePairs(positions, positions));
+        Assert.Equal(10000, AttentionMask.Full.CountLivePairs(positions, positions));
+    }
+}
