@@ -88,8 +88,9 @@ internal sealed unsafe class FlashForwardJob<T>
         _scaleLog2 = scaleLog2;
         _paddedDim = Attention.RoundUp(shape.HeadDim, 8);
 
-        // About 128 stacked rows per item (64 for d > 128) keeps Q, the accumulator, S and the K/V tiles in L2.
-        int rowTarget = shape.HeadDim > 128 ? 64 : 128;
+        // About 120 stacked rows per item (60 for d > 128) keeps Q, the accumulator, S and the K/V tiles in L2, and
+        // a multiple of 6 feeds the 6-row micro-kernel without remainder rows.
+        int rowTarget = shape.HeadDim > 128 ? 60 : 120;
         _queryTile = Math.Clamp(rowTarget / shape.GroupSize, 1, Math.Max(1, shape.QueryTokens));
         _queryTiles = (shape.QueryTokens + _queryTile - 1) / _queryTile;
         int keyTiles = (shape.KeyTokens + Attention.KeyTile - 1) / Attention.KeyTile;

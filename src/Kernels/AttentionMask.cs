@@ -187,7 +187,10 @@ public readonly record struct AttentionMask
         return oneDocument ? positional : TileVisibility.Partial;
     }
 
-    /// <summary>Counts visible (query, key) pairs: the work a kernel must do. O(Tq · Tk) in the worst case; for planning and benchmarks.</summary>
+    /// <summary>
+    /// Counts visible (query, key) pairs: the work a kernel must do. Per query row it is an interval count when the
+    /// keys are the contiguous positions k0, k0+1, …; otherwise (or with documents) every pair is tested.
+    /// </summary>
     public long CountLivePairs(ReadOnlySpan<long> queryPositions, ReadOnlySpan<long> keyPositions, ReadOnlySpan<int> queryDocuments = default, ReadOnlySpan<int> keyDocuments = default)
     {
         if (Kind == MaskKind.Full && !Document)
@@ -195,7 +198,31 @@ public readonly record struct AttentionMask
             return (long)queryPositions.Length * keyPositions.Length;
         }
 
+        bool contiguous = true;
+        for (int j = 1; j < keyPositions.Length && contiguous; j++)
+        {
+            contiguous = keyPositions[j] == keyPositions[j - 1] + 1;
+        }
+
         long count = 0;
+        if (contiguous && !Document && keyPositions.Length > 0)
+        {
+            long first = keyPositions[0];
+            long last = keyPositions[^1];
+            foreach (long q in queryPositions)
+            {
+                (long lo, long hi) = Kind switch
+                {
+                    MaskKind.Causal => (first, Math.Min(last, q)),
+                    MaskKind.Window => (Math.Max(first, q - Size + 1), Math.Min(last, q)),
+                    _ => (first, Math.Min(last, Math.Max(q, Size - 1))),
+                };
+                count += Math.Max(0, hi - lo + 1);
+            }
+
+            return count;
+        }
+
         for (int i = 0; i < queryPositions.Length; i++)
         {
             int qd = Document ? queryDocuments[i] : 0;

@@ -53,6 +53,23 @@ internal static unsafe class MicroGemm
     private static void Run256(float* a, int lda, float* b, int ldb, float* c, int ldc, int rows, int cols, int k, bool accumulate)
     {
         int r = 0;
+        for (; r + 6 <= rows; r += 6)
+        {
+            int j = 0;
+            for (; j + 16 <= cols; j += 16)
+            {
+                Block6x16(a + (r * lda), lda, b + j, ldb, c + (r * ldc) + j, ldc, k, accumulate);
+            }
+
+            for (; j < cols; j += 8)
+            {
+                for (int i = 0; i < 6; i++)
+                {
+                    Block1x8(a + ((r + i) * lda), b + j, ldb, c + ((r + i) * ldc) + j, k, accumulate);
+                }
+            }
+        }
+
         for (; r + 4 <= rows; r += 4)
         {
             int j = 0;
@@ -136,6 +153,75 @@ internal static unsafe class MicroGemm
         c21.Store(c + (2 * ldc) + 8);
         c30.Store(c + (3 * ldc));
         c31.Store(c + (3 * ldc) + 8);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Block6x16(float* a, int lda, float* b, int ldb, float* c, int ldc, int k, bool accumulate)
+    {
+        Vector256<float> c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+        if (accumulate)
+        {
+            c00 = Vector256.Load(c);
+            c01 = Vector256.Load(c + 8);
+            c10 = Vector256.Load(c + ldc);
+            c11 = Vector256.Load(c + ldc + 8);
+            c20 = Vector256.Load(c + (2 * ldc));
+            c21 = Vector256.Load(c + (2 * ldc) + 8);
+            c30 = Vector256.Load(c + (3 * ldc));
+            c31 = Vector256.Load(c + (3 * ldc) + 8);
+            c40 = Vector256.Load(c + (4 * ldc));
+            c41 = Vector256.Load(c + (4 * ldc) + 8);
+            c50 = Vector256.Load(c + (5 * ldc));
+            c51 = Vector256.Load(c + (5 * ldc) + 8);
+        }
+        else
+        {
+            c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = Vector256<float>.Zero;
+        }
+
+        float* a0 = a;
+        float* a1 = a + lda;
+        float* a2 = a + (2 * lda);
+        float* a3 = a + (3 * lda);
+        float* a4 = a + (4 * lda);
+        float* a5 = a + (5 * lda);
+        for (int p = 0; p < k; p++)
+        {
+            Vector256<float> b0 = Vector256.Load(b);
+            Vector256<float> b1 = Vector256.Load(b + 8);
+            b += ldb;
+            Vector256<float> x = Vector256.Create(a0[p]);
+            c00 = Vector256.MultiplyAddEstimate(x, b0, c00);
+            c01 = Vector256.MultiplyAddEstimate(x, b1, c01);
+            x = Vector256.Create(a1[p]);
+            c10 = Vector256.MultiplyAddEstimate(x, b0, c10);
+            c11 = Vector256.MultiplyAddEstimate(x, b1, c11);
+            x = Vector256.Create(a2[p]);
+            c20 = Vector256.MultiplyAddEstimate(x, b0, c20);
+            c21 = Vector256.MultiplyAddEstimate(x, b1, c21);
+            x = Vector256.Create(a3[p]);
+            c30 = Vector256.MultiplyAddEstimate(x, b0, c30);
+            c31 = Vector256.MultiplyAddEstimate(x, b1, c31);
+            x = Vector256.Create(a4[p]);
+            c40 = Vector256.MultiplyAddEstimate(x, b0, c40);
+            c41 = Vector256.MultiplyAddEstimate(x, b1, c41);
+            x = Vector256.Create(a5[p]);
+            c50 = Vector256.MultiplyAddEstimate(x, b0, c50);
+            c51 = Vector256.MultiplyAddEstimate(x, b1, c51);
+        }
+
+        c00.Store(c);
+        c01.Store(c + 8);
+        c10.Store(c + ldc);
+        c11.Store(c + ldc + 8);
+        c20.Store(c + (2 * ldc));
+        c21.Store(c + (2 * ldc) + 8);
+        c30.Store(c + (3 * ldc));
+        c31.Store(c + (3 * ldc) + 8);
+        c40.Store(c + (4 * ldc));
+        c41.Store(c + (4 * ldc) + 8);
+        c50.Store(c + (5 * ldc));
+        c51.Store(c + (5 * ldc) + 8);
     }
 
     private static void Block1x16(float* a, float* b, int ldb, float* c, int k, bool accumulate)

@@ -77,6 +77,29 @@ public sealed class AttentionMaskTests
         }
     }
 
+    [Theory]
+    [InlineData("causal")]
+    [InlineData("window:1")]
+    [InlineData("window:13")]
+    [InlineData("prefix:0")]
+    [InlineData("prefix:17")]
+    [InlineData("prefix:500")]
+    public void CountLivePairs_ContiguousKeys_EqualsPairwiseCount(string text)
+    {
+        var mask = AttentionMask.Parse(text);
+        long[] queries = TestData.Positions(60, 30);
+        long[] keys = TestData.Positions(70, 10);
+        long pairwise = 0;
+        foreach (long q in queries)
+        {
+            pairwise += keys.Count(k => mask.IsVisible(q, k));
+        }
+
+        Assert.Equal(pairwise, mask.CountLivePairs(queries, keys));
+        long[] strided = TestData.Positions(35, 10, 2);
+        Assert.Equal(queries.Sum(q => strided.Count(k => mask.IsVisible(q, k))), mask.CountLivePairs(queries, strided));
+    }
+
     [Fact]
     public void CountLivePairs_Causal_IsTriangle()
     {

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The kernel benchmark of the foundation issue: the forward kernel against an OpenBLAS f32 GEMM measured in the
+# same run, on this machine. Installs its own yardstick (Debian's python3-numpy on OpenBLAS) and prints figures;
+# it asserts nothing, because timings on a shared 2-core machine belong in a report, not in a test.
+#   bench/kernel.sh [--quick]
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+
+if ! /usr/bin/python3 -c 'import numpy' 2>/dev/null || [ ! -e /usr/lib/x86_64-linux-gnu/openblas-pthread/libblas.so.3 ]; then
+  echo "installing python3-numpy and OpenBLAS (apt-get)..." >&2
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-numpy libopenblas0-pthread >/dev/null
+fi
+
+dotnet build src/Client/Cli -c Release -o artifacts/bench/cli -nologo -v quiet >/dev/null
+exec /usr/bin/python3 bench/kernel_report.py artifacts/bench/cli/longcluster "$@"

@@ -1,0 +1,155 @@
+using System.Diagnostics;
+using System.Globalization;
+using LongCluster.Kernels;
+using LongCluster.Tensors;
+
+namespace LongCluster.Cli;
+
+/// <summary><c>longcluster attend</c>: attention over tensors from a safetensors file, on this node.</summary>
+internal static class AttendCommand
+{
+    /// <summary>
+    /// Default mask. Attention without a mask is the mathematical definition (and the default of PyTorch's
+    /// scaled_dot_product_attention); causal must be asked for.
+    /// </summary>
+    private const string DefaultMask = "full";
+
+    private static readonly DType[] FloatTypes = [DType.F32, DType.F16, DType.BF16];
+
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
+    {
+        CommandLine options = CommandLine.Parse("attend", args, ["input", "output", "mask", "scale", "threads"], []);
+        string input = options.RequiredText("input");
+        string output = options.RequiredText("output");
+        AttentionMask mask = DemoCommand.ParseMask("attend", options.Text("mask") ?? DefaultMask);
+        var kernelOptions = new AttentionOptions
+        {
+            Scale = options.Float("scale"),
+            MaxThreads = options.Int("threads", 0, 1),
+        };
+
+        using SafetensorsReader reader = SafetensorsReader.Open(input);
+        HostTensor q = reader.Read("q", 3, FloatTypes);
+        HostTensor k = reader.Read("k", 3, FloatTypes);
+        HostTensor v = reader.Read("v", 3, FloatTypes);
+        AttentionShape shape = ShapeOf(q, k, v);
+        long[] qPositions = ReadPositions(reader, "q_positions", shape.QueryTokens);
+        long[] kPositions = ReadPositions(reader, "k_positions", shape.KeyTokens);
+        int[] qDocuments = [];
+        int[] kDocuments = [];
+        if (reader.Contains("doc_ids"))
+        {
+            int[] documents = reader.Read("doc_ids", 1, DType.I32).AsSpan<int>().ToArray();
+            qDocuments = DocumentsAt(documents, qPositions, shape.QueryTokens, "q");
+            kDocuments = DocumentsAt(documents, kPositions, shape.KeyTokens, "k");
+            if (!mask.Document)
+            {
+                stderr.WriteLine($"warning: doc_ids is present but mask '{mask}' does not use documents; use document or document-causal to apply it");
+            }
+        }
+        else if (mask.Document)
+        {
+            throw new InputException($"mask '{mask}' needs a 'doc_ids' tensor [N] (i32, one document id per position) in {input}");
+        }
+
+        TensorChecks.RequireFinite("q", q);
+        TensorChecks.RequireFinite("k", k);
+        TensorChecks.RequireFinite("v", v);
+
+        var o = new float[shape.QueryElements];
+        var lse = new float[shape.LseElements];
+        var tokens = new AttentionTokens(qPositions, kPositions, qDocuments, kDocuments);
+        long started = Stopwatch.GetTimestamp();
+        TensorChecks.Forward(q, k, v, shape, mask, tokens, o, lse, kernelOptions);
+        double seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
+
+        SafetensorsWriter.Write(
+            output,
+            [
+                new("o", HostTensor.From<float>(o, shape.QueryTokens, shape.QueryHeads, shape.HeadDim)),
+                new("lse", HostTensor.From<float>(lse, shape.QueryTokens, shape.QueryHeads)),
+            ],
+            new Dictionary<string, string> { ["mask"] = mask.ToString() });
+
+        stdout.WriteLine(string.Create(
+            CultureInfo.InvariantCulture,
+            $"attend: Tq={shape.QueryTokens} Tk={shape.KeyTokens} Hq={shape.QueryHeads} Hkv={shape.KeyValueHeads} d={shape.HeadDim} {q.DType.SafetensorsName()} mask={mask} in {seconds * 1000:F1} ms -> {output}"));
+        return CliApp.ExitOk;
+    }
+
+    private static AttentionShape ShapeOf(HostTensor q, HostTensor k, HostTensor v)
+    {
+        if (!k.Shape.SequenceEqual(v.Shape))
+        {
+            throw new InputException($"k has shape [{string.Join(", ", k.Shape)}] but v has [{string.Join(", ", v.Shape)}]; they must match [Tk, Hkv, d]");
+        }
+
+        if (q.Shape[2] != k.Shape[2])
+        {
+            throw new InputException($"q has head dim {q.Shape[2]} but k has {k.Shape[2]}; q is [Tq, Hq, d] and k, v are [Tk, Hkv, d] with the same d");
+        }
+
+        long hq = q.Shape[1];
+        long hkv = k.Shape[1];
+        if (hq < 1 || hkv < 1 || hq % hkv != 0)
+        {
+            throw new InputException($"q has {hq} heads and k has {hkv}: the query heads must be a positive multiple of the KV heads");
+        }
+
+        long d = q.Shape[2];
+        if (d < 1 || d > AttentionShape.MaxHeadDim)
+        {
+            throw new InputException($"head dim d = {d} is outside 1..{AttentionShape.MaxHeadDim}");
+        }
+
+        if (q.ElementCount() > int.MaxValue || k.ElementCount() > int.MaxValue)
+        {
+            throw new InputException($"q [{string.Join(", ", q.Shape)}] or k is over {int.MaxValue} elements; split it into chunks");
+        }
+
+        return new AttentionShape((int)q.Shape[0], (int)k.Shape[0], (int)hq, (int)hkv, (int)d);
+    }
+
+    private static long[] ReadPositions(SafetensorsReader reader, string name, int count)
+    {
+        if (!reader.Contains(name))
+        {
+            return [];
+        }
+
+        HostTensor tensor = reader.Read(name, 1, DType.I64, DType.I32);
+        long[] positions = tensor.DType == DType.I64
+            ? tensor.AsSpan<long>().ToArray()
+            : tensor.AsSpan<int>().ToArray().Select(x => (long)x).ToArray();
+        if (positions.Length != count)
+        {
+            throw new InputException($"{name} has {positions.Length} entries, expected {count} (one per row)");
+        }
+
+        int negative = Array.FindIndex(positions, p => p < 0);
+        if (negative >= 0)
+        {
+            throw new InputException($"{name}[{negative}] = {positions[negative]}; positions must be >= 0");
+        }
+
+        return positions;
+    }
+
+    /// <summary>doc_ids is indexed by global position; each row takes the id of its position (default positions 0..T−1).</summary>
+    private static int[] DocumentsAt(int[] documents, long[] positions, int count, string rows)
+    {
+        var result = new int[count];
+        for (int i = 0; i < count; i++)
+        {
+            long position = positions.Length == 0 ? i : positions[i];
+            if (position >= documents.Length)
+            {
+                throw new InputException($"{rows} row {i} is at position {position}, but doc_ids has only {documents.Length} entries (one per position)");
+            }
+
+            result[i] = documents[position];
+        }
+
+        return result;
+    }
+}

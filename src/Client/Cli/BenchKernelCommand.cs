@@ -1,0 +1,89 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using LongCluster.Kernels;
+using LongCluster.Tensors;
+
+namespace LongCluster.Cli;
+
+/// <summary>
+/// <c>longcluster bench kernel</c>: times the forward kernel on synthetic data. GFLOP/s count live pairs only
+/// (<c>4 · d · Hq · live pairs</c>). The last line is one JSON object for scripts.
+/// </summary>
+internal static class BenchKernelCommand
+{
+    public static int Run(string[] args, TextWriter stdout)
+    {
+        CommandLine options = CommandLine.Parse("bench kernel", args, ["tq", "tk", "hq", "hkv", "d", "mask", "dtype", "threads", "repeat", "doc-len"], []);
+        int tq = options.Int("tq", 4096, 1);
+        int tk = options.Int("tk", tq, 1);
+        int hq = options.Int("hq", 8, 1);
+        int hkv = options.Int("hkv", hq, 1);
+        int d = options.Int("d", 128, 1, AttentionShape.MaxHeadDim);
+        int threads = options.Int("threads", Environment.ProcessorCount, 1);
+        int repeat = options.Int("repeat", 5, 1);
+        int documentLength = options.Int("doc-len", 1024, 1);
+        string dtypeText = options.Text("dtype") ?? "f32";
+        if (!DTypes.TryParseFloat(dtypeText, out DType dtype))
+        {
+            throw new UsageException($"bench kernel: --dtype must be f32, f16 or bf16, got '{dtypeText}'");
+        }
+
+        AttentionMask mask = DemoCommand.ParseMask("bench kernel", options.Text("mask") ?? "full");
+        if (hq % hkv != 0)
+        {
+            throw new UsageException($"bench kernel: --hq ({hq}) must be a multiple of --hkv ({hkv})");
+        }
+
+        var shape = new AttentionShape(tq, tk, hq, hkv, d);
+        HostTensor q = TensorChecks.Synthetic(dtype, 1, tq, hq, d);
+        HostTensor k = TensorChecks.Synthetic(dtype, 2, tk, hkv, d);
+        HostTensor v = TensorChecks.Synthetic(dtype, 3, tk, hkv, d);
+
+        // Queries are the last tq positions of the tk keys, as in a prefill chunk.
+        long[] kPositions = Enumerable.Range(0, tk).Select(i => (long)i).ToArray();
+        long[] qPositions = Enumerable.Range(Math.Max(0, tk - tq), tq).Select(i => (long)i).ToArray();
+        int[] kDocuments = mask.Document ? kPositions.Select(p => (int)(p / documentLength)).ToArray() : [];
+        int[] qDocuments = mask.Document ? qPositions.Select(p => (int)(p / documentLength)).ToArray() : [];
+        long livePairs = mask.CountLivePairs(qPositions, kPositions, qDocuments, kDocuments);
+        double flops = shape.Flops(livePairs);
+
+        var o = new float[shape.QueryElements];
+        var lse = new float[shape.LseElements];
+        var kernelOptions = new AttentionOptions { MaxThreads = threads };
+        var tokens = new AttentionTokens(qPositions, kPositions, qDocuments, kDocuments);
+        TensorChecks.Forward(q, k, v, shape, mask, tokens, o, lse, kernelOptions);
+        var times = new double[repeat];
+        for (int i = 0; i < repeat; i++)
+        {
+            long started = Stopwatch.GetTimestamp();
+            TensorChecks.Forward(q, k, v, shape, mask, tokens, o, lse, kernelOptions);
+            times[i] = Stopwatch.GetElapsedTime(started).TotalMilliseconds;
+        }
+
+        Array.Sort(times);
+        double median = times[repeat / 2];
+        double gflops = flops / (median / 1000) / 1e9;
+        string shapeText = $"Tq={tq} Tk={tk} Hq={hq} Hkv={hkv} d={d}";
+        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{"shape",-36} {"mask",-16} {"dtype",-5} {"thr",3} {"live pairs",14} {"median ms",10} {"min ms",9} {"GFLOP/s",8}"));
+        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{shapeText,-36} {mask,-16} {dtypeText,-5} {threads,3} {livePairs,14} {median,10:F2} {times[0],9:F2} {gflops,8:F1}"));
+        var summary = new Dictionary<string, object>
+        {
+            ["gflops"] = Math.Round(gflops, 2),
+            ["ms"] = Math.Round(median, 3),
+            ["min_ms"] = Math.Round(times[0], 3),
+            ["tq"] = tq,
+            ["tk"] = tk,
+            ["hq"] = hq,
+            ["hkv"] = hkv,
+            ["d"] = d,
+            ["mask"] = mask.ToString(),
+            ["dtype"] = dtypeText,
+            ["threads"] = threads,
+            ["live_pairs"] = livePairs,
+            ["repeat"] = repeat,
+        };
+        stdout.WriteLine(JsonSerializer.Serialize(summary));
+        return CliApp.ExitOk;
+    }
+}

@@ -1,0 +1,84 @@
+using System.Reflection;
+using LongCluster.Tensors;
+
+namespace LongCluster.Cli;
+
+/// <summary>
+/// The <c>longcluster</c> command line. Exit codes: 0 success, 1 the work ran but failed (verification, I/O),
+/// 2 bad usage or bad input (nothing was written).
+/// </summary>
+public static class CliApp
+{
+    public const int ExitOk = 0;
+    public const int ExitFailed = 1;
+    public const int ExitUsage = 2;
+
+    private const string Usage = """
+        longcluster — exact attention over long sequences
+
+        Usage:
+          longcluster demo [--tokens N] [--hq N] [--hkv N] [--d N] [--mask M] [--dtype f32|f16|bf16] [--threads N] [--check-rows N] [--seed N]
+              Synthetic Q/K/V, attention by the kernel, sampled rows checked against the float64 reference.
+          longcluster attend --input IN.safetensors --output OUT.safetensors [--mask M] [--scale S] [--threads N]
+              Reads q [Tq,Hq,d], k and v [Tk,Hkv,d] (f32/f16/bf16) and optional doc_ids [N] (i32, indexed by
+              position), q_positions [Tq] and k_positions [Tk] (i64); writes o [Tq,Hq,d] and lse [Tq,Hq] as f32.
+          longcluster bench kernel [--tq N] [--tk N] [--hq N] [--hkv N] [--d N] [--mask M] [--dtype T] [--threads N] [--repeat N]
+              Times the forward kernel; the last line is a JSON object with gflops and ms.
+          longcluster --version | --help
+
+        Masks: full, causal, window:W, prefix:N, document, document-causal, document-window:W, document-prefix:N.
+        Exit codes: 0 ok, 1 failed, 2 bad usage or input.
+        """;
+
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
+    {
+        ArgumentNullException.ThrowIfNull(args);
+        try
+        {
+            if (args.Length == 0 || args[0] is "--help" or "-h" or "help")
+            {
+                stdout.WriteLine(Usage);
+                return args.Length == 0 ? ExitUsage : ExitOk;
+            }
+
+            if (args[0] == "--version")
+            {
+                stdout.WriteLine(typeof(CliApp).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "unknown");
+                return ExitOk;
+            }
+
+            string[] rest = args[1..];
+            return args[0] switch
+            {
+                "attend" => AttendCommand.Run(rest, stdout, stderr),
+                "demo" => DemoCommand.Run(rest, stdout),
+                "bench" when rest.Length > 0 && rest[0] == "kernel" => BenchKernelCommand.Run(rest[1..], stdout),
+                "bench" => throw new UsageException("bench: say what to benchmark: 'longcluster bench kernel'"),
+                _ => throw new UsageException($"unknown command '{args[0]}' (commands: demo, attend, bench kernel; see --help)"),
+            };
+        }
+        catch (UsageException e)
+        {
+            stderr.WriteLine($"error: {e.Message}");
+            return ExitUsage;
+        }
+        catch (InputException e)
+        {
+            stderr.WriteLine($"error: {e.Message}");
+            return ExitUsage;
+        }
+        catch (SafetensorsException e)
+        {
+            stderr.WriteLine($"error: {e.Message}");
+            return ExitUsage;
+        }
+        catch (IOException e)
+        {
+            stderr.WriteLine($"error: {e.Message}");
+            return ExitFailed;
+        }
+    }
+}
+
+/// <summary>Input data that is well-formed as a file but wrong for the request (shape, dtype, non-finite values).</summary>
+internal sealed class InputException(string message) : Exception(message);

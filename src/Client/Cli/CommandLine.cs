@@ -1,0 +1,112 @@
+using System.Globalization;
+
+namespace LongCluster.Cli;
+
+/// <summary>A usage error: the message says which option and what was expected; the CLI exits with code 2.</summary>
+internal sealed class UsageException(string message) : Exception(message);
+
+/// <summary>
+/// The options of one command: <c>--name value</c>, <c>--name=value</c> and bare flags. Every option a command
+/// reads must be declared, so a misspelled option is an error rather than silently ignored.
+/// </summary>
+internal sealed class CommandLine
+{
+    private readonly Dictionary<string, string?> _values = new(StringComparer.Ordinal);
+    private readonly string _command;
+
+    private CommandLine(string command) => _command = command;
+
+    public static CommandLine Parse(string command, IReadOnlyList<string> args, IReadOnlyCollection<string> valueOptions, IReadOnlyCollection<string> flags)
+    {
+        var result = new CommandLine(command);
+        for (int i = 0; i < args.Count; i++)
+        {
+            string arg = args[i];
+            if (!arg.StartsWith("--", StringComparison.Ordinal))
+            {
+                throw new UsageException($"{command}: unexpected argument '{arg}'");
+            }
+
+            string name = arg[2..];
+            string? value = null;
+            int equals = name.IndexOf('=', StringComparison.Ordinal);
+            if (equals >= 0)
+            {
+                value = name[(equals + 1)..];
+                name = name[..equals];
+            }
+
+            if (flags.Contains(name))
+            {
+                if (value is not null)
+                {
+                    throw new UsageException($"{command}: --{name} takes no value");
+                }
+            }
+            else if (valueOptions.Contains(name))
+            {
+                if (value is null)
+                {
+                    if (i + 1 >= args.Count)
+                    {
+                        throw new UsageException($"{command}: --{name} needs a value");
+                    }
+
+                    value = args[++i];
+                }
+            }
+            else
+            {
+                string known = string.Join(", ", valueOptions.Concat(flags).Select(o => "--" + o));
+                throw new UsageException($"{command}: unknown option --{name} (known: {known})");
+            }
+
+            if (!result._values.TryAdd(name, value))
+            {
+                throw new UsageException($"{command}: --{name} given twice");
+            }
+        }
+
+        return result;
+    }
+
+    public bool Has(string name) => _values.ContainsKey(name);
+
+    public string? Text(string name) => _values.GetValueOrDefault(name);
+
+    public string RequiredText(string name) =>
+        Text(name) ?? throw new UsageException($"{_command}: --{name} is required");
+
+    public int Int(string name, int defaultValue, int minimum, int maximum = int.MaxValue)
+    {
+        string? text = Text(name);
+        if (text is null)
+        {
+            return defaultValue;
+        }
+
+        if (!int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out int value) || value < minimum || value > maximum)
+        {
+            string range = maximum == int.MaxValue ? $">= {minimum}" : $"in {minimum}..{maximum}";
+            throw new UsageException($"{_command}: --{name} must be an integer {range}, got '{text}'");
+        }
+
+        return value;
+    }
+
+    public float? Float(string name)
+    {
+        string? text = Text(name);
+        if (text is null)
+        {
+            return null;
+        }
+
+        if (!float.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out float value) || !float.IsFinite(value))
+        {
+            throw new UsageException($"{_command}: --{name} must be a finite number, got '{text}'");
+        }
+
+        return value;
+    }
+}

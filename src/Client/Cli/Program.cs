@@ -1,0 +1,3 @@
+using LongCluster.Cli;
+
+return CliApp.Run(args, Console.Out, Console.Error);

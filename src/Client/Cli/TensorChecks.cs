@@ -1,0 +1,97 @@
+using LongCluster.Kernels;
+using LongCluster.Tensors;
+
+namespace LongCluster.Cli;
+
+/// <summary>Checks and dispatch over the storage dtypes of tensors read from files.</summary>
+internal static class TensorChecks
+{
+    /// <summary>Throws naming the first element that is NaN or infinite, with its index in the tensor's shape.</summary>
+    public static void RequireFinite(string name, HostTensor tensor)
+    {
+        long bad = tensor.DType switch
+        {
+            DType.F32 => FirstNonFinite(tensor.AsSpan<float>(), x => float.IsFinite(x)),
+            DType.F16 => FirstNonFinite(tensor.AsSpan<Half>(), Half.IsFinite),
+            DType.BF16 => FirstNonFinite(tensor.AsSpan<BFloat16>(), x => float.IsFinite((float)x)),
+            _ => -1,
+        };
+        if (bad < 0)
+        {
+            return;
+        }
+
+        var index = new long[tensor.Shape.Count];
+        long rest = bad;
+        for (int i = index.Length - 1; i >= 0; i--)
+        {
+            index[i] = rest % tensor.Shape[i];
+            rest /= tensor.Shape[i];
+        }
+
+        float value = tensor.ToSingle()[bad];
+        throw new InputException($"tensor '{name}' has a non-finite value {value} at [{string.Join(", ", index)}]; inputs must be finite");
+    }
+
+    private static long FirstNonFinite<T>(ReadOnlySpan<T> values, Func<T, bool> isFinite)
+    {
+        for (int i = 0; i < values.Length; i++)
+        {
+            if (!isFinite(values[i]))
+            {
+                return i;
+            }
+        }
+
+        return -1;
+    }
+
+    /// <summary>
+    /// Runs the forward kernel on tensors of any storage dtype. Q, K and V of one dtype run in it directly; mixed
+    /// dtypes are widened to f32 first (exact), since one kernel call has one storage type.
+    /// </summary>
+    public static void Forward(
+        HostTensor q, HostTensor k, HostTensor v, AttentionShape shape, AttentionMask mask, scoped AttentionTokens tokens, float[] o, float[] lse, AttentionOptions options)
+    {
+        if (q.DType != k.DType || k.DType != v.DType)
+        {
+            Attention.Forward<float>(q.ToSingle(), k.ToSingle(), v.ToSingle(), shape, mask, tokens, o, lse, options);
+            return;
+        }
+
+        switch (q.DType)
+        {
+            case DType.F32:
+                Attention.Forward<float>(q.AsSpan<float>(), k.AsSpan<float>(), v.AsSpan<float>(), shape, mask, tokens, o, lse, options);
+                break;
+            case DType.F16:
+                Attention.Forward<Half>(q.AsSpan<Half>(), k.AsSpan<Half>(), v.AsSpan<Half>(), shape, mask, tokens, o, lse, options);
+                break;
+            case DType.BF16:
+                Attention.Forward<BFloat16>(q.AsSpan<BFloat16>(), k.AsSpan<BFloat16>(), v.AsSpan<BFloat16>(), shape, mask, tokens, o, lse, options);
+                break;
+            default:
+                throw new InputException($"q, k and v must be F32, F16 or BF16, not {q.DType.SafetensorsName()}");
+        }
+    }
+
+    /// <summary>Synthetic values in [−1, 1), seeded, stored as <paramref name="dtype"/>.</summary>
+    public static HostTensor Synthetic(DType dtype, int seed, params long[] shape)
+    {
+        var random = new Random(seed);
+        long count = shape.Aggregate(1L, (a, b) => a * b);
+        var values = new float[count];
+        for (long i = 0; i < count; i++)
+        {
+            values[i] = (random.NextSingle() * 2f) - 1f;
+        }
+
+        return dtype switch
+        {
+            DType.F32 => HostTensor.From<float>(values, shape),
+            DType.F16 => HostTensor.From<Half>(values.Select(x => (Half)x).ToArray(), shape),
+            DType.BF16 => HostTensor.From<BFloat16>(values.Select(x => (BFloat16)x).ToArray(), shape),
+            _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "not a float dtype"),
+        };
+    }
+}
