@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Runs every LongCluster test on a fresh machine: restores and builds the solution in Release (warnings are
+# errors), runs every test project, runs the kernel tests again with the Vector256 path off (DOTNET_EnableAVX2=0)
+# and with every intrinsic off (DOTNET_EnableHWIntrinsic=0), and ends with one line: N passed, N failed, N skipped.
+# Needs only the .NET SDK and the NuGet feed; later issues add what they need here (redis-server via apt-get).
+set -uo pipefail
+cd "$(dirname "$0")"
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
+
+results="artifacts/test-results"
+rm -rf "$results"
+mkdir -p "$results"
+
+if ! dotnet build LongCluster.sln -c Release -warnaserror -nologo -v minimal; then
+  echo "build failed"
+  echo "0 passed, 1 failed, 0 skipped"
+  exit 1
+fi
+
+crashed=0
+run() {
+  local name="$1" project="$2"
+  shift 2
+  echo "== $name"
+  if ! env "$@" dotnet test "$project" -c Release --no-build --nologo \
+      --logger "trx;LogFileName=$name.trx" --logger "console;verbosity=minimal" --results-directory "$results"; then
+    [ -f "$results/$name.trx" ] || { echo "$name: the test run died before writing results"; crashed=$((crashed + 1)); }
+  fi
+}
+
+run kernels tests/Kernels.Tests/LongCluster.Kernels.Tests.csproj
+run kernels-vector128 tests/Kernels.Tests/LongCluster.Kernels.Tests.csproj DOTNET_EnableAVX2=0
+run kernels-scalar tests/Kernels.Tests/LongCluster.Kernels.Tests.csproj DOTNET_EnableHWIntrinsic=0
+run cli tests/Cli.Tests/LongCluster.Cli.Tests.csproj
+
+passed=0 failed=$crashed skipped=0
+for trx in "$results"/*.trx; do
+  [ -f "$trx" ] || continue
+  counters=$(grep -o '<Counters [^>]*>' "$trx")
+  attr() { echo "$counters" | sed -n "s/.* $1=\"\([0-9]*\)\".*/\1/p"; }
+  total=$(attr total) executed=$(attr executed) ok=$(attr passed) bad=$(attr failed) errors=$(attr error)
+  passed=$((passed + ${ok:-0}))
+  failed=$((failed + ${bad:-0} + ${errors:-0}))
+  skipped=$((skipped + ${total:-0} - ${executed:-0}))
+done
+
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]

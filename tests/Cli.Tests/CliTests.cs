@@ -1,0 +1,267 @@
+using System.Diagnostics;
+using System.Text.Json;
+using LongCluster.Kernels;
+using LongCluster.Tensors;
+
+namespace LongCluster.Cli.Tests;
+
+public sealed class CliTests : IDisposable
+{
+    private readonly string _directory = Directory.CreateTempSubdirectory("lc-cli-").FullName;
+
+    public void Dispose() => Directory.Delete(_directory, recursive: true);
+
+    [Theory]
+    [InlineData("causal")]
+    [InlineData("document-causal")]
+    [InlineData("window:7")]
+    public void Attend_F32File_WritesExactlyWhatTheKernelComputes(string mask)
+    {
+        var shape = new AttentionShape(40, 50, 4, 2, 24);
+        float[] q = Random(1, shape.QueryElements);
+        float[] k = Random(2, shape.KeyValueElements);
+        float[] v = Random(3, shape.KeyValueElements);
+        long[] qPositions = Enumerable.Range(10, 40).Select(i => (long)i).ToArray();
+        int[] documents = Enumerable.Range(0, 60).Select(p => p / 13).ToArray();
+        string input = WriteInput(new()
+        {
+            ["q"] = HostTensor.From<float>(q, 40, 4, 24),
+            ["k"] = HostTensor.From<float>(k, 50, 2, 24),
+            ["v"] = HostTensor.From<float>(v, 50, 2, 24),
+            ["q_positions"] = HostTensor.From<long>(qPositions, 40),
+            ["doc_ids"] = HostTensor.From<int>(documents, 60),
+        });
+        string output = Path.Combine(_directory, "out.safetensors");
+
+        (int code, string stdout, string stderr) = Run("attend", "--input", input, "--output", output, "--mask", mask, "--threads", "2");
+
+        Assert.True(code == 0, stderr);
+        Assert.Contains("Tq=40 Tk=50 Hq=4 Hkv=2 d=24", stdout);
+        var expectedO = new float[shape.QueryElements];
+        var expectedLse = new float[shape.LseElements];
+        int[] qDocuments = qPositions.Select(p => documents[p]).ToArray();
+        int[] kDocuments = documents[..50];
+        Attention.Forward<float>(q, k, v, shape, AttentionMask.Parse(mask), new AttentionTokens(qPositions, default, qDocuments, kDocuments), expectedO, expectedLse);
+        using SafetensorsReader reader = SafetensorsReader.Open(output);
+        HostTensor o = reader.Read("o");
+        HostTensor lse = reader.Read("lse");
+        Assert.Equal([40L, 4, 24], o.Shape);
+        Assert.Equal([40L, 4], lse.Shape);
+        Assert.Equal(expectedO, o.AsSpan<float>().ToArray());
+        Assert.Equal(expectedLse, lse.AsSpan<float>().ToArray());
+    }
+
+    [Fact]
+    public void Attend_MixedF16AndBF16_MatchesReferenceOnRoundedInputs()
+    {
+        var shape = new AttentionShape(30, 30, 2, 1, 16);
+        Half[] q = Random(1, shape.QueryElements).Select(x => (Half)x).ToArray();
+        BFloat16[] k = Random(2, shape.KeyValueElements).Select(x => (BFloat16)x).ToArray();
+        BFloat16[] v = Random(3, shape.KeyValueElements).Select(x => (BFloat16)x).ToArray();
+        string input = WriteInput(new()
+        {
+            ["q"] = HostTensor.From<Half>(q, 30, 2, 16),
+            ["k"] = HostTensor.From<BFloat16>(k, 30, 1, 16),
+            ["v"] = HostTensor.From<BFloat16>(v, 30, 1, 16),
+        });
+        string output = Path.Combine(_directory, "out.safetensors");
+
+        (int code, _, string stderr) = Run("attend", "--input", input, "--output", output, "--mask", "causal");
+
+        Assert.True(code == 0, stderr);
+        float[] qf = q.Select(x => (float)x).ToArray();
+        float[] kf = k.Select(x => (float)x).ToArray();
+        float[] vf = v.Select(x => (float)x).ToArray();
+        (double[] refO, _) = AttentionReference.Forward<float>(qf, kf, vf, shape, AttentionMask.Causal, default);
+        using SafetensorsReader reader = SafetensorsReader.Open(output);
+        float[] o = reader.Read("o").AsSpan<float>().ToArray();
+        double maxRef = refO.Max(Math.Abs);
+        Assert.All(Enumerable.Range(0, o.Length), i => Assert.True(Math.Abs(o[i] - refO[i]) <= 1e-4 * maxRef));
+    }
+
+    public static TheoryData<string, string> BadInputs() => new()
+    {
+        { "nan", "tensor 'q' has a non-finite value NaN at [1, 0, 2]" },
+        { "heads", "q has 3 heads and k has 2: the query heads must be a positive multiple of the KV heads" },
+        { "kv-shape", "k has shape [5, 1, 4] but v has [6, 1, 4]" },
+        { "head-dim", "q has head dim 8 but k has 4" },
+        { "dtype", "tensor 'q' has dtype I32, expected F32 or F16 or BF16" },
+        { "rank", "tensor 'k' has shape [5, 4] (2 dimensions), expected 3 dimensions" },
+        { "missing-v", "no tensor named 'v'" },
+        { "positions", "k_positions has 3 entries, expected 5 (one per row)" },
+        { "doc-range", "k row 4 is at position 4, but doc_ids has only 4 entries" },
+    };
+
+    [Theory]
+    [MemberData(nameof(BadInputs))]
+    public void Attend_BadInput_Exit2NamesTheProblemAndWritesNothing(string kind, string expected)
+    {
+        float[] q = Random(1, 5 * 2 * 4);
+        q[(1 * 2 * 4) + 2] = kind == "nan" ? float.NaN : q[10];
+        var tensors = new Dictionary<string, HostTensor>
+        {
+            ["q"] = kind switch
+            {
+                "heads" => HostTensor.From<float>(Random(1, 5 * 3 * 4), 5, 3, 4),
+                "head-dim" => HostTensor.From<float>(Random(1, 5 * 2 * 8), 5, 2, 8),
+                "dtype" => HostTensor.From<int>(new int[40], 5, 2, 4),
+                _ => HostTensor.From<float>(q, 5, 2, 4),
+            },
+            ["k"] = kind == "rank" ? HostTensor.From<float>(Random(2, 20), 5, 4) : HostTensor.From<float>(Random(2, 20), 5, 1, 4),
+            ["v"] = kind == "kv-shape" ? HostTensor.From<float>(Random(3, 24), 6, 1, 4) : HostTensor.From<float>(Random(3, 20), 5, 1, 4),
+        };
+        if (kind == "heads")
+        {
+            tensors["k"] = HostTensor.From<float>(Random(2, 40), 5, 2, 4);
+            tensors["v"] = HostTensor.From<float>(Random(3, 40), 5, 2, 4);
+        }
+
+        if (kind == "missing-v")
+        {
+            tensors.Remove("v");
+        }
+
+        if (kind == "positions")
+        {
+            tensors["k_positions"] = HostTensor.From<long>([0, 1, 2], 3);
+        }
+
+        string mask = "full";
+        if (kind == "doc-range")
+        {
+            tensors["doc_ids"] = HostTensor.From<int>([0, 0, 1, 1], 4);
+            tensors["q_positions"] = HostTensor.From<long>([0, 1, 2, 3, 3], 5);
+            mask = "document";
+        }
+
+        string input = WriteInput(tensors);
+        string output = Path.Combine(_directory, "never.safetensors");
+
+        (int code, _, string stderr) = Run("attend", "--input", input, "--output", output, "--mask", mask);
+
+        Assert.Equal(2, code);
+        Assert.Contains(expected, stderr);
+        Assert.False(File.Exists(output));
+    }
+
+    [Theory]
+    [InlineData(new[] { "attend", "--output", "x" }, "--input is required")]
+    [InlineData(new[] { "attend", "--input", "a", "--output", "b", "--mask", "diagonal" }, "--mask: mask 'diagonal' is not one of")]
+    [InlineData(new[] { "attend", "--input", "a", "--output", "b", "--threads", "0" }, "--threads must be an integer >= 1")]
+    [InlineData(new[] { "attend", "--input", "a", "--output", "b", "--scale", "nan" }, "--scale must be a finite number")]
+    [InlineData(new[] { "attend", "--inptu", "a" }, "unknown option --inptu")]
+    [InlineData(new[] { "attend", "--input", "/nonexistent/x.safetensors", "--output", "b" }, "cannot open")]
+    [InlineData(new[] { "frobnicate" }, "unknown command 'frobnicate'")]
+    [InlineData(new[] { "bench", "kernel", "--hq", "6", "--hkv", "4" }, "--hq (6) must be a multiple of --hkv (4)")]
+    [InlineData(new[] { "demo", "--dtype", "f64" }, "--dtype must be f32, f16 or bf16")]
+    public void Run_BadUsage_Exit2WithMessage(string[] args, string expected)
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        Assert.Equal(2, CliApp.Run(args, stdout, stderr));
+        Assert.Contains(expected, stderr.ToString());
+    }
+
+    [Fact]
+    public void Attend_DocumentMaskWithoutDocIds_Exit2()
+    {
+        string input = WriteInput(new()
+        {
+            ["q"] = HostTensor.From<float>(Random(1, 8), 2, 1, 4),
+            ["k"] = HostTensor.From<float>(Random(2, 8), 2, 1, 4),
+            ["v"] = HostTensor.From<float>(Random(3, 8), 2, 1, 4),
+        });
+        (int code, _, string stderr) = Run("attend", "--input", input, "--output", Path.Combine(_directory, "o.safetensors"), "--mask", "document-causal");
+        Assert.Equal(2, code);
+        Assert.Contains("needs a 'doc_ids' tensor", stderr);
+    }
+
+    [Fact]
+    public void Attend_TruncatedInput_Exit2SaysTruncated()
+    {
+        string input = WriteInput(new()
+        {
+            ["q"] = HostTensor.From<float>(Random(1, 8), 2, 1, 4),
+            ["k"] = HostTensor.From<float>(Random(2, 8), 2, 1, 4),
+            ["v"] = HostTensor.From<float>(Random(3, 8), 2, 1, 4),
+        });
+        byte[] bytes = File.ReadAllBytes(input);
+        File.WriteAllBytes(input, bytes[..^5]);
+        (int code, _, string stderr) = Run("attend", "--input", input, "--output", Path.Combine(_directory, "o.safetensors"));
+        Assert.Equal(2, code);
+        Assert.Contains("run past the end of the data", stderr);
+    }
+
+    [Fact]
+    public void BenchKernel_SmallShape_LastLineIsJsonWithFigures()
+    {
+        (int code, string stdout, _) = Run("bench", "kernel", "--tq", "100", "--tk", "300", "--hq", "4", "--hkv", "2", "--d", "64", "--mask", "causal", "--repeat", "2", "--threads", "1");
+        Assert.Equal(0, code);
+        string last = stdout.TrimEnd().Split('\n')[^1];
+        using JsonDocument json = JsonDocument.Parse(last);
+        Assert.True(json.RootElement.GetProperty("gflops").GetDouble() > 0);
+        Assert.True(json.RootElement.GetProperty("ms").GetDouble() > 0);
+        Assert.Equal(100 * 300 - (100 * 99 / 2), json.RootElement.GetProperty("live_pairs").GetInt64());
+        Assert.Equal("causal", json.RootElement.GetProperty("mask").GetString());
+    }
+
+    [Fact]
+    public void Demo_Process_VerifiesAndExitsZero()
+    {
+        (int code, string stdout, string stderr) = RunProcess("demo", "--tokens", "700", "--hq", "4", "--hkv", "2", "--d", "64", "--check-rows", "16");
+        Assert.True(code == 0, stdout + stderr);
+        Assert.Contains("verified 16 sampled (row, head) pairs", stdout);
+        Assert.Contains(": OK", stdout);
+    }
+
+    [Fact]
+    public void Attend_Process_BadUsageExitsTwo()
+    {
+        (int code, _, string stderr) = RunProcess("attend", "--input");
+        Assert.Equal(2, code);
+        Assert.Contains("--input needs a value", stderr);
+    }
+
+    private static (int Code, string Stdout, string Stderr) Run(params string[] args)
+    {
+        var stdout = new StringWriter();
+        var stderr = new StringWriter();
+        int code = CliApp.Run(args, stdout, stderr);
+        return (code, stdout.ToString(), stderr.ToString());
+    }
+
+    /// <summary>Runs the real longcluster executable (built beside the tests) as a child process.</summary>
+    private static (int Code, string Stdout, string Stderr) RunProcess(params string[] args)
+    {
+        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "longcluster.dll"));
+        foreach (string arg in args)
+        {
+            start.ArgumentList.Add(arg);
+        }
+
+        using Process process = Process.Start(start)!;
+        Task<string> stdout = process.StandardOutput.ReadToEndAsync();
+        Task<string> stderr = process.StandardError.ReadToEndAsync();
+        if (!process.WaitForExit(TimeSpan.FromMinutes(2)))
+        {
+            process.Kill(entireProcessTree: true);
+            throw new TimeoutException($"longcluster {string.Join(' ', args)} did not finish in 2 minutes");
+        }
+
+        return (process.ExitCode, stdout.Result, stderr.Result);
+    }
+
+    private string WriteInput(Dictionary<string, HostTensor> tensors)
+    {
+        string path = Path.Combine(_directory, Guid.NewGuid().ToString("N") + ".safetensors");
+        SafetensorsWriter.Write(path, tensors);
+        return path;
+    }
+
+    private static float[] Random(int seed, long count)
+    {
+        var random = new Random(seed);
+        return Enumerable.Range(0, (int)count).Select(_ => (random.NextSingle() * 2) - 1).ToArray();
+    }
+}
