@@ -48,18 +48,7 @@ public static partial class Attention
                 fixed (float* po = partialO, plse = partialLse)
                 {
                     var job = new DecodeJob<T>(q, k, v, po, plse, shape, mask, resolved, scale * Log2E);
-                    int items = chunks * shape.KeyValueHeads;
-                    if (threads <= 1 || items == 1)
-                    {
-                        for (int i = 0; i < items; i++)
-                        {
-                            job.RunItem(i);
-                        }
-                    }
-                    else
-                    {
-                        Parallel.For(0, items, new ParallelOptions { MaxDegreeOfParallelism = threads }, job.RunItem);
-                    }
+                    WorkQueue.Run(chunks * shape.KeyValueHeads, threads, job.RunItem);
                 }
             }
 

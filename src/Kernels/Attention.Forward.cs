@@ -106,20 +106,7 @@ internal sealed unsafe class FlashForwardJob<T>
 
     public int ItemCount => _queryTiles * _shape.KeyValueHeads;
 
-    public void Run(int threads)
-    {
-        if (threads <= 1 || ItemCount == 1)
-        {
-            for (int i = 0; i < ItemCount; i++)
-            {
-                RunItem(i);
-            }
-
-            return;
-        }
-
-        Parallel.For(0, ItemCount, new ParallelOptions { MaxDegreeOfParallelism = threads }, RunItem);
-    }
+    public void Run(int threads) => WorkQueue.Run(ItemCount, threads, RunItem);
 
     private void RunItem(int item)
     {
@@ -330,11 +317,26 @@ internal sealed unsafe class FlashForwardJob<T>
         {
             float* sr = s + ((long)r * Bc);
             long qp = rowPositions[r];
+            if (!documents)
+            {
+                // Every positional mask is an interval of key positions per query row.
+                (long lo, long hi) = _mask.VisibleRange(qp);
+                for (int j = 0; j < keys; j++)
+                {
+                    long kp = keyPositions[k0 + j];
+                    if (kp < lo || kp > hi)
+                    {
+                        sr[j] = float.NegativeInfinity;
+                    }
+                }
+
+                continue;
+            }
+
             int qd = rowDocuments[r];
             for (int j = 0; j < keys; j++)
             {
-                int kd = documents ? keyDocuments[k0 + j] : 0;
-                if (!_mask.IsVisible(qp, keyPositions[k0 + j], qd, kd))
+                if (!_mask.IsVisible(qp, keyPositions[k0 + j], qd, keyDocuments[k0 + j]))
                 {
                     sr[j] = float.NegativeInfinity;
                 }

@@ -147,6 +147,15 @@ public readonly record struct AttentionMask
         _ => k < Size || k <= q,
     };
 
+    /// <summary>The key positions visible to query position <paramref name="q"/> (documents aside): the closed interval [lo, hi].</summary>
+    public (long Lo, long Hi) VisibleRange(long q) => Kind switch
+    {
+        MaskKind.Full => (long.MinValue, long.MaxValue),
+        MaskKind.Causal => (long.MinValue, q),
+        MaskKind.Window => (q - Size + 1, q),
+        _ => (long.MinValue, Math.Max(q, Size - 1)),
+    };
+
     /// <summary>Whether the key is visible, documents included.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public bool IsVisible(long q, long k, int queryDocument, int keyDocument) =>
