@@ -197,8 +197,9 @@ public readonly record struct AttentionMask
     }
 
     /// <summary>
-    /// Counts visible (query, key) pairs: the work a kernel must do. Per query row it is an interval count when the
-    /// keys are the contiguous positions k0, k0+1, …; otherwise (or with documents) every pair is tested.
+    /// Counts visible (query, key) pairs: the work a kernel must do. When the key positions ascend (and, for document
+    /// masks, their document ids do not decrease, as in packed sequences) each query row is two binary searches;
+    /// otherwise every pair is tested.
     /// </summary>
     public long CountLivePairs(ReadOnlySpan<long> queryPositions, ReadOnlySpan<long> keyPositions, ReadOnlySpan<int> queryDocuments = default, ReadOnlySpan<int> keyDocuments = default)
     {
@@ -207,26 +208,27 @@ public readonly record struct AttentionMask
             return (long)queryPositions.Length * keyPositions.Length;
         }
 
-        bool contiguous = true;
-        for (int j = 1; j < keyPositions.Length && contiguous; j++)
+        bool sorted = true;
+        for (int j = 1; j < keyPositions.Length && sorted; j++)
         {
-            contiguous = keyPositions[j] == keyPositions[j - 1] + 1;
+            sorted = keyPositions[j] > keyPositions[j - 1] && (!Document || keyDocuments[j] >= keyDocuments[j - 1]);
         }
 
         long count = 0;
-        if (contiguous && !Document && keyPositions.Length > 0)
+        if (sorted)
         {
-            long first = keyPositions[0];
-            long last = keyPositions[^1];
-            foreach (long q in queryPositions)
+            for (int i = 0; i < queryPositions.Length; i++)
             {
-                (long lo, long hi) = Kind switch
+                (long lo, long hi) = VisibleRange(queryPositions[i]);
+                int first = LowerBound(keyPositions, lo);
+                int end = LowerBound(keyPositions, hi == long.MaxValue ? hi : hi + 1);
+                if (Document)
                 {
-                    MaskKind.Causal => (first, Math.Min(last, q)),
-                    MaskKind.Window => (Math.Max(first, q - Size + 1), Math.Min(last, q)),
-                    _ => (first, Math.Min(last, Math.Max(q, Size - 1))),
-                };
-                count += Math.Max(0, hi - lo + 1);
+                    first = Math.Max(first, LowerBound(keyDocuments, queryDocuments[i]));
+                    end = Math.Min(end, queryDocuments[i] == int.MaxValue ? keyDocuments.Length : LowerBound(keyDocuments, queryDocuments[i] + 1));
+                }
+
+                count += Math.Max(0, end - first);
             }
 
             return count;
@@ -245,6 +247,27 @@ public readonly record struct AttentionMask
         }
 
         return count;
+    }
+
+    private static int LowerBound<T>(ReadOnlySpan<T> sorted, T value)
+        where T : IComparable<T>
+    {
+        int lo = 0;
+        int hi = sorted.Length;
+        while (lo < hi)
+        {
+            int mid = (lo + hi) >>> 1;
+            if (sorted[mid].CompareTo(value) < 0)
+            {
+                lo = mid + 1;
+            }
+            else
+            {
+                hi = mid;
+            }
+        }
+
+        return lo;
     }
 
     private static bool TryParseSize(string text, long minimum, out long value) =>

@@ -100,6 +100,32 @@ public sealed class AttentionMaskTests
         Assert.Equal(queries.Sum(q => strided.Count(k => mask.IsVisible(q, k))), mask.CountLivePairs(queries, strided));
     }
 
+    [Theory]
+    [InlineData("document")]
+    [InlineData("document-causal")]
+    [InlineData("document-window:6")]
+    [InlineData("document-prefix:9")]
+    public void CountLivePairs_SortedDocuments_EqualsPairwiseCount(string text)
+    {
+        var mask = AttentionMask.Parse(text);
+        long[] queries = TestData.Positions(50, 3, 2);
+        long[] keys = TestData.Positions(80, 0, 1);
+        int[] qd = TestData.Documents(queries);
+        int[] kd = TestData.Documents(keys);
+        long pairwise = 0;
+        for (int i = 0; i < queries.Length; i++)
+        {
+            for (int j = 0; j < keys.Length; j++)
+            {
+                pairwise += mask.IsVisible(queries[i], keys[j], qd[i], kd[j]) ? 1 : 0;
+            }
+        }
+
+        Assert.Equal(pairwise, mask.CountLivePairs(queries, keys, qd, kd));
+        long[] shuffled = keys.Reverse().ToArray();
+        Assert.Equal(pairwise, mask.CountLivePairs(queries, shuffled, qd, kd.Reverse().ToArray()));
+    }
+
     [Fact]
     public void CountLivePairs_Causal_IsTriangle()
     {

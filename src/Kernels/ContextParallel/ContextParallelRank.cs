@@ -1,0 +1,307 @@
+namespace LongCluster.Kernels.ContextParallel;
+
+/// <summary>The rows one rank contributes to a chunk: its tokens in token order, all heads.</summary>
+/// <param name="Query">Q <c>[n, Hq, d]</c>.</param>
+/// <param name="Key">K <c>[n, Hkv, d]</c>.</param>
+/// <param name="Value">V <c>[n, Hkv, d]</c>.</param>
+/// <param name="Positions">Global position of each row, <c>[n]</c>.</param>
+/// <param name="Documents">Document id of each row, <c>[n]</c>, or empty when the mask has no documents.</param>
+public sealed record RankInput<T>(T[] Query, T[] Key, T[] Value, long[] Positions, int[] Documents)
+    where T : unmanaged;
+
+/// <summary>A rank's exact result for its input rows: O <c>[n, Hq, d]</c> and LSE <c>[n, Hq]</c>.</summary>
+public sealed record RankOutput(float[] Output, float[] LogSumExp);
+
+/// <summary>
+/// One rank of a context-parallel sequence. It keeps its KV for every chunk so far (sequence-sharded for ring
+/// layouts, head-sharded for Ulysses and hybrid) and, for each new chunk: scatters Q/K/V to its Ulysses group
+/// (all-to-all), appends the new K/V, runs the ring — at each step the block it holds is already on its way to
+/// the next rank while it computes on it — merging the per-step partials by LSE in step order, and gathers O back
+/// (all-to-all). A block that none of its queries can see costs no compute.
+/// </summary>
+public sealed class ContextParallelRank<T>
+    where T : unmanaged
+{
+    private readonly List<(long[] Positions, int[] Documents, T[] Key, T[] Value)> _segments = [];
+    private readonly int _headDim;
+
+    public ContextParallelRank(int rank, int headDim)
+    {
+        Rank = rank;
+        _headDim = headDim;
+    }
+
+    public int Rank { get; }
+
+    /// <summary>Rows of KV this rank holds (all chunks).</summary>
+    public long StoredRows => _segments.Sum(s => (long)s.Positions.Length);
+
+    /// <summary>How long a rank waits for any one frame from a peer before the chunk fails (a lost peer must not hang the run).</summary>
+    public TimeSpan ReceiveTimeout { get; init; } = TimeSpan.FromMinutes(5);
+
+    public async Task<RankOutput> PrefillChunkAsync(
+        IExchange exchange, LayoutPlan plan, RankInput<T> input, AttentionMask mask, AttentionOptions options, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(exchange);
+        ArgumentNullException.ThrowIfNull(plan);
+        ArgumentNullException.ThrowIfNull(input);
+        string step = "scatter all-to-all";
+        try
+        {
+            int member = plan.MemberOf(Rank);
+            int ring = plan.RingOf(Rank);
+            int d = _headDim;
+            (_, int qHeads) = plan.QueryHeadsOf(member);
+            (_, int kvHeads) = plan.KeyValueHeadsOf(member);
+
+            // 1. Scatter: every member of the Ulysses group gets all the group's tokens for its own heads.
+            (long[] positions, int[] documents, T[] query, T[] key, T[] value, int[] memberRows) =
+                await ScatterAsync(exchange, plan, input, cancellationToken).ConfigureAwait(false);
+            _segments.Add((positions, documents, key, value));
+
+            // 2. Ring over the ranks that hold the same heads: exact partials merged by LSE in step order.
+            int rows = positions.Length;
+            var shape = new AttentionShape(rows, 0, qHeads, kvHeads, d);
+            var accO = new float[shape.QueryElements];
+            var accL = new float[shape.LseElements];
+            accL.AsSpan().Fill(float.NegativeInfinity);
+            var partO = new float[shape.QueryElements];
+            var partL = new float[shape.LseElements];
+            TileRange queries = TileRange.Of(positions, mask.Document ? documents : default);
+            int ringSize = plan.RingDegree;
+            int next = plan.RankAt((ring + 1) % ringSize, member);
+            int previous = plan.RankAt((ring - 1 + ringSize) % ringSize, member);
+            Frame current = StoreFrame();
+            try
+            {
+                for (int s = 0; s < ringSize; s++)
+                {
+                    step = $"ring step {s + 1} of {ringSize}";
+                    ValueTask<Frame> incoming = default;
+                    if (s < ringSize - 1)
+                    {
+                        // Double buffering: the block goes out and the next one is awaited before this one is computed.
+                        await exchange.SendAsync(next, current, cancellationToken).ConfigureAwait(false);
+                        incoming = ReceiveAsync(exchange, previous, cancellationToken);
+                    }
+
+                    ComputeBlock(current, query, positions, documents, queries, shape, mask, options, accO, accL, partO, partL);
+                    if (s < ringSize - 1)
+                    {
+                        Frame received = await incoming.ConfigureAwait(false);
+                        current.Dispose();
+                        current = received;
+                    }
+                }
+            }
+            finally
+            {
+                current.Dispose();
+            }
+
+            // 3. Gather: O rows go back to the members that own the tokens.
+            step = "gather all-to-all";
+            return await GatherAsync(exchange, plan, input.Positions.Length, memberRows, accO, accL, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            throw new ContextParallelException(Rank, step, e);
+        }
+    }
+
+    private void ComputeBlock(
+        Frame block, T[] query, long[] positions, int[] documents, TileRange queries, AttentionShape shape, AttentionMask mask, AttentionOptions options,
+        float[] accO, float[] accL, float[] partO, float[] partL)
+    {
+        ReadOnlySpan<long> keyPositions = block.Section<long>(0);
+        ReadOnlySpan<int> keyDocuments = block.Section<int>(1);
+        if (keyPositions.IsEmpty || positions.Length == 0
+            || mask.Classify(queries, TileRange.Of(keyPositions, mask.Document ? keyDocuments : default)) == TileVisibility.Hidden)
+        {
+            return;
+        }
+
+        AttentionShape blockShape = shape with { KeyTokens = keyPositions.Length };
+        var tokens = new AttentionTokens(positions, keyPositions, mask.Document ? documents : default, mask.Document ? keyDocuments : default);
+        Attention.Forward<T>(query, block.Section<T>(2), block.Section<T>(3), blockShape, mask, tokens, partO, partL, options);
+        Attention.MergePartials(accO, accL, partO, partL, accO, accL, shape.HeadDim);
+    }
+
+    /// <summary>All of this rank's stored KV as one frame: positions, documents, K, V.</summary>
+    private Frame StoreFrame()
+    {
+        if (_segments.Count == 1)
+        {
+            (long[] p, int[] docs, T[] k, T[] v) = _segments[0];
+            return Frame.Of<long, int, T, T>(p, docs, k, v);
+        }
+
+        long[] positions = _segments.SelectMany(s => s.Positions).ToArray();
+        int[] documents = _segments.SelectMany(s => s.Documents).ToArray();
+        T[] key = _segments.SelectMany(s => s.Key).ToArray();
+        T[] value = _segments.SelectMany(s => s.Value).ToArray();
+        return Frame.Of<long, int, T, T>(positions, documents, key, value);
+    }
+
+    private async Task<(long[] Positions, int[] Documents, T[] Query, T[] Key, T[] Value, int[] MemberRows)> ScatterAsync(
+        IExchange exchange, LayoutPlan plan, RankInput<T> input, CancellationToken cancellationToken)
+    {
+        int degree = plan.UlyssesDegree;
+        int member = plan.MemberOf(Rank);
+        int ring = plan.RingOf(Rank);
+        if (degree == 1)
+        {
+            return (input.Positions, input.Documents, input.Query, input.Key, input.Value, [input.Positions.Length]);
+        }
+
+        for (int m = 0; m < degree; m++)
+        {
+            if (m == member)
+            {
+                continue;
+            }
+
+            using Frame frame = HeadSlice(plan, input, m);
+            await exchange.SendAsync(plan.RankAt(ring, m), frame, cancellationToken).ConfigureAwait(false);
+        }
+
+        var parts = new Frame[degree];
+        try
+        {
+            for (int m = 0; m < degree; m++)
+            {
+                parts[m] = m == member
+                    ? HeadSlice(plan, input, m)
+                    : await ReceiveAsync(exchange, plan.RankAt(ring, m), cancellationToken).ConfigureAwait(false);
+            }
+
+            int[] memberRows = parts.Select(p => p.Section<long>(0).Length).ToArray();
+            return (
+                Concat<long>(parts, 0),
+                Concat<int>(parts, 1),
+                Concat<T>(parts, 2),
+                Concat<T>(parts, 3),
+                Concat<T>(parts, 4),
+                memberRows);
+        }
+        finally
+        {
+            foreach (Frame? part in parts)
+            {
+                part?.Dispose();
+            }
+        }
+    }
+
+    /// <summary>This rank's rows, restricted to the query and KV heads of Ulysses member <paramref name="member"/>.</summary>
+    private Frame HeadSlice(LayoutPlan plan, RankInput<T> input, int member)
+    {
+        int d = _headDim;
+        int n = input.Positions.Length;
+        (int qFirst, int qCount) = plan.QueryHeadsOf(member);
+        (int kvFirst, int kvCount) = plan.KeyValueHeadsOf(member);
+        int elementSize = System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
+        Frame frame = Frame.Create(n * sizeof(long), input.Documents.Length * sizeof(int), n * qCount * d * elementSize, n * kvCount * d * elementSize, n * kvCount * d * elementSize);
+        input.Positions.CopyTo(frame.Section<long>(0));
+        input.Documents.CopyTo(frame.Section<int>(1));
+        CopyHeads(input.Query, plan.QueryHeads, qFirst, qCount, frame.Section<T>(2));
+        CopyHeads(input.Key, plan.KeyValueHeads, kvFirst, kvCount, frame.Section<T>(3));
+        CopyHeads(input.Value, plan.KeyValueHeads, kvFirst, kvCount, frame.Section<T>(4));
+        return frame;
+    }
+
+    private void CopyHeads(ReadOnlySpan<T> source, int heads, int first, int count, Span<T> destination)
+    {
+        int d = _headDim;
+        int rows = source.Length / (heads * d);
+        for (int r = 0; r < rows; r++)
+        {
+            source.Slice(((r * heads) + first) * d, count * d).CopyTo(destination.Slice(r * count * d, count * d));
+        }
+    }
+
+    private async Task<RankOutput> GatherAsync(
+        IExchange exchange, LayoutPlan plan, int ownRows, int[] memberRows, float[] accO, float[] accL, CancellationToken cancellationToken)
+    {
+        int degree = plan.UlyssesDegree;
+        if (degree == 1)
+        {
+            return new RankOutput(accO, accL);
+        }
+
+        int d = _headDim;
+        int member = plan.MemberOf(Rank);
+        int ring = plan.RingOf(Rank);
+        int qHeads = plan.QueryHeads / degree;
+        int offset = 0;
+        for (int m = 0; m < degree; m++)
+        {
+            int rows = memberRows[m];
+            if (m != member)
+            {
+                using Frame frame = Frame.Create(rows * qHeads * d * sizeof(float), rows * qHeads * sizeof(float));
+                accO.AsSpan(offset * qHeads * d, rows * qHeads * d).CopyTo(frame.Section<float>(0));
+                accL.AsSpan(offset * qHeads, rows * qHeads).CopyTo(frame.Section<float>(1));
+                await exchange.SendAsync(plan.RankAt(ring, m), frame, cancellationToken).ConfigureAwait(false);
+            }
+
+            offset += rows;
+        }
+
+        var output = new float[ownRows * plan.QueryHeads * d];
+        var lse = new float[ownRows * plan.QueryHeads];
+        int ownOffset = memberRows.Take(member).Sum();
+        for (int m = 0; m < degree; m++)
+        {
+            int first = m * qHeads;
+            if (m == member)
+            {
+                Place(accO.AsSpan(ownOffset * qHeads * d, ownRows * qHeads * d), accL.AsSpan(ownOffset * qHeads, ownRows * qHeads), first);
+                continue;
+            }
+
+            using Frame frame = await ReceiveAsync(exchange, plan.RankAt(ring, m), cancellationToken).ConfigureAwait(false);
+            Place(frame.Section<float>(0), frame.Section<float>(1), first);
+        }
+
+        return new RankOutput(output, lse);
+
+        void Place(ReadOnlySpan<float> o, ReadOnlySpan<float> l, int firstHead)
+        {
+            for (int r = 0; r < ownRows; r++)
+            {
+                o.Slice(r * qHeads * d, qHeads * d).CopyTo(output.AsSpan(((r * plan.QueryHeads) + firstHead) * d));
+                l.Slice(r * qHeads, qHeads).CopyTo(lse.AsSpan((r * plan.QueryHeads) + firstHead));
+            }
+        }
+    }
+
+    private async ValueTask<Frame> ReceiveAsync(IExchange exchange, int source, CancellationToken cancellationToken)
+    {
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        deadline.CancelAfter(ReceiveTimeout);
+        try
+        {
+            return await exchange.ReceiveAsync(source, deadline.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            throw new TimeoutException($"no frame from rank {source} within {ReceiveTimeout.TotalSeconds:0.###} s");
+        }
+    }
+
+    private static TElement[] Concat<TElement>(Frame[] parts, int section)
+        where TElement : unmanaged
+    {
+        var result = new TElement[parts.Sum(p => p.Section<TElement>(section).Length)];
+        int offset = 0;
+        foreach (Frame part in parts)
+        {
+            Span<TElement> span = part.Section<TElement>(section);
+            span.CopyTo(result.AsSpan(offset));
+            offset += span.Length;
+        }
+
+        return result;
+    }
+}

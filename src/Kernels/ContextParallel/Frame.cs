@@ -1,0 +1,112 @@
+using System.Buffers;
+using System.Runtime.InteropServices;
+
+namespace LongCluster.Kernels.ContextParallel;
+
+/// <summary>
+/// A binary message between ranks: a fixed header (section count, then each section's byte length) and raw
+/// sections, each 8-byte aligned, in one pooled buffer. Tensors go in as their raw bytes (one copy, no per-element
+/// serialization) and are read back as typed spans over the same buffer. Reference-counted: every holder
+/// disposes its reference; the buffer returns to the pool when the last one does.
+/// </summary>
+public sealed class Frame : IDisposable
+{
+    private readonly byte[] _buffer;
+    private readonly int[] _offsets;
+    private readonly int[] _lengths;
+    private int _references = 1;
+
+    private Frame(byte[] buffer, int length, int[] offsets, int[] lengths)
+    {
+        _buffer = buffer;
+        Length = length;
+        _offsets = offsets;
+        _lengths = lengths;
+    }
+
+    /// <summary>Total bytes including the header: what a transport puts on the wire.</summary>
+    public int Length { get; }
+
+    public int SectionCount => _lengths.Length;
+
+    /// <summary>Rents a frame with sections of the given byte lengths; the caller fills them.</summary>
+    public static Frame Create(params int[] sectionLengths)
+    {
+        ArgumentNullException.ThrowIfNull(sectionLengths);
+        int header = Align(4 + (8 * sectionLengths.Length));
+        var offsets = new int[sectionLengths.Length];
+        long position = header;
+        for (int i = 0; i < sectionLengths.Length; i++)
+        {
+            offsets[i] = checked((int)position);
+            position = Align(position + sectionLengths[i]);
+        }
+
+        int length = checked((int)position);
+        byte[] buffer = ArrayPool<byte>.Shared.Rent(length);
+        MemoryMarshal.Write(buffer, sectionLengths.Length);
+        for (int i = 0; i < sectionLengths.Length; i++)
+        {
+            MemoryMarshal.Write(buffer.AsSpan(4 + (8 * i)), (long)sectionLengths[i]);
+        }
+
+        return new Frame(buffer, length, offsets, (int[])sectionLengths.Clone());
+    }
+
+    /// <summary>A frame whose sections are copies of the given spans' bytes.</summary>
+    public static Frame Of<T1, T2, T3, T4>(ReadOnlySpan<T1> a, ReadOnlySpan<T2> b, ReadOnlySpan<T3> c, ReadOnlySpan<T4> d)
+        where T1 : unmanaged
+        where T2 : unmanaged
+        where T3 : unmanaged
+        where T4 : unmanaged
+    {
+        ReadOnlySpan<byte> ab = MemoryMarshal.AsBytes(a);
+        ReadOnlySpan<byte> bb = MemoryMarshal.AsBytes(b);
+        ReadOnlySpan<byte> cb = MemoryMarshal.AsBytes(c);
+        ReadOnlySpan<byte> db = MemoryMarshal.AsBytes(d);
+        Frame frame = Create(ab.Length, bb.Length, cb.Length, db.Length);
+        ab.CopyTo(frame.Section(0));
+        bb.CopyTo(frame.Section(1));
+        cb.CopyTo(frame.Section(2));
+        db.CopyTo(frame.Section(3));
+        return frame;
+    }
+
+    public Span<byte> Section(int index)
+    {
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _references) <= 0, this);
+        return _buffer.AsSpan(_offsets[index], _lengths[index]);
+    }
+
+    public Span<T> Section<T>(int index)
+        where T : unmanaged => MemoryMarshal.Cast<byte, T>(Section(index));
+
+    /// <summary>The whole frame as bytes.</summary>
+    public ReadOnlySpan<byte> Bytes => _buffer.AsSpan(0, Length);
+
+    /// <summary>Adds a reference (a transport or a second reader); each reference is disposed once.</summary>
+    public Frame Retain()
+    {
+        if (Interlocked.Increment(ref _references) <= 1)
+        {
+            throw new ObjectDisposedException(nameof(Frame), "a disposed frame cannot be retained");
+        }
+
+        return this;
+    }
+
+    public void Dispose()
+    {
+        int remaining = Interlocked.Decrement(ref _references);
+        if (remaining == 0)
+        {
+            ArrayPool<byte>.Shared.Return(_buffer);
+        }
+        else if (remaining < 0)
+        {
+            throw new ObjectDisposedException(nameof(Frame), "frame disposed more often than it was retained");
+        }
+    }
+
+    private static int Align(long value) => checked((int)((value + 7) & ~7L));
+}
