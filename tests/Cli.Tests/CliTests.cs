@@ -79,6 +79,74 @@ public sealed class CliTests : IDisposable
         Assert.All(Enumerable.Range(0, o.Length), i => Assert.True(Math.Abs(o[i] - refO[i]) <= 1e-4 * maxRef));
     }
 
+    [Theory]
+    [InlineData("zigzag", "4", "causal")]
+    [InlineData("striped:2", "3", "document-causal")]
+    [InlineData("ulysses", "2", "window:9")]
+    [InlineData("hybrid:2", "4", "full")]
+    public void Attend_Sharded_SameNumbersAsSingleNode(string layout, string shards, string mask)
+    {
+        var shape = new AttentionShape(45, 45, 4, 2, 16);
+        string input = WriteInput(new()
+        {
+            ["q"] = HostTensor.From<float>(Random(1, shape.QueryElements), 45, 4, 16),
+            ["k"] = HostTensor.From<float>(Random(2, shape.KeyValueElements), 45, 2, 16),
+            ["v"] = HostTensor.From<float>(Random(3, shape.KeyValueElements), 45, 2, 16),
+            ["doc_ids"] = HostTensor.From<int>(Enumerable.Range(0, 45).Select(p => p / 10).ToArray(), 45),
+        });
+        string single = Path.Combine(_directory, "single.safetensors");
+        string sharded = Path.Combine(_directory, "sharded.safetensors");
+
+        Assert.Equal(0, Run("attend", "--input", input, "--output", single, "--mask", mask).Code);
+        (int code, string stdout, string stderr) = Run("attend", "--input", input, "--output", sharded, "--mask", mask, "--shards", shards, "--layout", layout);
+
+        Assert.True(code == 0, stderr);
+        Assert.Contains($"shards={shards} layout={layout}", stdout);
+        using SafetensorsReader a = SafetensorsReader.Open(single);
+        using SafetensorsReader b = SafetensorsReader.Open(sharded);
+        float[] o1 = a.Read("o").AsSpan<float>().ToArray();
+        float[] o2 = b.Read("o").AsSpan<float>().ToArray();
+        double maxRef = o1.Max(Math.Abs);
+        Assert.All(Enumerable.Range(0, o1.Length), i => Assert.True(Math.Abs(o1[i] - o2[i]) <= 1e-4 * maxRef, $"O[{i}]"));
+    }
+
+    [Theory]
+    [InlineData(new[] { "--shards", "3", "--layout", "ulysses" }, "the Ulysses degree 3 must divide the query heads (4)")]
+    [InlineData(new[] { "--shards", "2", "--layout", "ring" }, "--layout: layout 'ring' is not one of")]
+    public void Attend_ShardedBadLayout_Exit2(string[] extra, string expected)
+    {
+        string input = WriteInput(new()
+        {
+            ["q"] = HostTensor.From<float>(Random(1, 80), 5, 4, 4),
+            ["k"] = HostTensor.From<float>(Random(2, 20), 5, 1, 4),
+            ["v"] = HostTensor.From<float>(Random(3, 20), 5, 1, 4),
+        });
+        (int code, _, string stderr) = Run(["attend", "--input", input, "--output", Path.Combine(_directory, "o.safetensors"), .. extra]);
+        Assert.Equal(2, code);
+        Assert.Contains(expected, stderr);
+    }
+
+    [Fact]
+    public void Plan_CausalZigzag_BalancedAndJsonLast()
+    {
+        (int code, string stdout, _) = Run("plan", "--tokens", "4096", "--shards", "4", "--layout", "zigzag", "--mask", "causal");
+        Assert.Equal(0, code);
+        Assert.Contains("imbalance (sum of step max / sum of step mean): 1.0000", stdout);
+        using JsonDocument json = JsonDocument.Parse(stdout.TrimEnd().Split('\n')[^1]);
+        Assert.Equal(4, json.RootElement.GetProperty("live_pairs").GetArrayLength());
+        // 4096 tokens, 8 heads, d = 128, f32: a 1024-token block is 1024 · (2 · 8 · 128 · 4 + 8) bytes, sent 3 times.
+        Assert.Equal(3L * 1024 * ((2 * 8 * 128 * 4) + 8), json.RootElement.GetProperty("bytes_sent")[0].GetInt64());
+    }
+
+    [Fact]
+    public void Plan_CausalContiguous_ShowsSkippedBlocksAndImbalance()
+    {
+        (int code, string stdout, _) = Run("plan", "--tokens", "4096", "--shards", "4", "--layout", "contiguous");
+        Assert.Equal(0, code);
+        Assert.Contains("skip", stdout);
+        Assert.Contains("imbalance (sum of step max / sum of step mean): 1.7", stdout);
+    }
+
     public static TheoryData<string, string> BadInputs() => new()
     {
         { "nan", "tensor 'q' has a non-finite value NaN at [1, 0, 2]" },

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using LongCluster.Kernels;
+using LongCluster.Kernels.ContextParallel;
 using LongCluster.Tensors;
 
 namespace LongCluster.Cli;
@@ -18,7 +19,7 @@ internal static class AttendCommand
 
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
     {
-        CommandLine options = CommandLine.Parse("attend", args, ["input", "output", "mask", "scale", "threads"], []);
+        CommandLine options = CommandLine.Parse("attend", args, ["input", "output", "mask", "scale", "threads", "shards", "layout"], []);
         string input = options.RequiredText("input");
         string output = options.RequiredText("output");
         AttentionMask mask = DemoCommand.ParseMask("attend", options.Text("mask") ?? DefaultMask);
@@ -27,6 +28,11 @@ internal static class AttendCommand
             Scale = options.Float("scale"),
             MaxThreads = options.Int("threads", 0, 1),
         };
+
+        int shards = options.Int("shards", 1, 1, 4096);
+        ContextLayout? layout = options.Has("shards") || options.Has("layout")
+            ? PlanCommand.ParseLayout("attend", options.Text("layout") ?? "zigzag")
+            : null;
 
         using SafetensorsReader reader = SafetensorsReader.Open(input);
         HostTensor q = reader.Read("q", 3, FloatTypes);
@@ -60,7 +66,21 @@ internal static class AttendCommand
         var lse = new float[shape.LseElements];
         var tokens = new AttentionTokens(qPositions, kPositions, qDocuments, kDocuments);
         long started = Stopwatch.GetTimestamp();
-        TensorChecks.Forward(q, k, v, shape, mask, tokens, o, lse, kernelOptions);
+        if (layout is null)
+        {
+            TensorChecks.Forward(q, k, v, shape, mask, tokens, o, lse, kernelOptions);
+        }
+        else
+        {
+            if (shape.QueryTokens != shape.KeyTokens || !qPositions.AsSpan().SequenceEqual(kPositions))
+            {
+                throw new InputException("--shards runs a context-parallel prefill: q and k must cover the same tokens (Tq == Tk, same positions)");
+            }
+
+            _ = PlanCommand.CreatePlan("attend", layout, shards, shape.QueryTokens, shape.QueryHeads, shape.KeyValueHeads);
+            TensorChecks.ShardedForward(q, k, v, shape, mask, layout, shards, qPositions, qDocuments, o, lse, kernelOptions);
+        }
+
         double seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
 
         SafetensorsWriter.Write(
@@ -73,7 +93,7 @@ internal static class AttendCommand
 
         stdout.WriteLine(string.Create(
             CultureInfo.InvariantCulture,
-            $"attend: Tq={shape.QueryTokens} Tk={shape.KeyTokens} Hq={shape.QueryHeads} Hkv={shape.KeyValueHeads} d={shape.HeadDim} {q.DType.SafetensorsName()} mask={mask} in {seconds * 1000:F1} ms -> {output}"));
+            $"attend: Tq={shape.QueryTokens} Tk={shape.KeyTokens} Hq={shape.QueryHeads} Hkv={shape.KeyValueHeads} d={shape.HeadDim} {q.DType.SafetensorsName()} mask={mask}{(layout is null ? "" : $" shards={shards} layout={layout}")} in {seconds * 1000:F1} ms -> {output}"));
         return CliApp.ExitOk;
     }
 

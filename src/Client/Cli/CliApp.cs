@@ -20,10 +20,16 @@ public static class CliApp
           longcluster demo [--tokens N] [--hq N] [--hkv N] [--d N] [--mask M] [--dtype f32|f16|bf16] [--threads N] [--check-rows N] [--seed N]
               Synthetic Q/K/V, attention by the kernel, sampled rows checked against the float64 reference.
           longcluster attend --input IN.safetensors --output OUT.safetensors [--mask M] [--scale S] [--threads N]
+                             [--shards P --layout contiguous|striped[:S]|zigzag|ulysses|hybrid:U]
               Reads q [Tq,Hq,d], k and v [Tk,Hkv,d] (f32/f16/bf16) and optional doc_ids [N] (i32, indexed by
               position), q_positions [Tq] and k_positions [Tk] (i64); writes o [Tq,Hq,d] and lse [Tq,Hq] as f32.
+              With --shards, P in-process ranks compute it context-parallel (q and k over the same tokens).
+          longcluster plan --tokens T --shards P [--layout zigzag] [--mask causal] [--hq 8] [--hkv Hq] [--d 128] [--dtype f32] [--doc-len 4096]
+              Per-step, per-shard live work, load imbalance and bytes sent, from positions alone.
           longcluster bench kernel [--tq N] [--tk N] [--hq N] [--hkv N] [--d N] [--mask M] [--dtype T] [--threads N] [--repeat N]
               Times the forward kernel; the last line is a JSON object with gflops and ms.
+          longcluster bench ring [--tokens 16384] [--shards 2] [--layout zigzag] [--mask causal] [--hq 8] [--hkv Hq] [--d 128] [--repeat 3]
+              The in-process context-parallel driver (P ranks x 1 thread) against the kernel on 1 thread.
           longcluster --version | --help
 
         Masks: full, causal, window:W, prefix:N, document, document-causal, document-window:W, document-prefix:N.
@@ -52,9 +58,11 @@ public static class CliApp
             {
                 "attend" => AttendCommand.Run(rest, stdout, stderr),
                 "demo" => DemoCommand.Run(rest, stdout),
+                "plan" => PlanCommand.Run(rest, stdout),
                 "bench" when rest.Length > 0 && rest[0] == "kernel" => BenchKernelCommand.Run(rest[1..], stdout),
-                "bench" => throw new UsageException("bench: say what to benchmark: 'longcluster bench kernel'"),
-                _ => throw new UsageException($"unknown command '{args[0]}' (commands: demo, attend, bench kernel; see --help)"),
+                "bench" when rest.Length > 0 && rest[0] == "ring" => BenchRingCommand.Run(rest[1..], stdout),
+                "bench" => throw new UsageException("bench: say what to benchmark: 'longcluster bench kernel' or 'longcluster bench ring'"),
+                _ => throw new UsageException($"unknown command '{args[0]}' (commands: demo, attend, plan, bench kernel; see --help)"),
             };
         }
         catch (UsageException e)

@@ -1,4 +1,5 @@
 using LongCluster.Kernels;
+using LongCluster.Kernels.ContextParallel;
 using LongCluster.Tensors;
 
 namespace LongCluster.Cli;
@@ -72,6 +73,31 @@ internal static class TensorChecks
                 break;
             default:
                 throw new InputException($"q, k and v must be F32, F16 or BF16, not {q.DType.SafetensorsName()}");
+        }
+    }
+
+    /// <summary>The same computation as <see cref="Forward"/>, by <paramref name="shards"/> in-process ranks under <paramref name="layout"/>.</summary>
+    public static void ShardedForward(
+        HostTensor q, HostTensor k, HostTensor v, AttentionShape shape, AttentionMask mask, ContextLayout layout, int shards, long[] positions, int[] documents, float[] o, float[] lse, AttentionOptions options)
+    {
+        if (q.DType == k.DType && k.DType == v.DType && q.DType is DType.F16)
+        {
+            Run<Half>(q.AsSpan<Half>().ToArray(), k.AsSpan<Half>().ToArray(), v.AsSpan<Half>().ToArray());
+        }
+        else if (q.DType == k.DType && k.DType == v.DType && q.DType is DType.BF16)
+        {
+            Run<BFloat16>(q.AsSpan<BFloat16>().ToArray(), k.AsSpan<BFloat16>().ToArray(), v.AsSpan<BFloat16>().ToArray());
+        }
+        else
+        {
+            Run<float>(q.ToSingle(), k.ToSingle(), v.ToSingle());
+        }
+
+        void Run<T>(T[] query, T[] key, T[] value)
+            where T : unmanaged
+        {
+            var sequence = new ShardedSequence<T>(layout, shards, shape.QueryHeads, shape.KeyValueHeads, shape.HeadDim, mask, options);
+            sequence.PrefillAsync(query, key, value, o, lse, positions, documents).GetAwaiter().GetResult();
         }
     }
 

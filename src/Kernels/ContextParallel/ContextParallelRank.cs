@@ -62,11 +62,12 @@ public sealed class ContextParallelRank<T>
             // 2. Ring over the ranks that hold the same heads: exact partials merged by LSE in step order.
             int rows = positions.Length;
             var shape = new AttentionShape(rows, 0, qHeads, kvHeads, d);
-            var accO = new float[shape.QueryElements];
-            var accL = new float[shape.LseElements];
-            accL.AsSpan().Fill(float.NegativeInfinity);
-            var partO = new float[shape.QueryElements];
-            var partL = new float[shape.LseElements];
+            // Every element of these is written before it is read (the first live block goes straight into acc).
+            float[] accO = GC.AllocateUninitializedArray<float>((int)shape.QueryElements);
+            float[] accL = GC.AllocateUninitializedArray<float>((int)shape.LseElements);
+            float[] partO = GC.AllocateUninitializedArray<float>((int)shape.QueryElements);
+            float[] partL = GC.AllocateUninitializedArray<float>((int)shape.LseElements);
+            bool computed = false;
             TileRange queries = TileRange.Of(positions, mask.Document ? documents : default);
             int ringSize = plan.RingDegree;
             int next = plan.RankAt((ring + 1) % ringSize, member);
@@ -85,7 +86,7 @@ public sealed class ContextParallelRank<T>
                         incoming = ReceiveAsync(exchange, previous, cancellationToken);
                     }
 
-                    ComputeBlock(current, query, positions, documents, queries, shape, mask, options, accO, accL, partO, partL);
+                    computed |= ComputeBlock(current, query, positions, documents, queries, shape, mask, options, computed, accO, accL, partO, partL);
                     if (s < ringSize - 1)
                     {
                         Frame received = await incoming.ConfigureAwait(false);
@@ -99,6 +100,13 @@ public sealed class ContextParallelRank<T>
                 current.Dispose();
             }
 
+            if (!computed)
+            {
+                // No key visible to any of this rank's queries: O = 0, LSE = −∞.
+                accO.AsSpan().Clear();
+                accL.AsSpan().Fill(float.NegativeInfinity);
+            }
+
             // 3. Gather: O rows go back to the members that own the tokens.
             step = "gather all-to-all";
             return await GatherAsync(exchange, plan, input.Positions.Length, memberRows, accO, accL, cancellationToken).ConfigureAwait(false);
@@ -109,22 +117,28 @@ public sealed class ContextParallelRank<T>
         }
     }
 
-    private void ComputeBlock(
+    /// <summary>Attends this rank's queries to one KV block. Returns false (and computes nothing) when the mask hides it entirely.</summary>
+    private static bool ComputeBlock(
         Frame block, T[] query, long[] positions, int[] documents, TileRange queries, AttentionShape shape, AttentionMask mask, AttentionOptions options,
-        float[] accO, float[] accL, float[] partO, float[] partL)
+        bool accumulate, float[] accO, float[] accL, float[] partO, float[] partL)
     {
         ReadOnlySpan<long> keyPositions = block.Section<long>(0);
         ReadOnlySpan<int> keyDocuments = block.Section<int>(1);
         if (keyPositions.IsEmpty || positions.Length == 0
             || mask.Classify(queries, TileRange.Of(keyPositions, mask.Document ? keyDocuments : default)) == TileVisibility.Hidden)
         {
-            return;
+            return false;
         }
 
         AttentionShape blockShape = shape with { KeyTokens = keyPositions.Length };
         var tokens = new AttentionTokens(positions, keyPositions, mask.Document ? documents : default, mask.Document ? keyDocuments : default);
-        Attention.Forward<T>(query, block.Section<T>(2), block.Section<T>(3), blockShape, mask, tokens, partO, partL, options);
-        Attention.MergePartials(accO, accL, partO, partL, accO, accL, shape.HeadDim);
+        Attention.Forward<T>(query, block.Section<T>(2), block.Section<T>(3), blockShape, mask, tokens, accumulate ? partO : accO, accumulate ? partL : accL, options);
+        if (accumulate)
+        {
+            Attention.MergePartials(accO, accL, partO, partL, accO, accL, shape.HeadDim);
+        }
+
+        return true;
     }
 
     /// <summary>All of this rank's stored KV as one frame: positions, documents, K, V.</summary>

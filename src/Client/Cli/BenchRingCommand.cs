@@ -1,0 +1,92 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using LongCluster.Kernels;
+using LongCluster.Kernels.ContextParallel;
+using LongCluster.Tensors;
+
+namespace LongCluster.Cli;
+
+/// <summary>
+/// <c>longcluster bench ring</c>: the in-process context-parallel driver (P ranks, one kernel thread each) against
+/// the single-node kernel on one thread, same shape and mask. Parallel efficiency = single / (P · parallel).
+/// Also checks that both give the same numbers.
+/// </summary>
+internal static class BenchRingCommand
+{
+    public static int Run(string[] args, TextWriter stdout)
+    {
+        CommandLine options = CommandLine.Parse("bench ring", args, ["tokens", "shards", "layout", "mask", "hq", "hkv", "d", "dtype", "repeat"], []);
+        int tokens = options.Int("tokens", 16384, 1);
+        int shards = options.Int("shards", 2, 1, 64);
+        int hq = options.Int("hq", 8, 1);
+        int hkv = options.Int("hkv", hq, 1);
+        int d = options.Int("d", 128, 1, AttentionShape.MaxHeadDim);
+        int repeat = options.Int("repeat", 3, 1);
+        ContextLayout layout = PlanCommand.ParseLayout("bench ring", options.Text("layout") ?? "zigzag");
+        AttentionMask mask = DemoCommand.ParseMask("bench ring", options.Text("mask") ?? "causal");
+        if (mask.Document)
+        {
+            throw new UsageException("bench ring: document masks need document ids; use attend with a doc_ids tensor");
+        }
+
+        string dtypeText = options.Text("dtype") ?? "f32";
+        if (!DTypes.TryParseFloat(dtypeText, out DType dtype) || dtype != DType.F32)
+        {
+            throw new UsageException($"bench ring: --dtype must be f32, got '{dtypeText}'");
+        }
+
+        _ = PlanCommand.CreatePlan("bench ring", layout, shards, tokens, hq, hkv);
+        var shape = new AttentionShape(tokens, tokens, hq, hkv, d);
+        float[] q = TensorChecks.Synthetic(DType.F32, 1, tokens, hq, d).AsSpan<float>().ToArray();
+        float[] k = TensorChecks.Synthetic(DType.F32, 2, tokens, hkv, d).AsSpan<float>().ToArray();
+        float[] v = TensorChecks.Synthetic(DType.F32, 3, tokens, hkv, d).AsSpan<float>().ToArray();
+        var singleO = new float[shape.QueryElements];
+        var singleL = new float[shape.LseElements];
+        var shardedO = new float[shape.QueryElements];
+        var shardedL = new float[shape.LseElements];
+
+        double single = Median(repeat, () =>
+            Attention.Forward<float>(q, k, v, shape, mask, default, singleO, singleL, new AttentionOptions { MaxThreads = 1 }));
+        double parallel = Median(repeat, () =>
+        {
+            var sequence = new ShardedSequence<float>(layout, shards, hq, hkv, d, mask, new AttentionOptions { MaxThreads = shards });
+            sequence.PrefillAsync(q, k, v, shardedO, shardedL).GetAwaiter().GetResult();
+        });
+
+        double maxRef = singleO.Max(Math.Abs);
+        double maxError = singleO.Zip(shardedO, (a, b) => (double)Math.Abs(a - b)).Max();
+        double efficiency = single / (shards * parallel);
+        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{"case",-44} {"median ms",10}"));
+        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{"single node, 1 thread",-44} {single * 1000,10:F1}"));
+        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{$"{layout}, {shards} ranks x 1 thread",-44} {parallel * 1000,10:F1}"));
+        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"parallel efficiency single / (P x parallel) = {efficiency:F3}; max |O diff| / max |O| = {maxError / maxRef:E2}"));
+        stdout.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
+        {
+            ["tokens"] = tokens,
+            ["shards"] = shards,
+            ["layout"] = layout.ToString(),
+            ["mask"] = mask.ToString(),
+            ["single_ms"] = Math.Round(single * 1000, 2),
+            ["parallel_ms"] = Math.Round(parallel * 1000, 2),
+            ["efficiency"] = Math.Round(efficiency, 4),
+            ["relative_difference"] = maxError / maxRef,
+        }));
+        return maxError <= 1e-4 * maxRef ? CliApp.ExitOk : CliApp.ExitFailed;
+    }
+
+    private static double Median(int repeat, Action action)
+    {
+        action();
+        var times = new double[repeat];
+        for (int i = 0; i < repeat; i++)
+        {
+            long started = Stopwatch.GetTimestamp();
+            action();
+            times[i] = Stopwatch.GetElapsedTime(started).TotalSeconds;
+        }
+
+        Array.Sort(times);
+        return times[repeat / 2];
+    }
+}

@@ -1,0 +1,162 @@
+namespace LongCluster.Kernels.ContextParallel;
+
+/// <summary>
+/// The work and traffic of one chunk under a layout and mask, computed from positions alone (no tensors). At ring
+/// step s, ring shard i holds the KV block that started on shard (i − s) mod R. Work counts live (query, key)
+/// pairs times the query heads a rank computes; a step takes as long as its slowest rank, so the load imbalance is
+/// Σ_steps max_rank(work) / Σ_steps mean_rank(work) (1 is perfect).
+/// </summary>
+public sealed class RingSchedule
+{
+    private readonly long[,] _livePairs;
+    private readonly int[,] _liveTiles;
+
+    private RingSchedule(LayoutPlan plan, long[,] livePairs, int[,] liveTiles, long[] bytesSent)
+    {
+        Plan = plan;
+        _livePairs = livePairs;
+        _liveTiles = liveTiles;
+        BytesSent = bytesSent;
+        long heads = plan.QueryHeads / plan.UlyssesDegree;
+        double sumMax = 0;
+        double sumMean = 0;
+        for (int s = 0; s < Steps; s++)
+        {
+            long max = 0;
+            long total = 0;
+            for (int i = 0; i < plan.RingDegree; i++)
+            {
+                max = Math.Max(max, livePairs[s, i] * heads);
+                total += livePairs[s, i] * heads;
+            }
+
+            sumMax += max;
+            sumMean += (double)total / plan.RingDegree;
+        }
+
+        Imbalance = sumMean == 0 ? 1 : sumMax / sumMean;
+        TotalWork = (long)Math.Round(sumMean * plan.RingDegree * plan.UlyssesDegree);
+        CriticalPathWork = (long)sumMax;
+    }
+
+    public LayoutPlan Plan { get; }
+
+    public int Steps => Plan.RingDegree;
+
+    /// <summary>Σ_steps max / Σ_steps mean of the per-rank work.</summary>
+    public double Imbalance { get; }
+
+    /// <summary>Live pairs × heads over all ranks and steps: the whole job.</summary>
+    public long TotalWork { get; }
+
+    /// <summary>Σ_steps of the slowest rank's work: what bounds the wall time.</summary>
+    public long CriticalPathWork { get; }
+
+    /// <summary>Bytes each rank sends for the chunk (ring blocks and all-to-all slices), indexed by rank.</summary>
+    public IReadOnlyList<long> BytesSent { get; }
+
+    /// <summary>The ring shard whose KV block ring shard <paramref name="ring"/> holds at <paramref name="step"/>.</summary>
+    public int BlockSource(int ring, int step) => (((ring - step) % Plan.RingDegree) + Plan.RingDegree) % Plan.RingDegree;
+
+    /// <summary>Visible (query, key) pairs of ring shard <paramref name="ring"/> at <paramref name="step"/>, per head.</summary>
+    public long LivePairs(int step, int ring) => _livePairs[step, ring];
+
+    /// <summary>Kernel tiles (64 queries × 64 keys, in shard order) that are not wholly hidden; 0 means the block is skipped.</summary>
+    public int LiveTiles(int step, int ring) => _liveTiles[step, ring];
+
+    /// <summary>Work (live pairs × query heads) of rank <paramref name="rank"/> at <paramref name="step"/>.</summary>
+    public long Work(int step, int rank) => _livePairs[step, Plan.RingOf(rank)] * (Plan.QueryHeads / Plan.UlyssesDegree);
+
+    /// <param name="elementSize">Bytes per K/V/Q element (4 for f32, 2 for f16/bf16).</param>
+    /// <param name="documentLength">Tokens per document for document masks (documents are consecutive runs).</param>
+    public static RingSchedule Create(LayoutPlan plan, AttentionMask mask, int headDim, int elementSize, int documentLength = 0)
+    {
+        ArgumentNullException.ThrowIfNull(plan);
+        if (mask.Document && documentLength < 1)
+        {
+            throw new ArgumentException($"mask {mask} needs a document length >= 1", nameof(documentLength));
+        }
+
+        int ring = plan.RingDegree;
+        long[][] positions = new long[ring][];
+        int[][] documents = new int[ring][];
+        for (int i = 0; i < ring; i++)
+        {
+            positions[i] = plan.RingShardTokens(i).ToArray();
+            documents[i] = mask.Document ? positions[i].Select(p => (int)(p / documentLength)).ToArray() : [];
+        }
+
+        var livePairs = new long[ring, ring];
+        var liveTiles = new int[ring, ring];
+        for (int s = 0; s < ring; s++)
+        {
+            for (int i = 0; i < ring; i++)
+            {
+                int source = (((i - s) % ring) + ring) % ring;
+                livePairs[s, i] = mask.CountLivePairs(positions[i], positions[source], documents[i], documents[source]);
+                liveTiles[s, i] = CountLiveTiles(mask, positions[i], documents[i], positions[source], documents[source]);
+            }
+        }
+
+        return new RingSchedule(plan, livePairs, liveTiles, Traffic(plan, headDim, elementSize, mask.Document));
+    }
+
+    private static int CountLiveTiles(AttentionMask mask, long[] queries, int[] queryDocuments, long[] keys, int[] keyDocuments)
+    {
+        const int Tile = Attention.KeyTile;
+        int count = 0;
+        for (int q0 = 0; q0 < queries.Length; q0 += Tile)
+        {
+            int qn = Math.Min(Tile, queries.Length - q0);
+            TileRange qRange = TileRange.Of(queries.AsSpan(q0, qn), mask.Document ? queryDocuments.AsSpan(q0, qn) : default);
+            for (int k0 = 0; k0 < keys.Length; k0 += Tile)
+            {
+                int kn = Math.Min(Tile, keys.Length - k0);
+                TileRange kRange = TileRange.Of(keys.AsSpan(k0, kn), mask.Document ? keyDocuments.AsSpan(k0, kn) : default);
+                if (mask.Classify(qRange, kRange) != TileVisibility.Hidden)
+                {
+                    count++;
+                }
+            }
+        }
+
+        return count;
+    }
+
+    private static long[] Traffic(LayoutPlan plan, int headDim, int elementSize, bool documents)
+    {
+        long metadata = sizeof(long) + (documents ? sizeof(int) : 0);
+        var bytes = new long[plan.Shards];
+        int u = plan.UlyssesDegree;
+        for (int rank = 0; rank < plan.Shards; rank++)
+        {
+            int member = plan.MemberOf(rank);
+            int ring = plan.RingOf(rank);
+            long own = plan.RankTokens(rank).Length;
+            (_, int qHeads) = plan.QueryHeadsOf(member);
+            (_, int kvHeads) = plan.KeyValueHeadsOf(member);
+            for (int m = 0; m < u; m++)
+            {
+                if (m == member)
+                {
+                    continue;
+                }
+
+                (_, int mq) = plan.QueryHeadsOf(m);
+                (_, int mkv) = plan.KeyValueHeadsOf(m);
+                bytes[rank] += own * ((((long)mq + (2L * mkv)) * headDim * elementSize) + metadata);
+                long theirs = plan.RankTokens(plan.RankAt(ring, m)).Length;
+                bytes[rank] += theirs * qHeads * (headDim + 1) * sizeof(float);
+            }
+
+            for (int s = 0; s < plan.RingDegree - 1; s++)
+            {
+                int source = (((ring - s) % plan.RingDegree) + plan.RingDegree) % plan.RingDegree;
+                long rows = plan.RingShardTokens(source).Length;
+                bytes[rank] += rows * ((2L * kvHeads * headDim * elementSize) + metadata);
+            }
+        }
+
+        return bytes;
+    }
+}
