@@ -48,11 +48,15 @@ internal static class BenchRingCommand
 
         double single = Median(repeat, () =>
             Attention.Forward<float>(q, k, v, shape, mask, default, singleO, singleL, new AttentionOptions { MaxThreads = 1 }));
+        var chunks = new List<ChunkTimings>();
         double parallel = Median(repeat, () =>
         {
             var sequence = new ShardedSequence<float>(layout, shards, hq, hkv, d, mask, new AttentionOptions { MaxThreads = shards });
             sequence.PrefillAsync(q, k, v, shardedO, shardedL).GetAwaiter().GetResult();
+            chunks.Add(sequence.LastChunk!);
         });
+        ChunkTimings timings = chunks.Skip(1).OrderBy(c => c.Total).ElementAt(repeat / 2);
+        double ring = timings.Ranks.Max(r => (r.Compute + r.Waiting).TotalSeconds);
 
         double maxRef = singleO.Max(Math.Abs);
         double maxError = singleO.Zip(shardedO, (a, b) => (double)Math.Abs(a - b)).Max();
@@ -60,7 +64,18 @@ internal static class BenchRingCommand
         stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{"case",-44} {"median ms",10}"));
         stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{"single node, 1 thread",-44} {single * 1000,10:F1}"));
         stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{$"{layout}, {shards} ranks x 1 thread",-44} {parallel * 1000,10:F1}"));
-        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"parallel efficiency single / (P x parallel) = {efficiency:F3}; max |O diff| / max |O| = {maxError / maxRef:E2}"));
+        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  distribute rows to ranks {timings.Distribute.TotalMilliseconds,10:F1}"));
+        for (int r = 0; r < timings.Ranks.Count; r++)
+        {
+            RankTimings t = timings.Ranks[r];
+            stdout.WriteLine(string.Create(
+                CultureInfo.InvariantCulture,
+                $"  rank {r}: scatter {t.Scatter.TotalMilliseconds:F1}, compute {t.Compute.TotalMilliseconds:F1}, waiting {t.Waiting.TotalMilliseconds:F1}, gather {t.Gather.TotalMilliseconds:F1} ms"));
+        }
+
+        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  collect O from ranks      {timings.Collect.TotalMilliseconds,10:F1}"));
+        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"parallel efficiency single / (P x parallel) = {efficiency:F3} (whole call), {single / (shards * ring):F3} (ring phase: slowest rank's compute + waiting)"));
+        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"max |O diff| / max |O| = {maxError / maxRef:E2}"));
         stdout.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
         {
             ["tokens"] = tokens,
@@ -70,6 +85,8 @@ internal static class BenchRingCommand
             ["single_ms"] = Math.Round(single * 1000, 2),
             ["parallel_ms"] = Math.Round(parallel * 1000, 2),
             ["efficiency"] = Math.Round(efficiency, 4),
+            ["ring_phase_ms"] = Math.Round(ring * 1000, 2),
+            ["ring_phase_efficiency"] = Math.Round(single / (shards * ring), 4),
             ["relative_difference"] = maxError / maxRef,
         }));
         return maxError <= 1e-4 * maxRef ? CliApp.ExitOk : CliApp.ExitFailed;

@@ -1,3 +1,5 @@
+using System.Diagnostics;
+
 namespace LongCluster.Kernels.ContextParallel;
 
 /// <summary>The rows one rank contributes to a chunk: its tokens in token order, all heads.</summary>
@@ -9,8 +11,17 @@ namespace LongCluster.Kernels.ContextParallel;
 public sealed record RankInput<T>(T[] Query, T[] Key, T[] Value, long[] Positions, int[] Documents)
     where T : unmanaged;
 
-/// <summary>A rank's exact result for its input rows: O <c>[n, Hq, d]</c> and LSE <c>[n, Hq]</c>.</summary>
-public sealed record RankOutput(float[] Output, float[] LogSumExp);
+/// <summary>A rank's exact result for its input rows: O <c>[n, Hq, d]</c> and LSE <c>[n, Hq]</c>, and where its time went.</summary>
+public sealed record RankOutput(float[] Output, float[] LogSumExp, RankTimings Timings);
+
+/// <summary>
+/// Wall time of one rank for one chunk: the scatter all-to-all, kernel compute (and merges) in the ring, time
+/// spent waiting for the next block after computing, and the gather all-to-all.
+/// </summary>
+public sealed record RankTimings(TimeSpan Scatter, TimeSpan Compute, TimeSpan Waiting, TimeSpan Gather)
+{
+    public TimeSpan Total => Scatter + Compute + Waiting + Gather;
+}
 
 /// <summary>
 /// One rank of a context-parallel sequence. It keeps its KV for every chunk so far (sequence-sharded for ring
@@ -46,6 +57,9 @@ public sealed class ContextParallelRank<T>
         ArgumentNullException.ThrowIfNull(plan);
         ArgumentNullException.ThrowIfNull(input);
         string step = "scatter all-to-all";
+        long started = Stopwatch.GetTimestamp();
+        TimeSpan compute = TimeSpan.Zero;
+        TimeSpan waiting = TimeSpan.Zero;
         try
         {
             int member = plan.MemberOf(Rank);
@@ -58,6 +72,7 @@ public sealed class ContextParallelRank<T>
             (long[] positions, int[] documents, T[] query, T[] key, T[] value, int[] memberRows) =
                 await ScatterAsync(exchange, plan, input, cancellationToken).ConfigureAwait(false);
             _segments.Add((positions, documents, key, value));
+            TimeSpan scatter = Stopwatch.GetElapsedTime(started);
 
             // 2. Ring over the ranks that hold the same heads: exact partials merged by LSE in step order.
             int rows = positions.Length;
@@ -86,10 +101,14 @@ public sealed class ContextParallelRank<T>
                         incoming = ReceiveAsync(exchange, previous, cancellationToken);
                     }
 
+                    long computing = Stopwatch.GetTimestamp();
                     computed |= ComputeBlock(current, query, positions, documents, queries, shape, mask, options, computed, accO, accL, partO, partL);
+                    compute += Stopwatch.GetElapsedTime(computing);
                     if (s < ringSize - 1)
                     {
+                        long waited = Stopwatch.GetTimestamp();
                         Frame received = await incoming.ConfigureAwait(false);
+                        waiting += Stopwatch.GetElapsedTime(waited);
                         current.Dispose();
                         current = received;
                     }
@@ -109,7 +128,9 @@ public sealed class ContextParallelRank<T>
 
             // 3. Gather: O rows go back to the members that own the tokens.
             step = "gather all-to-all";
-            return await GatherAsync(exchange, plan, input.Positions.Length, memberRows, accO, accL, cancellationToken).ConfigureAwait(false);
+            long gathering = Stopwatch.GetTimestamp();
+            (float[] output, float[] lse) = await GatherAsync(exchange, plan, input.Positions.Length, memberRows, accO, accL, cancellationToken).ConfigureAwait(false);
+            return new RankOutput(output, lse, new RankTimings(scatter, compute, waiting, Stopwatch.GetElapsedTime(gathering)));
         }
         catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
@@ -234,13 +255,13 @@ public sealed class ContextParallelRank<T>
         }
     }
 
-    private async Task<RankOutput> GatherAsync(
+    private async Task<(float[] Output, float[] LogSumExp)> GatherAsync(
         IExchange exchange, LayoutPlan plan, int ownRows, int[] memberRows, float[] accO, float[] accL, CancellationToken cancellationToken)
     {
         int degree = plan.UlyssesDegree;
         if (degree == 1)
         {
-            return new RankOutput(accO, accL);
+            return (accO, accL);
         }
 
         int d = _headDim;
@@ -278,7 +299,7 @@ public sealed class ContextParallelRank<T>
             Place(frame.Section<float>(0), frame.Section<float>(1), first);
         }
 
-        return new RankOutput(output, lse);
+        return (output, lse);
 
         void Place(ReadOnlySpan<float> o, ReadOnlySpan<float> l, int firstHead)
         {

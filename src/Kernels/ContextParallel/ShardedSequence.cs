@@ -43,6 +43,9 @@ public sealed class ShardedSequence<T>
 
     public AttentionMask Mask { get; }
 
+    /// <summary>Where the time of the last successful chunk went: scatter and gather on the caller, each rank's timings.</summary>
+    public ChunkTimings? LastChunk { get; private set; }
+
     /// <summary>Tokens prefilled so far.</summary>
     public long Length { get; private set; }
 
@@ -104,12 +107,14 @@ public sealed class ShardedSequence<T>
                 nameof(positions));
         }
 
+        long started = System.Diagnostics.Stopwatch.GetTimestamp();
         var plan = new LayoutPlan(Layout, Shards, n, QueryHeads, KeyValueHeads);
         ContextParallelRank<T>[] ranks = _ranks ??= Enumerable.Range(0, Shards)
             .Select(r => new ContextParallelRank<T>(r, HeadDim) { ReceiveTimeout = ReceiveTimeout })
             .ToArray();
         RankInput<T>[] inputs = Scatter(plan, query.Span, key.Span, value.Span, tokenPositions, chunkDocuments);
 
+        TimeSpan distribute = System.Diagnostics.Stopwatch.GetElapsedTime(started);
         using var exchange = new InProcessExchange(Shards);
         using var failure = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var tasks = new Task<RankOutput>[Shards];
@@ -151,10 +156,17 @@ public sealed class ShardedSequence<T>
             throw cause ?? tasks.First(t => t.IsFaulted).Exception!.InnerException!;
         }
 
+        long collecting = System.Diagnostics.Stopwatch.GetTimestamp();
         for (int r = 0; r < Shards; r++)
         {
             Gather(plan.RankTokens(r), tasks[r].Result, output.Span, logSumExp.Span);
         }
+
+        LastChunk = new ChunkTimings(
+            distribute,
+            System.Diagnostics.Stopwatch.GetElapsedTime(collecting),
+            System.Diagnostics.Stopwatch.GetElapsedTime(started),
+            tasks.Select(t => t.Result.Timings).ToArray());
 
         Length += n;
         _history = _history is { } seen
@@ -209,3 +221,9 @@ public sealed class ShardedSequence<T>
         }
     }
 }
+
+/// <summary>
+/// Timings of one chunk: copying the caller's rows out to the ranks (what an upload does in the service),
+/// collecting O back, the whole call, and each rank's own split.
+/// </summary>
+public sealed record ChunkTimings(TimeSpan Distribute, TimeSpan Collect, TimeSpan Total, IReadOnlyList<RankTimings> Ranks);
