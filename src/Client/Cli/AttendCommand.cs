@@ -22,7 +22,7 @@ internal static class AttendCommand
         CommandLine options = CommandLine.Parse("attend", args, ["input", "output", "mask", "scale", "threads", "shards", "layout"], []);
         string input = options.RequiredText("input");
         string output = options.RequiredText("output");
-        AttentionMask mask = DemoCommand.ParseMask("attend", options.Text("mask") ?? DefaultMask);
+        AttentionMask mask = options.Mask(DefaultMask);
         var kernelOptions = new AttentionOptions
         {
             Scale = options.Float("scale"),
@@ -31,7 +31,7 @@ internal static class AttendCommand
 
         int shards = options.Int("shards", 1, 1, 4096);
         ContextLayout? layout = options.Has("shards") || options.Has("layout")
-            ? PlanCommand.ParseLayout("attend", options.Text("layout") ?? "zigzag")
+            ? options.Layout("zigzag")
             : null;
 
         using SafetensorsReader reader = SafetensorsReader.Open(input);

@@ -17,23 +17,14 @@ internal static class BenchKernelCommand
         CommandLine options = CommandLine.Parse("bench kernel", args, ["tq", "tk", "hq", "hkv", "d", "mask", "dtype", "threads", "repeat", "doc-len"], []);
         int tq = options.Int("tq", 4096, 1);
         int tk = options.Int("tk", tq, 1);
-        int hq = options.Int("hq", 8, 1);
-        int hkv = options.Int("hkv", hq, 1);
+        (int hq, int hkv) = options.Heads(8);
         int d = options.Int("d", 128, 1, AttentionShape.MaxHeadDim);
         int threads = options.Int("threads", Environment.ProcessorCount, 1);
         int repeat = options.Int("repeat", 5, 1);
         int documentLength = options.Int("doc-len", 1024, 1);
-        string dtypeText = options.Text("dtype") ?? "f32";
-        if (!DTypes.TryParseFloat(dtypeText, out DType dtype))
-        {
-            throw new UsageException($"bench kernel: --dtype must be f32, f16 or bf16, got '{dtypeText}'");
-        }
-
-        AttentionMask mask = DemoCommand.ParseMask("bench kernel", options.Text("mask") ?? "full");
-        if (hq % hkv != 0)
-        {
-            throw new UsageException($"bench kernel: --hq ({hq}) must be a multiple of --hkv ({hkv})");
-        }
+        DType dtype = options.FloatType("dtype", "f32");
+        string dtypeText = dtype.SafetensorsName().ToLowerInvariant();
+        AttentionMask mask = options.Mask("full");
 
         var shape = new AttentionShape(tq, tk, hq, hkv, d);
         HostTensor q = TensorChecks.Synthetic(dtype, 1, tq, hq, d);

@@ -16,24 +16,17 @@ internal static class BenchRingCommand
 {
     public static int Run(string[] args, TextWriter stdout)
     {
-        CommandLine options = CommandLine.Parse("bench ring", args, ["tokens", "shards", "layout", "mask", "hq", "hkv", "d", "dtype", "repeat"], []);
+        CommandLine options = CommandLine.Parse("bench ring", args, ["tokens", "shards", "layout", "mask", "hq", "hkv", "d", "repeat"], []);
         int tokens = options.Int("tokens", 16384, 1);
         int shards = options.Int("shards", 2, 1, 64);
-        int hq = options.Int("hq", 8, 1);
-        int hkv = options.Int("hkv", hq, 1);
+        (int hq, int hkv) = options.Heads(8);
         int d = options.Int("d", 128, 1, AttentionShape.MaxHeadDim);
         int repeat = options.Int("repeat", 3, 1);
-        ContextLayout layout = PlanCommand.ParseLayout("bench ring", options.Text("layout") ?? "zigzag");
-        AttentionMask mask = DemoCommand.ParseMask("bench ring", options.Text("mask") ?? "causal");
+        ContextLayout layout = options.Layout("zigzag");
+        AttentionMask mask = options.Mask("causal");
         if (mask.Document)
         {
             throw new UsageException("bench ring: document masks need document ids; use attend with a doc_ids tensor");
-        }
-
-        string dtypeText = options.Text("dtype") ?? "f32";
-        if (!DTypes.TryParseFloat(dtypeText, out DType dtype) || dtype != DType.F32)
-        {
-            throw new UsageException($"bench ring: --dtype must be f32, got '{dtypeText}'");
         }
 
         _ = PlanCommand.CreatePlan("bench ring", layout, shards, tokens, hq, hkv);

@@ -65,17 +65,7 @@ public static class CliApp
                 _ => throw new UsageException($"unknown command '{args[0]}' (commands: demo, attend, plan, bench kernel; see --help)"),
             };
         }
-        catch (UsageException e)
-        {
-            stderr.WriteLine($"error: {e.Message}");
-            return ExitUsage;
-        }
-        catch (InputException e)
-        {
-            stderr.WriteLine($"error: {e.Message}");
-            return ExitUsage;
-        }
-        catch (SafetensorsException e)
+        catch (Exception e) when (e is UsageException or InputException or SafetensorsException)
         {
             stderr.WriteLine($"error: {e.Message}");
             return ExitUsage;

@@ -1,4 +1,7 @@
 using System.Globalization;
+using LongCluster.Kernels;
+using LongCluster.Kernels.ContextParallel;
+using LongCluster.Tensors;
 
 namespace LongCluster.Cli;
 
@@ -92,6 +95,51 @@ internal sealed class CommandLine
         }
 
         return value;
+    }
+
+    /// <summary>A storage dtype option: f32, f16 or bf16.</summary>
+    public DType FloatType(string name, string defaultValue)
+    {
+        string text = Text(name) ?? defaultValue;
+        return DTypes.TryParseFloat(text, out DType dtype)
+            ? dtype
+            : throw new UsageException($"{_command}: --{name} must be f32, f16 or bf16, got '{text}'");
+    }
+
+    /// <summary>The <c>--mask</c> option.</summary>
+    public AttentionMask Mask(string defaultValue)
+    {
+        try
+        {
+            return AttentionMask.Parse(Text("mask") ?? defaultValue);
+        }
+        catch (FormatException e)
+        {
+            throw new UsageException($"{_command}: --mask: {e.Message}");
+        }
+    }
+
+    /// <summary>The <c>--layout</c> option.</summary>
+    public ContextLayout Layout(string defaultValue)
+    {
+        try
+        {
+            return ContextLayout.Parse(Text("layout") ?? defaultValue);
+        }
+        catch (FormatException e)
+        {
+            throw new UsageException($"{_command}: --layout: {e.Message}");
+        }
+    }
+
+    /// <summary><c>--hq</c> and <c>--hkv</c>, with Hq a multiple of Hkv.</summary>
+    public (int QueryHeads, int KeyValueHeads) Heads(int defaultQueryHeads, int? defaultKeyValueHeads = null)
+    {
+        int hq = Int("hq", defaultQueryHeads, 1);
+        int hkv = Int("hkv", defaultKeyValueHeads ?? hq, 1);
+        return hq % hkv == 0
+            ? (hq, hkv)
+            : throw new UsageException($"{_command}: --hq ({hq}) must be a multiple of --hkv ({hkv})");
     }
 
     public float? Float(string name)

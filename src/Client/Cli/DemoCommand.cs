@@ -19,23 +19,14 @@ internal static class DemoCommand
     {
         CommandLine options = CommandLine.Parse("demo", args, ["tokens", "hq", "hkv", "d", "mask", "dtype", "threads", "check-rows", "seed"], []);
         int tokens = options.Int("tokens", 8192, 1);
-        int hq = options.Int("hq", 8, 1);
-        int hkv = options.Int("hkv", 2, 1);
+        (int hq, int hkv) = options.Heads(8, 2);
         int d = options.Int("d", 128, 1, AttentionShape.MaxHeadDim);
         int threads = options.Int("threads", Environment.ProcessorCount, 1);
         int checkRows = options.Int("check-rows", 64, 1);
         int seed = options.Int("seed", 1, 0);
-        string dtypeText = options.Text("dtype") ?? "f32";
-        if (!DTypes.TryParseFloat(dtypeText, out DType dtype))
-        {
-            throw new UsageException($"demo: --dtype must be f32, f16 or bf16, got '{dtypeText}'");
-        }
-
-        AttentionMask mask = ParseMask("demo", options.Text("mask") ?? "causal");
-        if (hq % hkv != 0)
-        {
-            throw new UsageException($"demo: --hq ({hq}) must be a multiple of --hkv ({hkv})");
-        }
+        DType dtype = options.FloatType("dtype", "f32");
+        string dtypeText = dtype.SafetensorsName().ToLowerInvariant();
+        AttentionMask mask = options.Mask("causal");
 
         var shape = new AttentionShape(tokens, tokens, hq, hkv, d);
         stdout.WriteLine($"demo: {tokens} tokens, {hq} query heads, {hkv} KV heads, d = {d}, {dtypeText}, mask {mask}, {threads} threads (single node)");
@@ -64,18 +55,6 @@ internal static class DemoCommand
             CultureInfo.InvariantCulture,
             $"  verified {checkRows} sampled (row, head) pairs against the float64 reference: O rel error {outputError:E2}, LSE rel error {lseError:E2} (tolerance {Tolerance:E0}): {(ok ? "OK" : "FAILED")}"));
         return ok ? CliApp.ExitOk : CliApp.ExitFailed;
-    }
-
-    internal static AttentionMask ParseMask(string command, string text)
-    {
-        try
-        {
-            return AttentionMask.Parse(text);
-        }
-        catch (FormatException e)
-        {
-            throw new UsageException($"{command}: --mask: {e.Message}");
-        }
     }
 
     /// <summary>Checks sampled rows (the first, the last, and seeded random ones) against the reference; normwise relative errors.</summary>

@@ -28,17 +28,13 @@ internal static class PlanCommand
             throw new UsageException("plan: --shards is required");
         }
 
-        int hq = options.Int("hq", 8, 1);
-        int hkv = options.Int("hkv", hq, 1);
+        (int hq, int hkv) = options.Heads(8);
         int d = options.Int("d", 128, 1, AttentionShape.MaxHeadDim);
         int documentLength = options.Int("doc-len", 4096, 1);
-        ContextLayout layout = ParseLayout("plan", options.Text("layout") ?? "zigzag");
-        AttentionMask mask = DemoCommand.ParseMask("plan", options.Text("mask") ?? "causal");
-        string dtypeText = options.Text("dtype") ?? "f32";
-        if (!DTypes.TryParseFloat(dtypeText, out DType dtype))
-        {
-            throw new UsageException($"plan: --dtype must be f32, f16 or bf16, got '{dtypeText}'");
-        }
+        ContextLayout layout = options.Layout("zigzag");
+        AttentionMask mask = options.Mask("causal");
+        DType dtype = options.FloatType("dtype", "f32");
+        string dtypeText = dtype.SafetensorsName().ToLowerInvariant();
 
         LayoutPlan plan = CreatePlan("plan", layout, shards, tokens, hq, hkv);
         RingSchedule schedule = RingSchedule.Create(plan, mask, d, dtype.Size(), documentLength);
@@ -90,18 +86,6 @@ internal static class PlanCommand
             ["bytes_sent"] = schedule.BytesSent,
         }));
         return CliApp.ExitOk;
-    }
-
-    internal static ContextLayout ParseLayout(string command, string text)
-    {
-        try
-        {
-            return ContextLayout.Parse(text);
-        }
-        catch (FormatException e)
-        {
-            throw new UsageException($"{command}: --layout: {e.Message}");
-        }
     }
 
     internal static LayoutPlan CreatePlan(string command, ContextLayout layout, int shards, int tokens, int hq, int hkv)
