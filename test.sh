@@ -2,10 +2,25 @@
 # Runs every LongCluster test on a fresh machine: restores and builds the solution in Release (warnings are
 # errors), runs every test project, runs the kernel tests again with the Vector256 path off (DOTNET_EnableAVX2=0)
 # and with every intrinsic off (DOTNET_EnableHWIntrinsic=0), and ends with one line: N passed, N failed, N skipped.
-# Needs only the .NET SDK and the NuGet feed; later issues add what they need here (redis-server via apt-get).
+# Needs the .NET SDK and the NuGet feed; installs what the runtime tests run for real (redis-server, openssl)
+# from Debian's packages when they are missing.
 set -uo pipefail
 cd "$(dirname "$0")"
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
+
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v openssl >/dev/null || missing+=(openssl)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]} (apt-get)"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null; }; then
+    echo "could not install ${missing[*]}"
+    echo "0 passed, 1 failed, 0 skipped"
+    exit 1
+  fi
+fi
 
 results="artifacts/test-results"
 rm -rf "$results"
@@ -32,6 +47,7 @@ run kernels tests/Kernels.Tests/LongCluster.Kernels.Tests.csproj
 run kernels-vector128 tests/Kernels.Tests/LongCluster.Kernels.Tests.csproj DOTNET_EnableAVX2=0
 run kernels-scalar tests/Kernels.Tests/LongCluster.Kernels.Tests.csproj DOTNET_EnableHWIntrinsic=0
 run cli tests/Cli.Tests/LongCluster.Cli.Tests.csproj
+run runtime tests/Runtime.Tests/LongCluster.Runtime.Tests.csproj
 
 passed=0 failed=$crashed skipped=0
 for trx in "$results"/*.trx; do
