@@ -1,0 +1,63 @@
+namespace LongCluster.Runtime;
+
+/// <summary>A grain's identity: its type name and key. At most one activation of it exists at a time.</summary>
+public readonly record struct GrainId(string Type, string Key)
+{
+    public override string ToString() => $"{Type}/{Key}";
+}
+
+/// <summary>Marker for grain interfaces. Methods return <see cref="Task"/>, <see cref="Task{T}"/>, <see cref="ValueTask"/> or <see cref="ValueTask{T}"/>, with a <see cref="CancellationToken"/> last.</summary>
+public interface IGrain;
+
+/// <summary>A grain addressed by a string key.</summary>
+public interface IGrainWithStringKey : IGrain;
+
+/// <summary>The method may run while another call on the same activation is suspended at an await (it must not assume exclusive state).</summary>
+[AttributeUsage(AttributeTargets.Method, Inherited = true)]
+public sealed class ReentrantAttribute : Attribute;
+
+/// <summary>Why an activation is going away.</summary>
+public enum DeactivationReason
+{
+    IdleTimeout,
+    Requested,
+    ShuttingDown,
+}
+
+/// <summary>
+/// Base class of grains. The runtime creates the instance on the first call to its id, awaits
+/// <see cref="OnActivateAsync"/> before any call, runs one call at a time (except methods marked
+/// <see cref="ReentrantAttribute"/>), and awaits <see cref="OnDeactivateAsync"/> when it is collected.
+/// </summary>
+public abstract class Grain
+{
+    public GrainId GrainId { get; internal set; }
+
+    /// <summary>Makes references to other grains.</summary>
+    protected internal IGrainFactory GrainFactory { get; internal set; } = null!;
+
+    internal bool DeactivationRequested { get; private set; }
+
+    public virtual Task OnActivateAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public virtual Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken) => Task.CompletedTask;
+
+    /// <summary>Deactivates this activation once the current call has finished.</summary>
+    protected void DeactivateOnIdle() => DeactivationRequested = true;
+}
+
+/// <summary>Makes typed references to grains.</summary>
+public interface IGrainFactory
+{
+    TGrain GetGrain<TGrain>(string key)
+        where TGrain : IGrainWithStringKey;
+}
+
+/// <summary>A grain call that did not finish before its deadline.</summary>
+public sealed class GrainCallTimeoutException(GrainId grain, string method, TimeSpan timeout)
+    : TimeoutException($"call {grain}.{method} did not complete within {timeout.TotalSeconds:0.###} s")
+{
+    public GrainId Grain { get; } = grain;
+
+    public string Method { get; } = method;
+}

@@ -1,0 +1,382 @@
+using System.Collections.Concurrent;
+using System.Reflection;
+using System.Threading.Channels;
+
+namespace LongCluster.Runtime;
+
+/// <summary>Settings of grain calls and activations.</summary>
+public sealed class GrainRuntimeOptions
+{
+    /// <summary>Deadline of a call whose caller sets none.</summary>
+    public TimeSpan DefaultCallTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>An activation idle this long is deactivated at the next collection.</summary>
+    public TimeSpan IdleTimeout { get; set; } = TimeSpan.FromMinutes(10);
+
+    public void Validate()
+    {
+        if (DefaultCallTimeout <= TimeSpan.Zero || IdleTimeout <= TimeSpan.Zero)
+        {
+            throw new ArgumentException("DefaultCallTimeout and IdleTimeout must be positive", nameof(DefaultCallTimeout));
+        }
+    }
+}
+
+/// <summary>Which class implements each grain interface, and how to make one.</summary>
+public sealed class GrainTypeRegistry
+{
+    private readonly Dictionary<Type, (string TypeName, Func<Grain> Create)> _types = [];
+
+    public GrainTypeRegistry Add<TInterface, TGrain>(Func<TGrain> create, string? typeName = null)
+        where TInterface : IGrain
+        where TGrain : Grain, TInterface
+    {
+        ArgumentNullException.ThrowIfNull(create);
+        if (!typeof(TInterface).IsInterface)
+        {
+            throw new ArgumentException($"{typeof(TInterface).Name} is not an interface", nameof(TInterface));
+        }
+
+        _types[typeof(TInterface)] = (typeName ?? typeof(TGrain).Name, create);
+        return this;
+    }
+
+    internal (string TypeName, Func<Grain> Create) Resolve(Type interfaceType) =>
+        _types.TryGetValue(interfaceType, out var entry)
+            ? entry
+            : throw new InvalidOperationException($"no grain class is registered for {interfaceType.Name}");
+}
+
+/// <summary>
+/// The grains of one silo: activation on first call, one call at a time per activation in arrival order (a
+/// mailbox drained by one pump), reentrant methods alongside, a deadline on every call, collection of idle
+/// activations on the injected clock, and deactivation of everything on shutdown. Remote routing (directory,
+/// placement, transport) sits in front of this and is not part of it.
+/// </summary>
+public sealed class LocalGrainRuntime : IGrainFactory, IAsyncDisposable
+{
+    private readonly ConcurrentDictionary<GrainId, Activation> _activations = new();
+    private readonly GrainTypeRegistry _registry;
+    private readonly GrainRuntimeOptions _options;
+    private readonly TimeProvider _time;
+
+    public LocalGrainRuntime(GrainTypeRegistry registry, GrainRuntimeOptions? options = null, TimeProvider? time = null)
+    {
+        ArgumentNullException.ThrowIfNull(registry);
+        _registry = registry;
+        _options = options ?? new GrainRuntimeOptions();
+        _options.Validate();
+        _time = time ?? TimeProvider.System;
+    }
+
+    public int ActivationCount => _activations.Count;
+
+    public TGrain GetGrain<TGrain>(string key)
+        where TGrain : IGrainWithStringKey
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        (string typeName, _) = _registry.Resolve(typeof(TGrain));
+        return GrainProxy.Create<TGrain>(this, new GrainId(typeName, key));
+    }
+
+    /// <summary>Deactivates activations idle for <see cref="GrainRuntimeOptions.IdleTimeout"/>; returns how many.</summary>
+    public async Task<int> CollectIdleAsync(CancellationToken cancellationToken)
+    {
+        DateTimeOffset now = _time.GetUtcNow();
+        var collected = new List<Task>();
+        foreach (Activation activation in _activations.Values)
+        {
+            if (now - activation.LastActive >= _options.IdleTimeout && activation.TryBeginDeactivation(requireIdle: true))
+            {
+                collected.Add(FinishDeactivationAsync(activation, DeactivationReason.IdleTimeout, cancellationToken));
+            }
+        }
+
+        await Task.WhenAll(collected).ConfigureAwait(false);
+        return collected.Count;
+    }
+
+    /// <summary>Graceful shutdown: every activation finishes its queued calls and is deactivated.</summary>
+    public async Task DeactivateAllAsync(CancellationToken cancellationToken)
+    {
+        var all = new List<Task>();
+        foreach (Activation activation in _activations.Values)
+        {
+            if (activation.TryBeginDeactivation(requireIdle: false))
+            {
+                all.Add(FinishDeactivationAsync(activation, DeactivationReason.ShuttingDown, cancellationToken));
+            }
+        }
+
+        await Task.WhenAll(all).ConfigureAwait(false);
+    }
+
+    public async ValueTask DisposeAsync() => await DeactivateAllAsync(CancellationToken.None).ConfigureAwait(false);
+
+    /// <summary>Runs one call on the grain's activation (creating it if needed) under the call's deadline.</summary>
+    internal async Task<object?> InvokeAsync(GrainId id, Type interfaceType, MethodInfo method, object?[] arguments)
+    {
+        int tokenIndex = Array.FindLastIndex(method.GetParameters(), p => p.ParameterType == typeof(CancellationToken));
+        CancellationToken callerToken = tokenIndex >= 0 && arguments[tokenIndex] is CancellationToken given ? given : default;
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(callerToken);
+        deadline.CancelAfter(_options.DefaultCallTimeout);
+        if (tokenIndex >= 0)
+        {
+            arguments[tokenIndex] = deadline.Token;
+        }
+
+        bool reentrant = method.GetCustomAttribute<ReentrantAttribute>() is not null;
+        try
+        {
+            while (true)
+            {
+                Activation activation = _activations.GetOrAdd(id, key => Activate(key, interfaceType));
+                Task<object?>? call = activation.TryEnqueue(grain => Invoke(method, grain, arguments), reentrant, deadline.Token);
+                if (call is null)
+                {
+                    // It is being deactivated: wait until it is gone, then a fresh activation takes the call.
+                    await activation.Deactivated.WaitAsync(deadline.Token).ConfigureAwait(false);
+                    _activations.TryRemove(new KeyValuePair<GrainId, Activation>(id, activation));
+                    continue;
+                }
+
+                object? result = await call.ConfigureAwait(false);
+                if (activation.Grain.DeactivationRequested && activation.TryBeginDeactivation(requireIdle: false))
+                {
+                    _ = FinishDeactivationAsync(activation, DeactivationReason.Requested, CancellationToken.None);
+                }
+
+                return result;
+            }
+        }
+        catch (OperationCanceledException) when (deadline.IsCancellationRequested && !callerToken.IsCancellationRequested)
+        {
+            throw new GrainCallTimeoutException(id, method.Name, _options.DefaultCallTimeout);
+        }
+    }
+
+    private Activation Activate(GrainId id, Type interfaceType)
+    {
+        Grain grain = _registry.Resolve(interfaceType).Create();
+        grain.GrainId = id;
+        grain.GrainFactory = this;
+        return new Activation(grain, _time);
+    }
+
+    private async Task FinishDeactivationAsync(Activation activation, DeactivationReason reason, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await activation.DeactivateAsync(reason, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            _activations.TryRemove(new KeyValuePair<GrainId, Activation>(activation.Grain.GrainId, activation));
+        }
+    }
+
+    private static async Task<object?> Invoke(MethodInfo method, Grain grain, object?[] arguments)
+    {
+        object? returned;
+        try
+        {
+            returned = method.Invoke(grain, arguments);
+        }
+        catch (TargetInvocationException e) when (e.InnerException is not null)
+        {
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(e.InnerException);
+            throw;
+        }
+
+        return await Awaitables.ToObjectTask(returned).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// One activation: a mailbox of calls drained by a single pump, so calls run one at a time in arrival order.
+    /// The first item is OnActivateAsync; the last is OnDeactivateAsync.
+    /// </summary>
+    private sealed class Activation
+    {
+        private readonly Channel<WorkItem> _mailbox = Channel.CreateUnbounded<WorkItem>(new UnboundedChannelOptions { SingleReader = true });
+        private readonly TaskCompletionSource _activated = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private readonly TaskCompletionSource _deactivated = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private readonly TimeProvider _time;
+        private readonly Lock _lock = new();
+        private int _pending;
+        private bool _deactivating;
+        private long _lastActiveTicks;
+
+        public Activation(Grain grain, TimeProvider time)
+        {
+            Grain = grain;
+            _time = time;
+            Touch();
+            _ = PumpAsync();
+        }
+
+        public Grain Grain { get; }
+
+        public DateTimeOffset LastActive => new(Interlocked.Read(ref _lastActiveTicks), TimeSpan.Zero);
+
+        public Task Deactivated => _deactivated.Task;
+
+        /// <summary>Queues a call (or, if reentrant, runs it once activated); null if this activation is going away.</summary>
+        public Task<object?>? TryEnqueue(Func<Grain, Task<object?>> work, bool reentrant, CancellationToken cancellationToken)
+        {
+            lock (_lock)
+            {
+                if (_deactivating)
+                {
+                    return null;
+                }
+
+                _pending++;
+            }
+
+            var item = new WorkItem(work, cancellationToken);
+            if (reentrant)
+            {
+                _ = RunReentrantAsync(item);
+            }
+            else
+            {
+                _mailbox.Writer.TryWrite(item);
+            }
+
+            return item.Completion.Task;
+        }
+
+        public bool TryBeginDeactivation(bool requireIdle)
+        {
+            lock (_lock)
+            {
+                if (_deactivating || (requireIdle && _pending > 0))
+                {
+                    return false;
+                }
+
+                _deactivating = true;
+                return true;
+            }
+        }
+
+        public async Task DeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
+        {
+            var item = new WorkItem(async grain =>
+            {
+                await grain.OnDeactivateAsync(reason, cancellationToken).ConfigureAwait(false);
+                return null;
+            }, CancellationToken.None);
+            _mailbox.Writer.TryWrite(item);
+            _mailbox.Writer.TryComplete();
+            try
+            {
+                await item.Completion.Task.ConfigureAwait(false);
+            }
+            finally
+            {
+                _deactivated.TrySetResult();
+            }
+        }
+
+        private async Task PumpAsync()
+        {
+            try
+            {
+                await Grain.OnActivateAsync(CancellationToken.None).ConfigureAwait(false);
+                _activated.TrySetResult();
+            }
+            catch (Exception e)
+            {
+                _activated.TrySetException(e);
+            }
+
+            await foreach (WorkItem item in _mailbox.Reader.ReadAllAsync().ConfigureAwait(false))
+            {
+                await RunAsync(item).ConfigureAwait(false);
+            }
+        }
+
+        private async Task RunReentrantAsync(WorkItem item)
+        {
+            try
+            {
+                await _activated.Task.ConfigureAwait(false);
+            }
+            catch (Exception e)
+            {
+                Finish(item, e);
+                return;
+            }
+
+            await RunAsync(item).ConfigureAwait(false);
+        }
+
+        private async Task RunAsync(WorkItem item)
+        {
+            if (item.Completion.Task.IsCompleted)
+            {
+                Finish(item, null);
+                return;
+            }
+
+            Exception? failure = null;
+            object? result = null;
+            try
+            {
+                await _activated.Task.ConfigureAwait(false);
+                result = await item.Work(Grain).ConfigureAwait(false);
+            }
+            catch (Exception e)
+            {
+                failure = e;
+            }
+
+            if (failure is null)
+            {
+                item.Completion.TrySetResult(result);
+            }
+
+            Finish(item, failure);
+        }
+
+        private void Finish(WorkItem item, Exception? failure)
+        {
+            if (failure is OperationCanceledException canceled)
+            {
+                item.Completion.TrySetCanceled(canceled.CancellationToken);
+            }
+            else if (failure is not null)
+            {
+                item.Completion.TrySetException(failure);
+            }
+
+            item.Dispose();
+            Touch();
+            lock (_lock)
+            {
+                _pending = Math.Max(0, _pending - 1);
+            }
+        }
+
+        private void Touch() => Interlocked.Exchange(ref _lastActiveTicks, _time.GetUtcNow().UtcTicks);
+    }
+
+    /// <summary>A queued call; its completion is cancelled as soon as its deadline passes, even while it waits its turn.</summary>
+    private sealed class WorkItem : IDisposable
+    {
+        private readonly CancellationTokenRegistration _registration;
+
+        public WorkItem(Func<Grain, Task<object?>> work, CancellationToken cancellationToken)
+        {
+            Work = work;
+            _registration = cancellationToken.Register(() => Completion.TrySetCanceled(cancellationToken));
+        }
+
+        public Func<Grain, Task<object?>> Work { get; }
+
+        public TaskCompletionSource<object?> Completion { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public void Dispose() => _registration.Dispose();
+    }
+}
