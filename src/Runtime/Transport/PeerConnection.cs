@@ -1,0 +1,341 @@
+using System.Buffers;
+using System.Collections.Concurrent;
+using System.Net.Sockets;
+using System.Security.Cryptography;
+using System.Text;
+
+namespace LongCluster.Runtime.Transport;
+
+/// <summary>Answers a request frame. The payload memory is only valid until the returned task completes.</summary>
+public delegate ValueTask<byte[]> RequestHandler(ReadOnlyMemory<byte> payload, CancellationToken cancellationToken);
+
+/// <summary>A request the peer answered with a failure frame (its handler threw); carries the remote message.</summary>
+public sealed class RemoteException(string message) : Exception(message);
+
+/// <summary>
+/// One persistent silo-to-silo connection after a mutual handshake: requests and one-way messages in both
+/// directions, many in flight, correlated by id. Payloads are read into pooled buffers and written straight from
+/// the caller's memory after a 24-byte header. Any malformed frame closes the connection: a peer that sends
+/// garbage loses its connection, never the silo.
+/// </summary>
+public sealed class PeerConnection : IAsyncDisposable
+{
+    private const int NonceBytes = 32;
+
+    private readonly Stream _input;
+    private readonly Stream _output;
+    private readonly IDisposable? _owner;
+    private readonly TransportOptions _options;
+    private readonly RequestHandler _handler;
+    private readonly SemaphoreSlim _writeLock = new(1, 1);
+    private readonly ConcurrentDictionary<ulong, TaskCompletionSource<byte[]>> _pending = new();
+    private readonly CancellationTokenSource _closed = new();
+    private long _nextCorrelation;
+    private Task _reading = Task.CompletedTask;
+
+    private PeerConnection(Stream input, Stream output, IDisposable? owner, TransportOptions options, RequestHandler handler)
+    {
+        _input = input;
+        _output = output;
+        _owner = owner;
+        _options = options;
+        _handler = handler;
+    }
+
+    /// <summary>Completes when the connection is closed by either side; faults with <see cref="InvalidDataException"/> on a protocol error.</summary>
+    public Task Completion => _reading;
+
+    /// <summary>Connects to a silo and proves membership of the same cluster (both ways) before anything else.</summary>
+    public static async Task<PeerConnection> ConnectAsync(string host, int port, TransportOptions options, RequestHandler? handler, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        var tcp = new TcpClient { NoDelay = true };
+        try
+        {
+            using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            deadline.CancelAfter(options.HandshakeTimeout);
+            await tcp.ConnectAsync(host, port, deadline.Token).ConfigureAwait(false);
+            NetworkStream stream = tcp.GetStream();
+            var peer = new PeerConnection(stream, stream, tcp, options, handler ?? RefuseRequests);
+            await peer.ClientHandshakeAsync(deadline.Token).ConfigureAwait(false);
+            peer.StartReading();
+            return peer;
+        }
+        catch
+        {
+            tcp.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The server side of a new connection: runs the handshake; throws (and the caller drops the connection) if the peer fails it.</summary>
+    internal static async Task<PeerConnection> AcceptAsync(Stream input, Stream output, TransportOptions options, RequestHandler handler, CancellationToken cancellationToken)
+    {
+        var peer = new PeerConnection(input, output, null, options, handler);
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        deadline.CancelAfter(options.HandshakeTimeout);
+        await peer.ServerHandshakeAsync(deadline.Token).ConfigureAwait(false);
+        peer.StartReading();
+        return peer;
+    }
+
+    /// <summary>Sends a request and returns the peer's answer; <see cref="RemoteException"/> if its handler failed.</summary>
+    public async Task<byte[]> RequestAsync(ReadOnlyMemory<byte> payload, CancellationToken cancellationToken = default)
+    {
+        ulong id = (ulong)Interlocked.Increment(ref _nextCorrelation);
+        var answer = new TaskCompletionSource<byte[]>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _pending[id] = answer;
+        try
+        {
+            using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _closed.Token);
+            deadline.CancelAfter(_options.RequestTimeout);
+            await WriteAsync(new FrameHeader(FrameKind.Request, id, payload.Length), payload, deadline.Token).ConfigureAwait(false);
+            try
+            {
+                return await answer.Task.WaitAsync(deadline.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+            {
+                throw _closed.IsCancellationRequested
+                    ? new IOException("connection closed before the answer arrived")
+                    : new TimeoutException($"no answer within {_options.RequestTimeout.TotalSeconds:0.###} s");
+            }
+        }
+        finally
+        {
+            _pending.TryRemove(id, out _);
+        }
+    }
+
+    /// <summary>Sends a message that gets no answer.</summary>
+    public Task SendOneWayAsync(ReadOnlyMemory<byte> payload, CancellationToken cancellationToken = default) =>
+        WriteAsync(new FrameHeader(FrameKind.OneWay, 0, payload.Length), payload, cancellationToken);
+
+    /// <summary>Writes raw bytes past the framing (tests send malformed frames after a real handshake).</summary>
+    internal async Task SendRawAsync(ReadOnlyMemory<byte> bytes, CancellationToken cancellationToken)
+    {
+        await _writeLock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await _output.WriteAsync(bytes, cancellationToken).ConfigureAwait(false);
+            await _output.FlushAsync(cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            _writeLock.Release();
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _closed.CancelAsync().ConfigureAwait(false);
+        _owner?.Dispose();
+        _input.Dispose();
+        _output.Dispose();
+        try
+        {
+            await _reading.ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is IOException or InvalidDataException or ObjectDisposedException or OperationCanceledException)
+        {
+        }
+
+        _writeLock.Dispose();
+    }
+
+    private static ValueTask<byte[]> RefuseRequests(ReadOnlyMemory<byte> payload, CancellationToken cancellationToken) =>
+        throw new InvalidOperationException("this endpoint takes no requests");
+
+    private void StartReading() => _reading = ReadLoopAsync();
+
+    private async Task ClientHandshakeAsync(CancellationToken cancellationToken)
+    {
+        byte[] clientNonce = RandomNumberGenerator.GetBytes(NonceBytes);
+        byte[] cluster = Encoding.UTF8.GetBytes(_options.ClusterId);
+        await WriteAsync(new FrameHeader(FrameKind.Hello, 0, cluster.Length + NonceBytes), (byte[])[.. cluster, .. clientNonce], cancellationToken).ConfigureAwait(false);
+        byte[] challenge = await ReadHandshakeFrameAsync(FrameKind.Challenge, cancellationToken).ConfigureAwait(false);
+        if (challenge.Length != NonceBytes + 32)
+        {
+            throw new InvalidDataException("malformed challenge");
+        }
+
+        byte[] serverNonce = challenge[..NonceBytes];
+        if (!CryptographicOperations.FixedTimeEquals(challenge.AsSpan(NonceBytes), Mac("server", clientNonce, serverNonce)))
+        {
+            throw new InvalidDataException("the server could not prove it knows the cluster secret");
+        }
+
+        byte[] proof = Mac("client", serverNonce, clientNonce);
+        await WriteAsync(new FrameHeader(FrameKind.Proof, 0, proof.Length), proof, cancellationToken).ConfigureAwait(false);
+        byte[] accepted = await ReadHandshakeFrameAsync(FrameKind.Proof, cancellationToken).ConfigureAwait(false);
+        if (accepted.Length != 0)
+        {
+            throw new InvalidDataException("malformed handshake completion");
+        }
+    }
+
+    private async Task ServerHandshakeAsync(CancellationToken cancellationToken)
+    {
+        byte[] hello = await ReadHandshakeFrameAsync(FrameKind.Hello, cancellationToken).ConfigureAwait(false);
+        byte[] cluster = Encoding.UTF8.GetBytes(_options.ClusterId);
+        if (hello.Length != cluster.Length + NonceBytes || !hello.AsSpan(0, cluster.Length).SequenceEqual(cluster))
+        {
+            throw new InvalidDataException("peer is not of this cluster");
+        }
+
+        byte[] clientNonce = hello[cluster.Length..];
+        byte[] serverNonce = RandomNumberGenerator.GetBytes(NonceBytes);
+        byte[] challenge = [.. serverNonce, .. Mac("server", clientNonce, serverNonce)];
+        await WriteAsync(new FrameHeader(FrameKind.Challenge, 0, challenge.Length), challenge, cancellationToken).ConfigureAwait(false);
+        byte[] proof = await ReadHandshakeFrameAsync(FrameKind.Proof, cancellationToken).ConfigureAwait(false);
+        if (!CryptographicOperations.FixedTimeEquals(proof, Mac("client", serverNonce, clientNonce)))
+        {
+            throw new InvalidDataException("peer could not prove it knows the cluster secret");
+        }
+
+        await WriteAsync(new FrameHeader(FrameKind.Proof, 0, 0), ReadOnlyMemory<byte>.Empty, cancellationToken).ConfigureAwait(false);
+    }
+
+    private byte[] Mac(string role, byte[] first, byte[] second) =>
+        HMACSHA256.HashData(_options.Secret, (byte[])[.. Encoding.UTF8.GetBytes(role), .. first, .. second, .. Encoding.UTF8.GetBytes(_options.ClusterId)]);
+
+    private async Task<byte[]> ReadHandshakeFrameAsync(FrameKind expected, CancellationToken cancellationToken)
+    {
+        var header = new byte[FrameHeader.Size];
+        await _input.ReadExactlyAsync(header, cancellationToken).ConfigureAwait(false);
+        FrameHeader parsed = FrameHeader.Read(header, 4096);
+        if (parsed.Kind != expected)
+        {
+            throw new InvalidDataException($"expected a {expected} frame during the handshake, got {parsed.Kind}");
+        }
+
+        var payload = new byte[parsed.PayloadLength];
+        await _input.ReadExactlyAsync(payload, cancellationToken).ConfigureAwait(false);
+        return payload;
+    }
+
+    private async Task ReadLoopAsync()
+    {
+        var header = new byte[FrameHeader.Size];
+        try
+        {
+            while (true)
+            {
+                int first = await _input.ReadAsync(header.AsMemory(0, 1), _closed.Token).ConfigureAwait(false);
+                if (first == 0)
+                {
+                    return;
+                }
+
+                await _input.ReadExactlyAsync(header.AsMemory(1), _closed.Token).ConfigureAwait(false);
+                FrameHeader frame = FrameHeader.Read(header, _options.MaxFrameBytes);
+                int length = (int)frame.PayloadLength;
+                byte[] buffer = ArrayPool<byte>.Shared.Rent(length);
+                await _input.ReadExactlyAsync(buffer.AsMemory(0, length), _closed.Token).ConfigureAwait(false);
+                switch (frame.Kind)
+                {
+                    case FrameKind.Request:
+                        _ = AnswerAsync(frame.Correlation, buffer, length);
+                        break;
+                    case FrameKind.OneWay:
+                        await HandleOneWayAsync(buffer, length).ConfigureAwait(false);
+                        break;
+                    case FrameKind.Response or FrameKind.Failure:
+                        byte[] copy = buffer.AsSpan(0, length).ToArray();
+                        ArrayPool<byte>.Shared.Return(buffer);
+                        if (_pending.TryGetValue(frame.Correlation, out TaskCompletionSource<byte[]>? answer))
+                        {
+                            if (frame.Kind == FrameKind.Response)
+                            {
+                                answer.TrySetResult(copy);
+                            }
+                            else
+                            {
+                                answer.TrySetException(new RemoteException(Encoding.UTF8.GetString(copy)));
+                            }
+                        }
+
+                        break;
+                    default:
+                        ArrayPool<byte>.Shared.Return(buffer);
+                        throw new InvalidDataException($"unexpected {frame.Kind} frame after the handshake");
+                }
+            }
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException or OperationCanceledException)
+        {
+            // The peer went away (EOF, reset) or we closed: a normal end of the connection, not a protocol error.
+        }
+        finally
+        {
+            await _closed.CancelAsync().ConfigureAwait(false);
+            foreach (TaskCompletionSource<byte[]> answer in _pending.Values)
+            {
+                answer.TrySetException(new IOException("connection closed before the answer arrived"));
+            }
+        }
+    }
+
+    private async Task HandleOneWayAsync(byte[] buffer, int length)
+    {
+        try
+        {
+            await _handler(buffer.AsMemory(0, length), _closed.Token).ConfigureAwait(false);
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    private async Task AnswerAsync(ulong correlation, byte[] buffer, int length)
+    {
+        byte[] reply;
+        FrameKind kind = FrameKind.Response;
+        try
+        {
+            reply = await _handler(buffer.AsMemory(0, length), _closed.Token).ConfigureAwait(false);
+        }
+        catch (Exception e)
+        {
+            kind = FrameKind.Failure;
+            reply = Encoding.UTF8.GetBytes($"{e.GetType().Name}: {e.Message}");
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+
+        try
+        {
+            await WriteAsync(new FrameHeader(kind, correlation, reply.Length), reply, _closed.Token).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException or OperationCanceledException)
+        {
+            // The connection went away; the caller's deadline reports it.
+        }
+    }
+
+    private async Task WriteAsync(FrameHeader header, ReadOnlyMemory<byte> payload, CancellationToken cancellationToken)
+    {
+        byte[] bytes = ArrayPool<byte>.Shared.Rent(FrameHeader.Size);
+        header.Write(bytes);
+        await _writeLock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await _output.WriteAsync(bytes.AsMemory(0, FrameHeader.Size), cancellationToken).ConfigureAwait(false);
+            if (!payload.IsEmpty)
+            {
+                await _output.WriteAsync(payload, cancellationToken).ConfigureAwait(false);
+            }
+
+            await _output.FlushAsync(cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            _writeLock.Release();
+            ArrayPool<byte>.Shared.Return(bytes);
+        }
+    }
+}

@@ -1,0 +1,40 @@
+namespace LongCluster.Runtime.Transport;
+
+/// <summary>Who may talk to a silo, and the limits on what they may send.</summary>
+public sealed class TransportOptions
+{
+    /// <summary>Frames up to this size are accepted; a header announcing more closes the connection.</summary>
+    public const int DefaultMaxFrameBytes = 256 * 1024 * 1024;
+
+    /// <summary>Silos of one cluster share this id; a peer with another id is refused.</summary>
+    public string ClusterId { get; set; } = "longcluster";
+
+    /// <summary>Shared cluster secret (at least 16 bytes); proven with HMAC-SHA256, never sent.</summary>
+    public byte[] Secret { get; set; } = [];
+
+    public int MaxFrameBytes { get; set; } = DefaultMaxFrameBytes;
+
+    /// <summary>A peer that has not completed the handshake in this time is disconnected.</summary>
+    public TimeSpan HandshakeTimeout { get; set; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>Deadline of a request whose caller sets none.</summary>
+    public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    public void Validate()
+    {
+        if (string.IsNullOrWhiteSpace(ClusterId))
+        {
+            throw new ArgumentException("ClusterId is empty", nameof(ClusterId));
+        }
+
+        if (Secret is null || Secret.Length < 16)
+        {
+            throw new ArgumentException("the cluster Secret must be at least 16 bytes", nameof(Secret));
+        }
+
+        if (MaxFrameBytes < 1024)
+        {
+            throw new ArgumentException($"MaxFrameBytes must be >= 1024, got {MaxFrameBytes}", nameof(MaxFrameBytes));
+        }
+    }
+}
