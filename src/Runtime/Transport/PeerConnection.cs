@@ -218,6 +218,7 @@ public sealed class PeerConnection : IAsyncDisposable
     private async Task ReadLoopAsync()
     {
         var header = new byte[FrameHeader.Size];
+        byte[] oneWay = [];
         try
         {
             while (true)
@@ -231,15 +232,26 @@ public sealed class PeerConnection : IAsyncDisposable
                 await _input.ReadExactlyAsync(header.AsMemory(1), _closed.Token).ConfigureAwait(false);
                 FrameHeader frame = FrameHeader.Read(header, _options.MaxFrameBytes);
                 int length = (int)frame.PayloadLength;
+                if (frame.Kind == FrameKind.OneWay)
+                {
+                    // One-way frames are handled before the next read, so one buffer per connection serves them all:
+                    // no per-frame rent, and no page faults on fresh memory for every large frame.
+                    if (oneWay.Length < length)
+                    {
+                        oneWay = GC.AllocateUninitializedArray<byte>(Math.Max(length, oneWay.Length * 2));
+                    }
+
+                    await _input.ReadExactlyAsync(oneWay.AsMemory(0, length), _closed.Token).ConfigureAwait(false);
+                    await _handler(oneWay.AsMemory(0, length), _closed.Token).ConfigureAwait(false);
+                    continue;
+                }
+
                 byte[] buffer = ArrayPool<byte>.Shared.Rent(length);
                 await _input.ReadExactlyAsync(buffer.AsMemory(0, length), _closed.Token).ConfigureAwait(false);
                 switch (frame.Kind)
                 {
                     case FrameKind.Request:
                         _ = AnswerAsync(frame.Correlation, buffer, length);
-                        break;
-                    case FrameKind.OneWay:
-                        await HandleOneWayAsync(buffer, length).ConfigureAwait(false);
                         break;
                     case FrameKind.Response or FrameKind.Failure:
                         byte[] copy = buffer.AsSpan(0, length).ToArray();
@@ -274,18 +286,6 @@ public sealed class PeerConnection : IAsyncDisposable
             {
                 answer.TrySetException(new IOException("connection closed before the answer arrived"));
             }
-        }
-    }
-
-    private async Task HandleOneWayAsync(byte[] buffer, int length)
-    {
-        try
-        {
-            await _handler(buffer.AsMemory(0, length), _closed.Token).ConfigureAwait(false);
-        }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(buffer);
         }
     }
 

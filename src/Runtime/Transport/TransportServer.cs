@@ -1,103 +1,121 @@
 using System.Net;
-using Microsoft.AspNetCore.Builder;
-using Microsoft.AspNetCore.Connections;
-using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Server.Kestrel.Core;
-using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Logging;
+using System.Net.Sockets;
 
 namespace LongCluster.Runtime.Transport;
 
 /// <summary>
-/// The silo-to-silo listener: raw TCP through a Kestrel connection handler (no HTTP on this port). Every
-/// connection must pass the handshake within <see cref="TransportOptions.HandshakeTimeout"/>; a connection that
-/// fails it, or later sends a malformed frame, is closed and counted, and the listener keeps serving.
+/// The silo-to-silo listener: raw TCP on its own accept loop. Every connection must pass the handshake within
+/// <see cref="TransportOptions.HandshakeTimeout"/>; a connection that fails it, or later sends a malformed frame,
+/// is closed and counted, and the listener keeps serving.
 /// </summary>
+/// <remarks>
+/// Measured against a Kestrel connection handler on the build machine: Kestrel's socket transport receives into
+/// 4 KiB pool blocks, one receive call each, which held 16 MiB frames to 0.48 GB/s on loopback here (raw loopback:
+/// 3.9 GB/s). Reading each payload straight into its own buffer with large receives avoids that, so bulk transfer
+/// uses this listener; the client API stays on Kestrel.
+/// </remarks>
 public sealed class TransportServer : IAsyncDisposable
 {
-    private readonly WebApplication _app;
-    private readonly ListenOptions _listen;
-    private readonly Counters _counters;
+    private readonly TcpListener _listener;
+    private readonly TransportOptions _options;
+    private readonly RequestHandler _handler;
+    private readonly CancellationTokenSource _stopping = new();
+    private readonly List<Task> _connections = [];
+    private readonly Task _accepting;
+    private long _accepted;
+    private long _refused;
 
-    private TransportServer(WebApplication app, ListenOptions listen, Counters counters)
+    private TransportServer(TcpListener listener, TransportOptions options, RequestHandler handler)
     {
-        _app = app;
-        _listen = listen;
-        _counters = counters;
+        _listener = listener;
+        _options = options;
+        _handler = handler;
+        _accepting = AcceptLoopAsync();
     }
 
-    public int Port => _listen.IPEndPoint!.Port;
+    public int Port => ((IPEndPoint)_listener.LocalEndpoint).Port;
 
     /// <summary>Connections that completed the handshake.</summary>
-    public long Accepted => Interlocked.Read(ref _counters.Accepted);
+    public long Accepted => Interlocked.Read(ref _accepted);
 
     /// <summary>Connections closed for a failed handshake or a malformed frame.</summary>
-    public long Refused => Interlocked.Read(ref _counters.Refused);
+    public long Refused => Interlocked.Read(ref _refused);
 
-    public static async Task<TransportServer> StartAsync(IPEndPoint endpoint, TransportOptions options, RequestHandler handler, CancellationToken cancellationToken)
+    public static Task<TransportServer> StartAsync(IPEndPoint endpoint, TransportOptions options, RequestHandler handler, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(endpoint);
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(handler);
         options.Validate();
-        WebApplicationBuilder builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
-        ListenOptions? listen = null;
-        var counters = new Counters();
-        builder.Services.AddSingleton(new Handler(counters, options, handler));
-        builder.WebHost.ConfigureKestrel(kestrel =>
-        {
-            kestrel.Limits.MaxConcurrentConnections = 10_000;
-            kestrel.Listen(endpoint, l =>
-            {
-                listen = l;
-                l.UseConnectionHandler<Handler>();
-            });
-        });
-        WebApplication app = builder.Build();
-        var server = new TransportServer(app, listen!, counters);
-        await app.StartAsync(cancellationToken).ConfigureAwait(false);
-        return server;
+        cancellationToken.ThrowIfCancellationRequested();
+        var listener = new TcpListener(endpoint);
+        listener.Start(backlog: 512);
+        return Task.FromResult(new TransportServer(listener, options, handler));
     }
 
     public async ValueTask DisposeAsync()
     {
-        await _app.StopAsync().ConfigureAwait(false);
-        await _app.DisposeAsync().ConfigureAwait(false);
-    }
-
-    private sealed class Counters
-    {
-        public long Accepted;
-        public long Refused;
-    }
-
-    private sealed class Handler(Counters counters, TransportOptions options, RequestHandler handler) : ConnectionHandler
-    {
-        public override async Task OnConnectedAsync(ConnectionContext connection)
+        await _stopping.CancelAsync().ConfigureAwait(false);
+        _listener.Stop();
+        await _accepting.ConfigureAwait(false);
+        Task[] connections;
+        lock (_connections)
         {
-            Stream input = connection.Transport.Input.AsStream();
-            Stream output = connection.Transport.Output.AsStream();
-            PeerConnection? peer = null;
+            connections = [.. _connections];
+        }
+
+        await Task.WhenAll(connections).ConfigureAwait(false);
+        _stopping.Dispose();
+    }
+
+    private async Task AcceptLoopAsync()
+    {
+        while (!_stopping.IsCancellationRequested)
+        {
+            Socket socket;
             try
             {
-                peer = await PeerConnection.AcceptAsync(input, output, options, handler, connection.ConnectionClosed).ConfigureAwait(false);
-                Interlocked.Increment(ref counters.Accepted);
-                await peer.Completion.ConfigureAwait(false);
+                socket = await _listener.AcceptSocketAsync(_stopping.Token).ConfigureAwait(false);
             }
-            catch (Exception e) when (e is InvalidDataException or IOException or OperationCanceledException or ObjectDisposedException)
+            catch (Exception e) when (e is OperationCanceledException or ObjectDisposedException or SocketException)
             {
-                Interlocked.Increment(ref counters.Refused);
+                return;
             }
-            finally
-            {
-                if (peer is not null)
-                {
-                    await peer.DisposeAsync().ConfigureAwait(false);
-                }
 
-                connection.Abort();
+            socket.NoDelay = true;
+            Task connection = ServeAsync(socket);
+            lock (_connections)
+            {
+                _connections.RemoveAll(t => t.IsCompleted);
+                _connections.Add(connection);
             }
+        }
+    }
+
+    private async Task ServeAsync(Socket socket)
+    {
+        await Task.Yield();
+        var stream = new NetworkStream(socket, ownsSocket: true);
+        PeerConnection? peer = null;
+        try
+        {
+            peer = await PeerConnection.AcceptAsync(stream, stream, _options, _handler, _stopping.Token).ConfigureAwait(false);
+            Interlocked.Increment(ref _accepted);
+            using CancellationTokenRegistration stop = _stopping.Token.Register(() => stream.Dispose());
+            await peer.Completion.ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is InvalidDataException or IOException or OperationCanceledException or ObjectDisposedException)
+        {
+            Interlocked.Increment(ref _refused);
+        }
+        finally
+        {
+            if (peer is not null)
+            {
+                await peer.DisposeAsync().ConfigureAwait(false);
+            }
+
+            await stream.DisposeAsync().ConfigureAwait(false);
         }
     }
 }
