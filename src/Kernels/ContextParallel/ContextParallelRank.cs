@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Diagnostics;
 
 namespace LongCluster.Kernels.ContextParallel;
@@ -11,8 +12,19 @@ namespace LongCluster.Kernels.ContextParallel;
 public sealed record RankInput<T>(T[] Query, T[] Key, T[] Value, long[] Positions, int[] Documents)
     where T : unmanaged;
 
-/// <summary>A rank's exact result for its input rows: O <c>[n, Hq, d]</c> and LSE <c>[n, Hq]</c>, and where its time went.</summary>
-public sealed record RankOutput(float[] Output, float[] LogSumExp, RankTimings Timings);
+/// <summary>
+/// A rank's exact result for its input rows: O <c>[n, Hq, d]</c> and LSE <c>[n, Hq]</c> in the first elements of
+/// pooled arrays (which may be longer), and where its time went. <see cref="Release"/> returns the arrays to the
+/// pool once they have been read; fresh memory costs page faults that pooling avoids.
+/// </summary>
+public sealed record RankOutput(float[] Output, float[] LogSumExp, RankTimings Timings)
+{
+    public void Release()
+    {
+        ArrayPool<float>.Shared.Return(Output);
+        ArrayPool<float>.Shared.Return(LogSumExp);
+    }
+}
 
 /// <summary>
 /// Wall time of one rank for one chunk: the scatter all-to-all, kernel compute (and merges) in the ring, time
@@ -77,11 +89,11 @@ public sealed class ContextParallelRank<T>
             // 2. Ring over the ranks that hold the same heads: exact partials merged by LSE in step order.
             int rows = positions.Length;
             var shape = new AttentionShape(rows, 0, qHeads, kvHeads, d);
-            // Every element of these is written before it is read (the first live block goes straight into acc).
-            float[] accO = GC.AllocateUninitializedArray<float>((int)shape.QueryElements);
-            float[] accL = GC.AllocateUninitializedArray<float>((int)shape.LseElements);
-            float[] partO = GC.AllocateUninitializedArray<float>((int)shape.QueryElements);
-            float[] partL = GC.AllocateUninitializedArray<float>((int)shape.LseElements);
+            // Pooled: every element used is written before it is read (the first live block goes straight into acc).
+            float[] accO = ArrayPool<float>.Shared.Rent((int)shape.QueryElements);
+            float[] accL = ArrayPool<float>.Shared.Rent((int)shape.LseElements);
+            float[] partO = ArrayPool<float>.Shared.Rent((int)shape.QueryElements);
+            float[] partL = ArrayPool<float>.Shared.Rent((int)shape.LseElements);
             bool computed = false;
             TileRange queries = TileRange.Of(positions, mask.Document ? documents : default);
             int ringSize = plan.RingDegree;
@@ -117,13 +129,15 @@ public sealed class ContextParallelRank<T>
             finally
             {
                 current.Dispose();
+                ArrayPool<float>.Shared.Return(partO);
+                ArrayPool<float>.Shared.Return(partL);
             }
 
             if (!computed)
             {
                 // No key visible to any of this rank's queries: O = 0, LSE = −∞.
-                accO.AsSpan().Clear();
-                accL.AsSpan().Fill(float.NegativeInfinity);
+                accO.AsSpan(0, (int)shape.QueryElements).Clear();
+                accL.AsSpan(0, (int)shape.LseElements).Fill(float.NegativeInfinity);
             }
 
             // 3. Gather: O rows go back to the members that own the tokens.
@@ -153,10 +167,14 @@ public sealed class ContextParallelRank<T>
 
         AttentionShape blockShape = shape with { KeyTokens = keyPositions.Length };
         var tokens = new AttentionTokens(positions, keyPositions, mask.Document ? documents : default, mask.Document ? keyDocuments : default);
-        Attention.Forward<T>(query, block.Section<T>(2), block.Section<T>(3), blockShape, mask, tokens, accumulate ? partO : accO, accumulate ? partL : accL, options);
+        Span<float> o = accO.AsSpan(0, (int)shape.QueryElements);
+        Span<float> l = accL.AsSpan(0, (int)shape.LseElements);
+        Span<float> po = partO.AsSpan(0, o.Length);
+        Span<float> pl = partL.AsSpan(0, l.Length);
+        Attention.Forward<T>(query, block.Section<T>(2), block.Section<T>(3), blockShape, mask, tokens, accumulate ? po : o, accumulate ? pl : l, options);
         if (accumulate)
         {
-            Attention.MergePartials(accO, accL, partO, partL, accO, accL, shape.HeadDim);
+            Attention.MergePartials(o, l, po, pl, o, l, shape.HeadDim);
         }
 
         return true;
@@ -283,8 +301,8 @@ public sealed class ContextParallelRank<T>
             offset += rows;
         }
 
-        var output = new float[ownRows * plan.QueryHeads * d];
-        var lse = new float[ownRows * plan.QueryHeads];
+        float[] output = ArrayPool<float>.Shared.Rent(ownRows * plan.QueryHeads * d);
+        float[] lse = ArrayPool<float>.Shared.Rent(ownRows * plan.QueryHeads);
         int ownOffset = memberRows.Take(member).Sum();
         for (int m = 0; m < degree; m++)
         {
@@ -299,6 +317,8 @@ public sealed class ContextParallelRank<T>
             Place(frame.Section<float>(0), frame.Section<float>(1), first);
         }
 
+        ArrayPool<float>.Shared.Return(accO);
+        ArrayPool<float>.Shared.Return(accL);
         return (output, lse);
 
         void Place(ReadOnlySpan<float> o, ReadOnlySpan<float> l, int firstHead)

@@ -160,6 +160,7 @@ public sealed class ShardedSequence<T>
         for (int r = 0; r < Shards; r++)
         {
             Gather(plan.RankTokens(r), tasks[r].Result, output.Span, logSumExp.Span);
+            tasks[r].Result.Release();
         }
 
         LastChunk = new ChunkTimings(
