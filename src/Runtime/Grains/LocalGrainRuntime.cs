@@ -55,7 +55,8 @@ public sealed class GrainTypeRegistry
 /// </summary>
 public sealed class LocalGrainRuntime : IGrainFactory, IAsyncDisposable
 {
-    private readonly ConcurrentDictionary<GrainId, Activation> _activations = new();
+    /// <summary>Lazy so that racing first calls construct exactly one activation (GetOrAdd may run its factory twice).</summary>
+    private readonly ConcurrentDictionary<GrainId, Lazy<Activation>> _activations = new();
     private readonly GrainTypeRegistry _registry;
     private readonly GrainRuntimeOptions _options;
     private readonly TimeProvider _time;
@@ -84,7 +85,7 @@ public sealed class LocalGrainRuntime : IGrainFactory, IAsyncDisposable
     {
         DateTimeOffset now = _time.GetUtcNow();
         var collected = new List<Task>();
-        foreach (Activation activation in _activations.Values)
+        foreach (Activation activation in Created())
         {
             if (now - activation.LastActive >= _options.IdleTimeout && activation.TryBeginDeactivation(requireIdle: true))
             {
@@ -100,7 +101,7 @@ public sealed class LocalGrainRuntime : IGrainFactory, IAsyncDisposable
     public async Task DeactivateAllAsync(CancellationToken cancellationToken)
     {
         var all = new List<Task>();
-        foreach (Activation activation in _activations.Values)
+        foreach (Activation activation in Created())
         {
             if (activation.TryBeginDeactivation(requireIdle: false))
             {
@@ -130,13 +131,13 @@ public sealed class LocalGrainRuntime : IGrainFactory, IAsyncDisposable
         {
             while (true)
             {
-                Activation activation = _activations.GetOrAdd(id, key => Activate(key, interfaceType));
+                Activation activation = _activations.GetOrAdd(id, key => new Lazy<Activation>(() => Activate(key, interfaceType))).Value;
                 Task<object?>? call = activation.TryEnqueue(grain => Invoke(method, grain, arguments), reentrant, deadline.Token);
                 if (call is null)
                 {
                     // It is being deactivated: wait until it is gone, then a fresh activation takes the call.
                     await activation.Deactivated.WaitAsync(deadline.Token).ConfigureAwait(false);
-                    _activations.TryRemove(new KeyValuePair<GrainId, Activation>(id, activation));
+                    Remove(activation);
                     continue;
                 }
 
@@ -171,7 +172,18 @@ public sealed class LocalGrainRuntime : IGrainFactory, IAsyncDisposable
         }
         finally
         {
-            _activations.TryRemove(new KeyValuePair<GrainId, Activation>(activation.Grain.GrainId, activation));
+            Remove(activation);
+        }
+    }
+
+    private IEnumerable<Activation> Created() => _activations.Values.Where(l => l.IsValueCreated).Select(l => l.Value);
+
+    private void Remove(Activation activation)
+    {
+        GrainId id = activation.Grain.GrainId;
+        if (_activations.TryGetValue(id, out Lazy<Activation>? entry) && entry.IsValueCreated && ReferenceEquals(entry.Value, activation))
+        {
+            _activations.TryRemove(new KeyValuePair<GrainId, Lazy<Activation>>(id, entry));
         }
     }
 
