@@ -1,0 +1,118 @@
+using System.Net;
+using LongCluster.Runtime.Membership;
+using LongCluster.Runtime.Transport;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+
+namespace LongCluster.Runtime.Hosting;
+
+/// <summary>
+/// One silo: the silo-to-silo listener, membership (join, heartbeat, leave), the silo's grains, and an HTTP
+/// endpoint with <c>/healthz</c> (the process is alive) and <c>/readyz</c> (joined the cluster, Active, and not
+/// stopping). The same code runs one silo per process (<c>src/Silo</c>) or N in one process (tests).
+/// Calls between silos answer only <c>ping</c> so far; grain routing is not wired yet.
+/// </summary>
+public sealed class Silo : IAsyncDisposable
+{
+    private readonly TransportServer _transport;
+    private readonly MembershipAgent _membership;
+    private readonly LocalGrainRuntime _grains;
+    private readonly WebApplication _http;
+    private int _stopping;
+
+    private Silo(TransportServer transport, MembershipAgent membership, LocalGrainRuntime grains, WebApplication http)
+    {
+        _transport = transport;
+        _membership = membership;
+        _grains = grains;
+        _http = http;
+    }
+
+    public SiloAddress Address => _membership.Self;
+
+    public int HttpPort { get; private set; }
+
+    public MembershipAgent Membership => _membership;
+
+    public LocalGrainRuntime Grains => _grains;
+
+    /// <summary>Joined, Active in its own view, not declared dead, not stopping.</summary>
+    public bool IsReady => Volatile.Read(ref _stopping) == 0 && !_membership.DeclaredDead && _membership.View.StatusOf(Address) == SiloStatus.Active;
+
+    public static async Task<Silo> StartAsync(SiloOptions options, IMembershipTable table, GrainTypeRegistry grainTypes, TimeProvider? time = null, ILoggerFactory? logging = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(table);
+        ArgumentNullException.ThrowIfNull(grainTypes);
+        options.Validate();
+        time ??= TimeProvider.System;
+        var transportOptions = new TransportOptions { ClusterId = options.ClusterId, Secret = options.SecretBytes };
+        TransportServer transport = await TransportServer.StartAsync(
+            new IPEndPoint(IPAddress.Parse(options.Host), options.SiloPort), transportOptions, AnswerControl, cancellationToken).ConfigureAwait(false);
+        var address = new SiloAddress(options.Host, transport.Port, time.GetUtcNow().ToUnixTimeMilliseconds());
+        var membership = new MembershipAgent(table, address, options.Name, options.Timing, time, logging?.CreateLogger<MembershipAgent>());
+        var grains = new LocalGrainRuntime(grainTypes, options.Grains, time);
+
+        WebApplicationBuilder builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Parse(options.Host), options.HttpPort));
+        WebApplication http = builder.Build();
+        var silo = new Silo(transport, membership, grains, http);
+        http.MapGet("/healthz", () => Results.Text("alive"));
+        http.MapGet("/readyz", () => silo.IsReady ? Results.Text("ready") : Results.Text("not ready", statusCode: StatusCodes.Status503ServiceUnavailable));
+        try
+        {
+            await http.StartAsync(cancellationToken).ConfigureAwait(false);
+            string bound = http.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+            silo.HttpPort = new Uri(bound).Port;
+            await membership.JoinAsync(cancellationToken).ConfigureAwait(false);
+            membership.Start();
+            return silo;
+        }
+        catch
+        {
+            await silo.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Graceful shutdown: /readyz turns 503 first (no new work is sent here), the silo leaves membership
+    /// (ShuttingDown, then Dead), its grains finish queued calls and deactivate, then the listeners close.
+    /// </summary>
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        if (Interlocked.Exchange(ref _stopping, 1) != 0)
+        {
+            return;
+        }
+
+        await _membership.LeaveAsync(cancellationToken).ConfigureAwait(false);
+        await _grains.DeactivateAllAsync(cancellationToken).ConfigureAwait(false);
+        await _transport.DisposeAsync().ConfigureAwait(false);
+        await _http.StopAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (Volatile.Read(ref _stopping) == 0)
+        {
+            Interlocked.Exchange(ref _stopping, 1);
+            await _transport.DisposeAsync().ConfigureAwait(false);
+            await _http.StopAsync().ConfigureAwait(false);
+        }
+
+        await _membership.DisposeAsync().ConfigureAwait(false);
+        await _http.DisposeAsync().ConfigureAwait(false);
+    }
+
+    private static ValueTask<byte[]> AnswerControl(ReadOnlyMemory<byte> payload, CancellationToken cancellationToken) =>
+        payload.Span.SequenceEqual("ping"u8)
+            ? ValueTask.FromResult("pong"u8.ToArray())
+            : throw new InvalidOperationException("this silo answers only 'ping' on its silo port so far");
+}

@@ -1,0 +1,85 @@
+using LongCluster.Runtime.Membership;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace LongCluster.Runtime.Hosting;
+
+/// <summary>Wiring of a silo into a generic host; <c>src/Silo/Program.cs</c> only calls this and runs the host.</summary>
+public static class SiloServiceCollectionExtensions
+{
+    /// <summary>
+    /// Binds <see cref="SiloOptions"/> from <paramref name="configuration"/> (validated at start-up), registers the
+    /// membership table the options name (in-memory or Redis) and a hosted service that starts the silo and, on
+    /// SIGTERM, stops it gracefully.
+    /// </summary>
+    public static IServiceCollection AddLongClusterSilo(this IServiceCollection services, IConfiguration configuration, GrainTypeRegistry? grainTypes = null)
+    {
+        services.AddOptions<SiloOptions>().Bind(configuration).ValidateOnStart();
+        services.AddSingleton<IValidateOptions<SiloOptions>, SiloOptionsValidator>();
+        services.AddSingleton<IMembershipTable>(provider =>
+        {
+            SiloOptions options = provider.GetRequiredService<IOptions<SiloOptions>>().Value;
+            return options.Membership == "Redis"
+                ? new RedisMembershipTable(new RedisClusteringOptions { ClusterId = options.ClusterId, Redis = options.Redis })
+                : new InMemoryMembershipTable();
+        });
+        services.AddSingleton(grainTypes ?? new GrainTypeRegistry());
+        services.AddHostedService<SiloHostedService>();
+        return services;
+    }
+
+    private sealed class SiloOptionsValidator : IValidateOptions<SiloOptions>
+    {
+        public ValidateOptionsResult Validate(string? name, SiloOptions options)
+        {
+            try
+            {
+                options.Validate();
+                return ValidateOptionsResult.Success;
+            }
+            catch (ArgumentException e)
+            {
+                return ValidateOptionsResult.Fail($"LongCluster: {e.Message}");
+            }
+        }
+    }
+
+    private sealed class SiloHostedService(IOptions<SiloOptions> options, IMembershipTable table, GrainTypeRegistry grainTypes, ILoggerFactory logging, IHostApplicationLifetime lifetime) : IHostedService
+    {
+        private Silo? _silo;
+
+        public async Task StartAsync(CancellationToken cancellationToken)
+        {
+            _silo = await Silo.StartAsync(options.Value, table, grainTypes, TimeProvider.System, logging, cancellationToken).ConfigureAwait(false);
+
+            // One line a supervisor (or a test) can wait for.
+            Console.WriteLine($"LongCluster silo {_silo.Address} ready; http port {_silo.HttpPort}");
+            _ = WatchForDeathAsync(_silo);
+        }
+
+        public async Task StopAsync(CancellationToken cancellationToken)
+        {
+            if (_silo is not null)
+            {
+                await _silo.StopAsync(cancellationToken).ConfigureAwait(false);
+                await _silo.DisposeAsync().ConfigureAwait(false);
+            }
+        }
+
+        /// <summary>A silo the cluster declared dead must not keep serving: stop the process.</summary>
+        private async Task WatchForDeathAsync(Silo silo)
+        {
+            try
+            {
+                await silo.Membership.WaitForViewAsync(_ => silo.Membership.DeclaredDead, lifetime.ApplicationStopping).ConfigureAwait(false);
+                lifetime.StopApplication();
+            }
+            catch (OperationCanceledException)
+            {
+            }
+        }
+    }
+}
