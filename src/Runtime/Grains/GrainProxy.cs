@@ -9,18 +9,18 @@ namespace LongCluster.Runtime;
 /// </summary>
 public class GrainProxy : DispatchProxy
 {
-    private LocalGrainRuntime _runtime = null!;
+    private IGrainInvoker _invoker = null!;
     private GrainId _id;
     private Type _interface = null!;
 
     public GrainId GrainId => _id;
 
-    internal static TGrain Create<TGrain>(LocalGrainRuntime runtime, GrainId id)
+    internal static TGrain Create<TGrain>(IGrainInvoker invoker, GrainId id)
         where TGrain : IGrain
     {
         TGrain proxy = Create<TGrain, GrainProxy>();
         var state = (GrainProxy)(object)proxy;
-        state._runtime = runtime;
+        state._invoker = invoker;
         state._id = id;
         state._interface = typeof(TGrain);
         return proxy;
@@ -29,9 +29,15 @@ public class GrainProxy : DispatchProxy
     protected override object? Invoke(MethodInfo? targetMethod, object?[]? args)
     {
         ArgumentNullException.ThrowIfNull(targetMethod);
-        Task<object?> call = _runtime.InvokeAsync(_id, _interface, targetMethod, args ?? []);
+        Task<object?> call = _invoker.InvokeAsync(_id, _interface, targetMethod, args ?? []);
         return Awaitables.FromObjectTask(targetMethod.ReturnType, call);
     }
+}
+
+/// <summary>Where a grain reference sends its calls: this silo's runtime, or the router that finds the owning silo.</summary>
+internal interface IGrainInvoker
+{
+    Task<object?> InvokeAsync(GrainId id, Type interfaceType, MethodInfo method, object?[] arguments);
 }
 
 /// <summary>Conversions between a grain method's awaitable return type and <c>Task&lt;object?&gt;</c>.</summary>

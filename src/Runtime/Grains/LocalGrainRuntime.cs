@@ -26,6 +26,7 @@ public sealed class GrainRuntimeOptions
 public sealed class GrainTypeRegistry
 {
     private readonly Dictionary<Type, (string TypeName, Func<Grain> Create)> _types = [];
+    private readonly Dictionary<string, Type> _interfaces = new(StringComparer.Ordinal);
 
     public GrainTypeRegistry Add<TInterface, TGrain>(Func<TGrain> create, string? typeName = null)
         where TInterface : IGrain
@@ -38,8 +39,15 @@ public sealed class GrainTypeRegistry
         }
 
         _types[typeof(TInterface)] = (typeName ?? typeof(TGrain).Name, create);
+        _interfaces[typeof(TInterface).FullName!] = typeof(TInterface);
         return this;
     }
+
+    /// <summary>The registered grain interface with this full name (calls arriving from other silos name it).</summary>
+    internal Type ResolveInterface(string fullName) =>
+        _interfaces.TryGetValue(fullName, out Type? type)
+            ? type
+            : throw new InvalidOperationException($"no grain class is registered for {fullName} on this silo");
 
     internal (string TypeName, Func<Grain> Create) Resolve(Type interfaceType) =>
         _types.TryGetValue(interfaceType, out var entry)
@@ -53,7 +61,7 @@ public sealed class GrainTypeRegistry
 /// activations on the injected clock, and deactivation of everything on shutdown. Remote routing (directory,
 /// placement, transport) sits in front of this and is not part of it.
 /// </summary>
-public sealed class LocalGrainRuntime : IGrainFactory, IAsyncDisposable
+public sealed class LocalGrainRuntime : IGrainFactory, IGrainInvoker, IAsyncDisposable
 {
     /// <summary>Lazy so that racing first calls construct exactly one activation (GetOrAdd may run its factory twice).</summary>
     private readonly ConcurrentDictionary<GrainId, Lazy<Activation>> _activations = new();
@@ -112,10 +120,30 @@ public sealed class LocalGrainRuntime : IGrainFactory, IAsyncDisposable
         await Task.WhenAll(all).ConfigureAwait(false);
     }
 
+    /// <summary>Deactivates the activations whose ids match (ownership moved to another silo); returns how many.</summary>
+    public async Task<int> DeactivateWhereAsync(Func<GrainId, bool> predicate, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(predicate);
+        var tasks = new List<Task>();
+        foreach (Activation activation in Created())
+        {
+            if (predicate(activation.Grain.GrainId) && activation.TryBeginDeactivation(requireIdle: false))
+            {
+                tasks.Add(FinishDeactivationAsync(activation, DeactivationReason.Requested, cancellationToken));
+            }
+        }
+
+        await Task.WhenAll(tasks).ConfigureAwait(false);
+        return tasks.Count;
+    }
+
     public async ValueTask DisposeAsync() => await DeactivateAllAsync(CancellationToken.None).ConfigureAwait(false);
 
+    /// <summary>This silo's activations' ids (for ownership checks after a membership change).</summary>
+    public IReadOnlyList<GrainId> ActivationIds => [.. Created().Select(a => a.Grain.GrainId)];
+
     /// <summary>Runs one call on the grain's activation (creating it if needed) under the call's deadline.</summary>
-    internal async Task<object?> InvokeAsync(GrainId id, Type interfaceType, MethodInfo method, object?[] arguments)
+    public async Task<object?> InvokeAsync(GrainId id, Type interfaceType, MethodInfo method, object?[] arguments)
     {
         int tokenIndex = Array.FindLastIndex(method.GetParameters(), p => p.ParameterType == typeof(CancellationToken));
         CancellationToken callerToken = tokenIndex >= 0 && arguments[tokenIndex] is CancellationToken given ? given : default;

@@ -14,8 +14,8 @@ namespace LongCluster.Runtime.Hosting;
 /// <summary>
 /// One silo: the silo-to-silo listener, membership (join, heartbeat, leave), the silo's grains, and an HTTP
 /// endpoint with <c>/healthz</c> (the process is alive) and <c>/readyz</c> (joined the cluster, Active, and not
-/// stopping). The same code runs one silo per process (<c>src/Silo</c>) or N in one process (tests).
-/// Calls between silos answer only <c>ping</c> so far; grain routing is not wired yet.
+/// stopping). The same code runs one silo per process (<c>src/Silo</c>) or N in one process (tests). Grain calls
+/// go through <see cref="GrainFactory"/>, which routes each grain to its owning silo.
 /// </summary>
 public sealed class Silo : IAsyncDisposable
 {
@@ -23,15 +23,24 @@ public sealed class Silo : IAsyncDisposable
     private readonly MembershipAgent _membership;
     private readonly LocalGrainRuntime _grains;
     private readonly WebApplication _http;
+    private readonly GrainRouter _router;
+    private readonly CancellationTokenSource _closing = new();
+    private Task _ownership = Task.CompletedTask;
     private int _stopping;
 
-    private Silo(TransportServer transport, MembershipAgent membership, LocalGrainRuntime grains, WebApplication http)
+    private Silo(TransportServer transport, MembershipAgent membership, LocalGrainRuntime grains, GrainRouter router, WebApplication http)
     {
         _transport = transport;
         _membership = membership;
         _grains = grains;
+        _router = router;
         _http = http;
     }
+
+    /// <summary>References to grains anywhere in the cluster.</summary>
+    public IGrainFactory GrainFactory => _router;
+
+    public GrainRouter Router => _router;
 
     public SiloAddress Address => _membership.Self;
 
@@ -52,17 +61,24 @@ public sealed class Silo : IAsyncDisposable
         options.Validate();
         time ??= TimeProvider.System;
         var transportOptions = new TransportOptions { ClusterId = options.ClusterId, Secret = options.SecretBytes };
+        GrainRouter? router = null;
         TransportServer transport = await TransportServer.StartAsync(
-            new IPEndPoint(IPAddress.Parse(options.Host), options.SiloPort), transportOptions, AnswerControl, cancellationToken).ConfigureAwait(false);
+            new IPEndPoint(IPAddress.Parse(options.Host), options.SiloPort),
+            transportOptions,
+            (payload, ct) => payload.Span.SequenceEqual("ping"u8)
+                ? ValueTask.FromResult("pong"u8.ToArray())
+                : (router ?? throw new InvalidOperationException("silo is still starting")).HandleAsync(payload, ct),
+            cancellationToken).ConfigureAwait(false);
         var address = new SiloAddress(options.Host, transport.Port, time.GetUtcNow().ToUnixTimeMilliseconds());
         var membership = new MembershipAgent(table, address, options.Name, options.Timing, time, logging?.CreateLogger<MembershipAgent>());
         var grains = new LocalGrainRuntime(grainTypes, options.Grains, time);
+        router = new GrainRouter(address, membership, grains, grainTypes, transportOptions);
 
         WebApplicationBuilder builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
         builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Parse(options.Host), options.HttpPort));
         WebApplication http = builder.Build();
-        var silo = new Silo(transport, membership, grains, http);
+        var silo = new Silo(transport, membership, grains, router, http);
         http.MapGet("/healthz", () => Results.Text("alive"));
         http.MapGet("/readyz", () => silo.IsReady ? Results.Text("ready") : Results.Text("not ready", statusCode: StatusCodes.Status503ServiceUnavailable));
         try
@@ -72,6 +88,7 @@ public sealed class Silo : IAsyncDisposable
             silo.HttpPort = new Uri(bound).Port;
             await membership.JoinAsync(cancellationToken).ConfigureAwait(false);
             membership.Start();
+            silo._ownership = silo.FollowOwnershipAsync(silo._closing.Token);
             return silo;
         }
         catch
@@ -92,8 +109,11 @@ public sealed class Silo : IAsyncDisposable
             return;
         }
 
+        await _closing.CancelAsync().ConfigureAwait(false);
+        await _ownership.ConfigureAwait(false);
         await _membership.LeaveAsync(cancellationToken).ConfigureAwait(false);
         await _grains.DeactivateAllAsync(cancellationToken).ConfigureAwait(false);
+        await _router.DisposeAsync().ConfigureAwait(false);
         await _transport.DisposeAsync().ConfigureAwait(false);
         await _http.StopAsync(cancellationToken).ConfigureAwait(false);
     }
@@ -107,12 +127,29 @@ public sealed class Silo : IAsyncDisposable
             await _http.StopAsync().ConfigureAwait(false);
         }
 
+        await _closing.CancelAsync().ConfigureAwait(false);
+        await _ownership.ConfigureAwait(false);
         await _membership.DisposeAsync().ConfigureAwait(false);
+        await _router.DisposeAsync().ConfigureAwait(false);
         await _http.DisposeAsync().ConfigureAwait(false);
+        _closing.Dispose();
     }
 
-    private static ValueTask<byte[]> AnswerControl(ReadOnlyMemory<byte> payload, CancellationToken cancellationToken) =>
-        payload.Span.SequenceEqual("ping"u8)
-            ? ValueTask.FromResult("pong"u8.ToArray())
-            : throw new InvalidOperationException("this silo answers only 'ping' on its silo port so far");
+    /// <summary>After every membership change, deactivates grains that now belong to another silo.</summary>
+    private async Task FollowOwnershipAsync(CancellationToken cancellationToken)
+    {
+        long seen = _membership.View.Version;
+        try
+        {
+            while (true)
+            {
+                MembershipView view = await _membership.WaitForViewAsync(v => v.Version != seen, cancellationToken).ConfigureAwait(false);
+                seen = view.Version;
+                await _router.DropForeignActivationsAsync(cancellationToken).ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
 }

@@ -1,0 +1,179 @@
+using System.Collections.Concurrent;
+using System.Reflection;
+using System.Text.Json;
+using LongCluster.Runtime.Membership;
+using LongCluster.Runtime.Placement;
+using LongCluster.Runtime.Transport;
+
+namespace LongCluster.Runtime;
+
+/// <summary>A grain call that could not reach the silo that owns the grain.</summary>
+public sealed class SiloUnavailableException(SiloAddress silo, Exception inner)
+    : Exception($"silo {silo} is unreachable: {inner.Message}", inner)
+{
+    public SiloAddress Silo { get; } = silo;
+}
+
+/// <summary>
+/// Routes grain calls across the cluster. A grain lives on its hash owner over the active silos of the current
+/// membership view (every silo with the same view computes the same owner, so a grain has one activation while
+/// membership is stable); calls for grains owned here run on this silo's <see cref="LocalGrainRuntime"/>, the rest
+/// travel as JSON requests over persistent silo-to-silo connections. When the view changes, activations this silo
+/// no longer owns are deactivated, so the new owner's activation is the only one.
+/// </summary>
+public sealed class GrainRouter : IGrainFactory, IGrainInvoker, IAsyncDisposable
+{
+    private readonly SiloAddress _self;
+    private readonly MembershipAgent _membership;
+    private readonly LocalGrainRuntime _local;
+    private readonly GrainTypeRegistry _registry;
+    private readonly TransportOptions _transport;
+    private readonly ConcurrentDictionary<SiloAddress, Lazy<Task<PeerConnection>>> _peers = new();
+    private RingSnapshot _ring = new(-2, new ConsistentHashRing([]));
+
+    public GrainRouter(SiloAddress self, MembershipAgent membership, LocalGrainRuntime local, GrainTypeRegistry registry, TransportOptions transport)
+    {
+        _self = self;
+        _membership = membership;
+        _local = local;
+        _registry = registry;
+        _transport = transport;
+    }
+
+    public TGrain GetGrain<TGrain>(string key)
+        where TGrain : IGrainWithStringKey
+    {
+        ArgumentNullException.ThrowIfNull(key);
+        (string typeName, _) = _registry.Resolve(typeof(TGrain));
+        return GrainProxy.Create<TGrain>(this, new GrainId(typeName, key));
+    }
+
+    /// <summary>The silo that owns <paramref name="grain"/> in the current view.</summary>
+    public SiloAddress OwnerOf(GrainId grain) => Ring().Owner(grain);
+
+    public async Task<object?> InvokeAsync(GrainId id, Type interfaceType, MethodInfo method, object?[] arguments)
+    {
+        SiloAddress owner = OwnerOf(id);
+        if (owner == _self)
+        {
+            return await _local.InvokeAsync(id, interfaceType, method, arguments).ConfigureAwait(false);
+        }
+
+        CancellationToken cancellationToken = arguments.OfType<CancellationToken>().LastOrDefault();
+        var request = new GrainCall(
+            id.Type,
+            id.Key,
+            interfaceType.FullName!,
+            method.Name,
+            [.. method.GetParameters().Where(p => p.ParameterType != typeof(CancellationToken)).Select(p => JsonSerializer.SerializeToElement(arguments[p.Position], p.ParameterType))]);
+        PeerConnection peer = await PeerAsync(owner).ConfigureAwait(false);
+        byte[] reply;
+        try
+        {
+            reply = await peer.RequestAsync(JsonSerializer.SerializeToUtf8Bytes(request), cancellationToken).ConfigureAwait(false);
+        }
+        catch (IOException e)
+        {
+            _peers.TryRemove(owner, out _);
+            throw new SiloUnavailableException(owner, e);
+        }
+
+        Type? result = ResultType(method.ReturnType);
+        return result is null ? null : JsonSerializer.Deserialize(reply, result);
+    }
+
+    /// <summary>Answers a call from another silo (the silo's transport hands grain-call frames here).</summary>
+    public async ValueTask<byte[]> HandleAsync(ReadOnlyMemory<byte> payload, CancellationToken cancellationToken)
+    {
+        GrainCall call = JsonSerializer.Deserialize<GrainCall>(payload.Span) ?? throw new InvalidDataException("empty grain call");
+        Type interfaceType = _registry.ResolveInterface(call.Interface);
+        MethodInfo method = interfaceType.GetMethods().FirstOrDefault(m =>
+                m.Name == call.Method && m.GetParameters().Count(p => p.ParameterType != typeof(CancellationToken)) == call.Arguments.Length)
+            ?? throw new MissingMethodException(call.Interface, call.Method);
+        ParameterInfo[] parameters = method.GetParameters();
+        var arguments = new object?[parameters.Length];
+        int next = 0;
+        foreach (ParameterInfo parameter in parameters)
+        {
+            arguments[parameter.Position] = parameter.ParameterType == typeof(CancellationToken)
+                ? cancellationToken
+                : call.Arguments[next++].Deserialize(parameter.ParameterType);
+        }
+
+        object? result = await _local.InvokeAsync(new GrainId(call.Type, call.Key), interfaceType, method, arguments).ConfigureAwait(false);
+        Type? resultType = ResultType(method.ReturnType);
+        return resultType is null ? [] : JsonSerializer.SerializeToUtf8Bytes(result, resultType);
+    }
+
+    /// <summary>Deactivates the activations this silo no longer owns under the current view; returns how many.</summary>
+    public async Task<int> DropForeignActivationsAsync(CancellationToken cancellationToken)
+    {
+        ConsistentHashRing ring = Ring();
+        if (ring.IsEmpty)
+        {
+            return 0;
+        }
+
+        GrainId[] foreign = [.. _local.ActivationIds.Where(id => ring.Owner(id) != _self)];
+        return await _local.DeactivateWhereAsync(foreign.Contains, cancellationToken).ConfigureAwait(false);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (Lazy<Task<PeerConnection>> peer in _peers.Values)
+        {
+            if (peer.IsValueCreated && peer.Value.IsCompletedSuccessfully)
+            {
+                await peer.Value.Result.DisposeAsync().ConfigureAwait(false);
+            }
+        }
+    }
+
+    private ConsistentHashRing Ring()
+    {
+        MembershipView view = _membership.View;
+        RingSnapshot current = Volatile.Read(ref _ring);
+        if (current.Version == view.Version)
+        {
+            return current.Ring;
+        }
+
+        var fresh = new RingSnapshot(view.Version, new ConsistentHashRing(view.ActiveSilos));
+        Volatile.Write(ref _ring, fresh);
+        return fresh.Ring;
+    }
+
+    private async Task<PeerConnection> PeerAsync(SiloAddress silo)
+    {
+        Lazy<Task<PeerConnection>> entry = _peers.GetOrAdd(silo, s => new Lazy<Task<PeerConnection>>(
+            () => PeerConnection.ConnectAsync(s.Host, s.Port, _transport, null, CancellationToken.None)));
+        try
+        {
+            PeerConnection peer = await entry.Value.ConfigureAwait(false);
+            if (!peer.Completion.IsCompleted)
+            {
+                return peer;
+            }
+        }
+        catch (Exception e) when (e is IOException or System.Net.Sockets.SocketException or OperationCanceledException or InvalidDataException)
+        {
+            _peers.TryRemove(new KeyValuePair<SiloAddress, Lazy<Task<PeerConnection>>>(silo, entry));
+            throw new SiloUnavailableException(silo, e);
+        }
+
+        // The connection closed since: connect afresh once.
+        _peers.TryRemove(new KeyValuePair<SiloAddress, Lazy<Task<PeerConnection>>>(silo, entry));
+        return await PeerAsync(silo).ConfigureAwait(false);
+    }
+
+    private static Type? ResultType(Type returnType) =>
+        returnType.IsGenericType && (returnType.GetGenericTypeDefinition() == typeof(Task<>) || returnType.GetGenericTypeDefinition() == typeof(ValueTask<>))
+            ? returnType.GetGenericArguments()[0]
+            : null;
+
+    /// <summary>The ring of one membership view version; replaced as a whole.</summary>
+    private sealed record RingSnapshot(long Version, ConsistentHashRing Ring);
+
+    /// <summary>A grain call on the wire: the grain, the interface and method by name, the arguments as JSON.</summary>
+    private sealed record GrainCall(string Type, string Key, string Interface, string Method, JsonElement[] Arguments);
+}

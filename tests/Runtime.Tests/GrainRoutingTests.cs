@@ -1,0 +1,93 @@
+using System.Collections.Concurrent;
+using LongCluster.Runtime.Hosting;
+using LongCluster.Runtime.Membership;
+using LongCluster.Runtime.Transport;
+
+namespace LongCluster.Runtime.Tests;
+
+/// <summary>Grain calls across three silos in one process, over the real silo-to-silo transport.</summary>
+public sealed class GrainRoutingTests : IAsyncLifetime
+{
+    private readonly ConcurrentBag<string> _log = [];
+    private readonly InMemoryMembershipTable _table = new();
+    private readonly List<Silo> _silos = [];
+
+    public async Task InitializeAsync()
+    {
+        foreach (string name in new[] { "a", "b", "c" })
+        {
+            var options = new SiloOptions
+            {
+                ClusterId = "routing",
+                Name = name,
+                SiloPort = 0,
+                HttpPort = 0,
+                Secret = "a routing test secret, long enough",
+                Timing = new MembershipOptions { HeartbeatInterval = TimeSpan.FromMilliseconds(50), DeathTimeout = TimeSpan.FromSeconds(2) },
+            };
+            _silos.Add(await Silo.StartAsync(options, _table, new GrainTypeRegistry().Add<ICounterGrain, CounterGrain>(() => new CounterGrain(_log), "counter")));
+        }
+
+        foreach (Silo silo in _silos)
+        {
+            await silo.Membership.WaitForViewAsync(v => v.ActiveSilos.Length == 3, default).WaitAsync(TimeSpan.FromSeconds(20));
+        }
+    }
+
+    public async Task DisposeAsync()
+    {
+        foreach (Silo silo in _silos)
+        {
+            await silo.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task ConcurrentCallsThroughEverySilo_OneActivationNoLostUpdates()
+    {
+        int[] results = await Task.WhenAll(Enumerable.Range(0, 300).Select(i =>
+            Task.Run(() => _silos[i % 3].GrainFactory.GetGrain<ICounterGrain>("shared").IncrementAsync(default))));
+        Assert.Equal(Enumerable.Range(1, 300), results.Order());
+        Assert.Single(_log, l => l == "activate shared");
+        Assert.Equal(1, _silos.Sum(s => s.Grains.ActivationIds.Count(id => id.Key == "shared")));
+    }
+
+    [Fact]
+    public async Task ManyGrains_ActivationsSpreadOverSilos_EachOnItsOwner()
+    {
+        for (int i = 0; i < 60; i++)
+        {
+            Assert.Equal($"counter/k{i}", await _silos[i % 3].GrainFactory.GetGrain<ICounterGrain>($"k{i}").WhoAmIAsync(default));
+        }
+
+        Assert.All(_silos, s => Assert.True(s.Grains.ActivationCount > 0, $"{s.Address} hosts nothing"));
+        foreach (Silo silo in _silos)
+        {
+            Assert.All(silo.Grains.ActivationIds, id => Assert.Equal(silo.Address, silo.Router.OwnerOf(id)));
+        }
+    }
+
+    [Fact]
+    public async Task RemoteGrainThrows_CallerGetsItsMessage()
+    {
+        Silo caller = _silos.First(s => s.Router.OwnerOf(new GrainId("counter", "thrower")) != s.Address);
+        RemoteException error = await Assert.ThrowsAsync<RemoteException>(() => caller.GrainFactory.GetGrain<ICounterGrain>("thrower").FailAsync("bad shape [3, 4]", default));
+        Assert.Contains("bad shape [3, 4]", error.Message);
+    }
+
+    [Fact]
+    public async Task OwnerLeaves_GrainAnswersFromItsNewOwner()
+    {
+        var id = new GrainId("counter", "moving");
+        Silo owner = _silos.Single(s => s.Address == s.Router.OwnerOf(id));
+        Silo caller = _silos.First(s => s != owner);
+        Assert.Equal(1, await caller.GrainFactory.GetGrain<ICounterGrain>("moving").IncrementAsync(default));
+
+        await owner.StopAsync(default);
+        await caller.Membership.WaitForViewAsync(v => v.StatusOf(owner.Address) == SiloStatus.Dead, default).WaitAsync(TimeSpan.FromSeconds(20));
+
+        // State lived only on the stopped silo: the new activation starts from scratch, elsewhere.
+        Assert.Equal(1, await caller.GrainFactory.GetGrain<ICounterGrain>("moving").IncrementAsync(default));
+        Assert.NotEqual(owner.Address, caller.Router.OwnerOf(id));
+    }
+}
