@@ -76,6 +76,23 @@ public sealed class GrainRoutingTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task OwnerCrashes_DeclaredDeadThenGrainAnswersFromAnotherSilo()
+    {
+        var id = new GrainId("counter", "orphan");
+        Silo owner = _silos.Single(s => s.Address == s.Router.OwnerOf(id));
+        Silo caller = _silos.First(s => s != owner);
+        Assert.Equal(1, await caller.GrainFactory.GetGrain<ICounterGrain>("orphan").IncrementAsync(default));
+
+        // No leave: heartbeats and the listener just stop, as when the process is killed.
+        await owner.DisposeAsync();
+        _silos.Remove(owner);
+        await caller.Membership.WaitForViewAsync(v => v.StatusOf(owner.Address) == SiloStatus.Dead, default).WaitAsync(TimeSpan.FromSeconds(20));
+
+        Assert.Equal(1, await caller.GrainFactory.GetGrain<ICounterGrain>("orphan").IncrementAsync(default));
+        Assert.NotEqual(owner.Address, caller.Router.OwnerOf(id));
+    }
+
+    [Fact]
     public async Task OwnerLeaves_GrainAnswersFromItsNewOwner()
     {
         var id = new GrainId("counter", "moving");

@@ -33,6 +33,27 @@ public sealed class SiloProcessTests
     }
 
     [Fact]
+    public async Task RedisRestartedEmpty_UnderRunningSiloProcesses_SilosRejoinAndCarryOn()
+    {
+        await using RedisServer redis = await RedisServer.StartAsync();
+        using SiloProcess a = SiloProcess.Start(redis.Port);
+        using SiloProcess b = SiloProcess.Start(redis.Port);
+        string aAddress = await a.ReadyAsync();
+        string bAddress = await b.ReadyAsync();
+
+        await redis.KillAsync();
+        await redis.RestartAsync();
+        await a.WaitForLineAsync(line => line.Contains($"Silo {aAddress} has no row in the membership table", StringComparison.Ordinal), TimeSpan.FromSeconds(30));
+        await b.WaitForLineAsync(line => line.Contains($"Silo {bAddress} has no row in the membership table", StringComparison.Ordinal), TimeSpan.FromSeconds(30));
+
+        // Both are back as Active, and neither was declared dead meanwhile.
+        await using var table = new RedisMembershipTable(new RedisClusteringOptions { ClusterId = SiloProcess.ClusterId, Redis = new RedisOptions { Port = redis.Port } });
+        MembershipTableData data = await table.ReadAllAsync(default);
+        Assert.Equal(2, data.Rows.Count(r => r.Entry.Status == SiloStatus.Active));
+        Assert.DoesNotContain(a.Lines.Concat(b.Lines), l => l.Contains("was declared dead", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public async Task SiloProcess_NoSecret_ExitsWithMessageBeforeJoining()
     {
         using SiloProcess silo = SiloProcess.Start(redisPort: 1, secret: "");
