@@ -68,6 +68,19 @@ public sealed class GrainRoutingTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task OneWayCallsToARemoteGrain_ArriveInOrderBeforeTheNextCall()
+    {
+        Silo caller = _silos.First(s => s.Router.OwnerOf(new GrainId("counter", "notes")) != s.Address);
+        ICounterGrain grain = caller.GrainFactory.GetGrain<ICounterGrain>("notes");
+        for (int i = 0; i < 30; i++)
+        {
+            await grain.NoteAsync(i, default);
+        }
+
+        Assert.Equal(Enumerable.Range(0, 30), await grain.RecordedAsync(default));
+    }
+
+    [Fact]
     public async Task RemoteGrainThrows_CallerGetsItsMessage()
     {
         Silo caller = _silos.First(s => s.Router.OwnerOf(new GrainId("counter", "thrower")) != s.Address);

@@ -22,6 +22,9 @@ public interface ICounterGrain : IGrainWithStringKey
     Task FailAsync(string message, CancellationToken cancellationToken);
 
     Task ByeAsync(CancellationToken cancellationToken);
+
+    [OneWay]
+    Task NoteAsync(int value, CancellationToken cancellationToken);
 }
 
 public sealed class CounterGrain(ConcurrentBag<string> log) : Grain, ICounterGrain
@@ -73,6 +76,12 @@ public sealed class CounterGrain(ConcurrentBag<string> log) : Grain, ICounterGra
     public Task<int> PeekAsync(CancellationToken cancellationToken) => Task.FromResult(_recorded.Count);
 
     public Task FailAsync(string message, CancellationToken cancellationToken) => throw new ArgumentException(message);
+
+    public async Task NoteAsync(int value, CancellationToken cancellationToken)
+    {
+        await Task.Yield();
+        _recorded.Add(value);
+    }
 
     public Task ByeAsync(CancellationToken cancellationToken)
     {
@@ -204,6 +213,22 @@ public sealed class LocalGrainRuntimeTests
         await runtime.DeactivateAllAsync(default);
         Assert.Equal(3, _log.Count(l => l.EndsWith("ShuttingDown", StringComparison.Ordinal)));
         Assert.Equal(0, runtime.ActivationCount);
+    }
+
+    [Fact]
+    public async Task OneWay_ReturnsOnceQueued_RunsInOrderWithLaterCalls()
+    {
+        await using LocalGrainRuntime runtime = CreateRuntime();
+        ICounterGrain grain = runtime.GetGrain<ICounterGrain>("oneway");
+        var release = new TaskCompletionSource();
+        Task hanging = grain.HangIgnoringCancellationAsync(release, default);
+        Task[] notes = Enumerable.Range(0, 20).Select(i => grain.NoteAsync(i, default)).ToArray();
+
+        // The activation is busy with the hung turn, yet every one-way call has already returned.
+        Assert.All(notes, n => Assert.True(n.IsCompletedSuccessfully));
+        release.SetResult();
+        await hanging;
+        Assert.Equal(Enumerable.Range(0, 20), await grain.RecordedAsync(default));
     }
 
     [Fact]

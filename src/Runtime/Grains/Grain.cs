@@ -16,6 +16,14 @@ public interface IGrainWithStringKey : IGrain;
 [AttributeUsage(AttributeTargets.Method, Inherited = true)]
 public sealed class ReentrantAttribute : Attribute;
 
+/// <summary>
+/// The call returns as soon as it is queued (its Task completes then); it still runs in turn, in order with the
+/// caller's other calls to the same grain. Failures are not reported to the caller. The method must return
+/// <see cref="Task"/> or <see cref="ValueTask"/>.
+/// </summary>
+[AttributeUsage(AttributeTargets.Method, Inherited = true)]
+public sealed class OneWayAttribute : Attribute;
+
 /// <summary>Why an activation is going away.</summary>
 public enum DeactivationReason
 {

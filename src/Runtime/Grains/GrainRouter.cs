@@ -70,6 +70,12 @@ public sealed class GrainRouter : IGrainFactory, IGrainInvoker, IAsyncDisposable
         byte[] reply;
         try
         {
+            if (LocalGrainRuntime.IsOneWay(method))
+            {
+                await peer.SendOneWayAsync(JsonSerializer.SerializeToUtf8Bytes(request), cancellationToken).ConfigureAwait(false);
+                return null;
+            }
+
             reply = await peer.RequestAsync(JsonSerializer.SerializeToUtf8Bytes(request), cancellationToken).ConfigureAwait(false);
         }
         catch (IOException e)

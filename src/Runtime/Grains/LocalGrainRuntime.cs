@@ -143,7 +143,32 @@ public sealed class LocalGrainRuntime : IGrainFactory, IGrainInvoker, IAsyncDisp
     public IReadOnlyList<GrainId> ActivationIds => [.. Created().Select(a => a.Grain.GrainId)];
 
     /// <summary>Runs one call on the grain's activation (creating it if needed) under the call's deadline.</summary>
-    public async Task<object?> InvokeAsync(GrainId id, Type interfaceType, MethodInfo method, object?[] arguments)
+    public Task<object?> InvokeAsync(GrainId id, Type interfaceType, MethodInfo method, object?[] arguments)
+    {
+        if (!IsOneWay(method))
+        {
+            return InvokeCoreAsync(id, interfaceType, method, arguments);
+        }
+
+        // Queued synchronously (before the first await), so order with the caller's next call is kept.
+        Task<object?> call = InvokeCoreAsync(id, interfaceType, method, arguments);
+        _ = call.ContinueWith(static t => _ = t.Exception, CancellationToken.None, TaskContinuationOptions.OnlyOnFaulted, TaskScheduler.Default);
+        return Task.FromResult<object?>(null);
+    }
+
+    internal static bool IsOneWay(MethodInfo method)
+    {
+        if (method.GetCustomAttribute<OneWayAttribute>() is null)
+        {
+            return false;
+        }
+
+        return method.ReturnType == typeof(Task) || method.ReturnType == typeof(ValueTask)
+            ? true
+            : throw new NotSupportedException($"[OneWay] method {method.Name} must return Task or ValueTask: a one-way call has no result");
+    }
+
+    private async Task<object?> InvokeCoreAsync(GrainId id, Type interfaceType, MethodInfo method, object?[] arguments)
     {
         int tokenIndex = Array.FindLastIndex(method.GetParameters(), p => p.ParameterType == typeof(CancellationToken));
         CancellationToken callerToken = tokenIndex >= 0 && arguments[tokenIndex] is CancellationToken given ? given : default;
