@@ -9,47 +9,25 @@ namespace LongCluster.Runtime.Tests;
 public sealed class GrainRoutingTests : IAsyncLifetime
 {
     private readonly ConcurrentBag<string> _log = [];
-    private readonly InMemoryMembershipTable _table = new();
-    private readonly List<Silo> _silos = [];
+    private LocalCluster _cluster = null!;
 
-    public async Task InitializeAsync()
-    {
-        foreach (string name in new[] { "a", "b", "c" })
-        {
-            var options = new SiloOptions
-            {
-                ClusterId = "routing",
-                Name = name,
-                SiloPort = 0,
-                HttpPort = 0,
-                Secret = "a routing test secret, long enough",
-                Timing = new MembershipOptions { HeartbeatInterval = TimeSpan.FromMilliseconds(50), DeathTimeout = TimeSpan.FromSeconds(2) },
-            };
-            _silos.Add(await Silo.StartAsync(options, _table, new GrainTypeRegistry().Add<ICounterGrain, CounterGrain>(() => new CounterGrain(_log), "counter")));
-        }
+    private IReadOnlyList<Silo> Silos => _cluster.Silos;
 
-        foreach (Silo silo in _silos)
-        {
-            await silo.Membership.WaitForViewAsync(v => v.ActiveSilos.Length == 3, default).WaitAsync(TimeSpan.FromSeconds(20));
-        }
-    }
+    public async Task InitializeAsync() => _cluster = await LocalCluster.StartAsync(
+        3,
+        new GrainTypeRegistry().Add<ICounterGrain, CounterGrain>(() => new CounterGrain(_log), "counter"),
+        o => o.Timing = new MembershipOptions { HeartbeatInterval = TimeSpan.FromMilliseconds(50), DeathTimeout = TimeSpan.FromSeconds(2) });
 
-    public async Task DisposeAsync()
-    {
-        foreach (Silo silo in _silos)
-        {
-            await silo.DisposeAsync();
-        }
-    }
+    public async Task DisposeAsync() => await _cluster.DisposeAsync();
 
     [Fact]
     public async Task ConcurrentCallsThroughEverySilo_OneActivationNoLostUpdates()
     {
         int[] results = await Task.WhenAll(Enumerable.Range(0, 300).Select(i =>
-            Task.Run(() => _silos[i % 3].GrainFactory.GetGrain<ICounterGrain>("shared").IncrementAsync(default))));
+            Task.Run(() => Silos[i % 3].GrainFactory.GetGrain<ICounterGrain>("shared").IncrementAsync(default))));
         Assert.Equal(Enumerable.Range(1, 300), results.Order());
         Assert.Single(_log, l => l == "activate shared");
-        Assert.Equal(1, _silos.Sum(s => s.Grains.ActivationIds.Count(id => id.Key == "shared")));
+        Assert.Equal(1, Silos.Sum(s => s.Grains.ActivationIds.Count(id => id.Key == "shared")));
     }
 
     [Fact]
@@ -57,11 +35,11 @@ public sealed class GrainRoutingTests : IAsyncLifetime
     {
         for (int i = 0; i < 60; i++)
         {
-            Assert.Equal($"counter/k{i}", await _silos[i % 3].GrainFactory.GetGrain<ICounterGrain>($"k{i}").WhoAmIAsync(default));
+            Assert.Equal($"counter/k{i}", await Silos[i % 3].GrainFactory.GetGrain<ICounterGrain>($"k{i}").WhoAmIAsync(default));
         }
 
-        Assert.All(_silos, s => Assert.True(s.Grains.ActivationCount > 0, $"{s.Address} hosts nothing"));
-        foreach (Silo silo in _silos)
+        Assert.All(Silos, s => Assert.True(s.Grains.ActivationCount > 0, $"{s.Address} hosts nothing"));
+        foreach (Silo silo in Silos)
         {
             Assert.All(silo.Grains.ActivationIds, id => Assert.Equal(silo.Address, silo.Router.OwnerOf(id)));
         }
@@ -70,7 +48,7 @@ public sealed class GrainRoutingTests : IAsyncLifetime
     [Fact]
     public async Task OneWayCallsToARemoteGrain_ArriveInOrderBeforeTheNextCall()
     {
-        Silo caller = _silos.First(s => s.Router.OwnerOf(new GrainId("counter", "notes")) != s.Address);
+        Silo caller = Silos.First(s => s.Router.OwnerOf(new GrainId("counter", "notes")) != s.Address);
         ICounterGrain grain = caller.GrainFactory.GetGrain<ICounterGrain>("notes");
         for (int i = 0; i < 30; i++)
         {
@@ -83,7 +61,7 @@ public sealed class GrainRoutingTests : IAsyncLifetime
     [Fact]
     public async Task RemoteGrainThrows_CallerGetsItsMessage()
     {
-        Silo caller = _silos.First(s => s.Router.OwnerOf(new GrainId("counter", "thrower")) != s.Address);
+        Silo caller = Silos.First(s => s.Router.OwnerOf(new GrainId("counter", "thrower")) != s.Address);
         RemoteException error = await Assert.ThrowsAsync<RemoteException>(() => caller.GrainFactory.GetGrain<ICounterGrain>("thrower").FailAsync("bad shape [3, 4]", default));
         Assert.Contains("bad shape [3, 4]", error.Message);
     }
@@ -92,13 +70,12 @@ public sealed class GrainRoutingTests : IAsyncLifetime
     public async Task OwnerCrashes_DeclaredDeadThenGrainAnswersFromAnotherSilo()
     {
         var id = new GrainId("counter", "orphan");
-        Silo owner = _silos.Single(s => s.Address == s.Router.OwnerOf(id));
-        Silo caller = _silos.First(s => s != owner);
+        Silo owner = Silos.Single(s => s.Address == s.Router.OwnerOf(id));
+        Silo caller = Silos.First(s => s != owner);
         Assert.Equal(1, await caller.GrainFactory.GetGrain<ICounterGrain>("orphan").IncrementAsync(default));
 
         // No leave: heartbeats and the listener just stop, as when the process is killed.
-        await owner.DisposeAsync();
-        _silos.Remove(owner);
+        await _cluster.CrashAsync(Silos.ToList().IndexOf(owner));
         await caller.Membership.WaitForViewAsync(v => v.StatusOf(owner.Address) == SiloStatus.Dead, default).WaitAsync(TimeSpan.FromSeconds(20));
 
         Assert.Equal(1, await caller.GrainFactory.GetGrain<ICounterGrain>("orphan").IncrementAsync(default));
@@ -109,8 +86,8 @@ public sealed class GrainRoutingTests : IAsyncLifetime
     public async Task OwnerLeaves_GrainAnswersFromItsNewOwner()
     {
         var id = new GrainId("counter", "moving");
-        Silo owner = _silos.Single(s => s.Address == s.Router.OwnerOf(id));
-        Silo caller = _silos.First(s => s != owner);
+        Silo owner = Silos.Single(s => s.Address == s.Router.OwnerOf(id));
+        Silo caller = Silos.First(s => s != owner);
         Assert.Equal(1, await caller.GrainFactory.GetGrain<ICounterGrain>("moving").IncrementAsync(default));
 
         await owner.StopAsync(default);
