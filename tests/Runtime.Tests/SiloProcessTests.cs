@@ -33,6 +33,41 @@ public sealed class SiloProcessTests
     }
 
     [Fact]
+    public async Task SiloProcessKilled_ItsGrainsAnswerAgainFromAnotherSilo()
+    {
+        await using RedisServer redis = await RedisServer.StartAsync();
+        using SiloProcess a = SiloProcess.Start(redis.Port);
+        using SiloProcess b = SiloProcess.Start(redis.Port);
+        string aAddress = await a.ReadyAsync();
+        string bAddress = await b.ReadyAsync();
+
+        // This test process joins the same cluster as a third silo and calls grains through it.
+        await using var table = new RedisMembershipTable(new RedisClusteringOptions { ClusterId = SiloProcess.ClusterId, Redis = new RedisOptions { Port = redis.Port } });
+        var options = new LongCluster.Runtime.Hosting.SiloOptions
+        {
+            ClusterId = SiloProcess.ClusterId,
+            Secret = SiloProcess.Secret,
+            SiloPort = 0,
+            HttpPort = 0,
+            Name = "observer",
+            Timing = new MembershipOptions { HeartbeatInterval = TimeSpan.FromMilliseconds(200), DeathTimeout = TimeSpan.FromSeconds(2) },
+        };
+        await using LongCluster.Runtime.Hosting.Silo observer = await LongCluster.Runtime.Hosting.Silo.StartAsync(options, table, new GrainTypeRegistry());
+        await observer.Membership.WaitForViewAsync(v => v.ActiveSilos.Length == 3, default).WaitAsync(TimeSpan.FromSeconds(30));
+
+        string key = Enumerable.Range(0, 1000).Select(i => $"g{i}").First(k => observer.Router.OwnerOf(new GrainId("diagnostics", k)).ToString() == bAddress);
+        ISiloDiagnosticsGrain grain = observer.GrainFactory.GetGrain<ISiloDiagnosticsGrain>(key);
+        Assert.Equal(bAddress, await grain.WhereAsync(default));
+
+        b.Kill();
+        SiloAddress killed = SiloAddress.Parse(bAddress);
+        await observer.Membership.WaitForViewAsync(v => v.StatusOf(killed) == SiloStatus.Dead, default).WaitAsync(TimeSpan.FromSeconds(30));
+
+        string now = await grain.WhereAsync(default);
+        Assert.Contains(now, new[] { aAddress, observer.Address.ToString() });
+    }
+
+    [Fact]
     public async Task RedisRestartedEmpty_UnderRunningSiloProcesses_SilosRejoinAndCarryOn()
     {
         await using RedisServer redis = await RedisServer.StartAsync();
@@ -65,6 +100,8 @@ public sealed class SiloProcessTests
     {
         public const string ClusterId = "process-tests";
 
+        public const string Secret = "a process test secret, long enough";
+
         private readonly Process _process;
         private readonly List<string> _lines = [];
         private readonly List<(Func<string, bool> Match, TaskCompletionSource<string> Found)> _waiters = [];
@@ -82,7 +119,7 @@ public sealed class SiloProcessTests
             }
         }
 
-        public static SiloProcess Start(int redisPort, string secret = "a process test secret, long enough")
+        public static SiloProcess Start(int redisPort, string secret = Secret)
         {
             var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
             start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "longcluster-silo.dll"));

@@ -41,6 +41,9 @@ public abstract class Grain
 {
     public GrainId GrainId { get; internal set; }
 
+    /// <summary>The silo this activation runs on (null outside a silo, e.g. a bare <see cref="LocalGrainRuntime"/>).</summary>
+    public LongCluster.Runtime.Membership.SiloAddress? Silo { get; internal set; }
+
     /// <summary>Makes references to other grains.</summary>
     protected internal IGrainFactory GrainFactory { get; internal set; } = null!;
 
@@ -68,4 +71,16 @@ public sealed class GrainCallTimeoutException(GrainId grain, string method, Time
     public GrainId Grain { get; } = grain;
 
     public string Method { get; } = method;
+}
+
+/// <summary>Built into every silo: tells where a grain id is activated. For operators and cluster tests.</summary>
+public interface ISiloDiagnosticsGrain : IGrainWithStringKey
+{
+    /// <summary>The address of the silo that hosts this activation.</summary>
+    Task<string> WhereAsync(CancellationToken cancellationToken);
+}
+
+internal sealed class SiloDiagnosticsGrain : Grain, ISiloDiagnosticsGrain
+{
+    public Task<string> WhereAsync(CancellationToken cancellationToken) => Task.FromResult(Silo?.ToString() ?? "(no silo)");
 }

@@ -80,6 +80,12 @@ public sealed class LocalGrainRuntime : IGrainFactory, IGrainInvoker, IAsyncDisp
 
     public int ActivationCount => _activations.Count;
 
+    /// <summary>What grains get as their <see cref="Grain.GrainFactory"/>: in a silo, the cluster router.</summary>
+    internal IGrainFactory? GrainFactoryOverride { get; set; }
+
+    /// <summary>The silo these grains run on; set by the silo once its address is known.</summary>
+    public LongCluster.Runtime.Membership.SiloAddress? Silo { get; set; }
+
     public TGrain GetGrain<TGrain>(string key)
         where TGrain : IGrainWithStringKey
     {
@@ -213,7 +219,8 @@ public sealed class LocalGrainRuntime : IGrainFactory, IGrainInvoker, IAsyncDisp
     {
         Grain grain = _registry.Resolve(interfaceType).Create();
         grain.GrainId = id;
-        grain.GrainFactory = this;
+        grain.GrainFactory = GrainFactoryOverride ?? this;
+        grain.Silo = Silo;
         return new Activation(grain, _time);
     }
 

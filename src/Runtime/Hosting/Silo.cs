@@ -71,8 +71,10 @@ public sealed class Silo : IAsyncDisposable
             cancellationToken).ConfigureAwait(false);
         var address = new SiloAddress(options.Host, transport.Port, time.GetUtcNow().ToUnixTimeMilliseconds());
         var membership = new MembershipAgent(table, address, options.Name, options.Timing, time, logging?.CreateLogger<MembershipAgent>());
-        var grains = new LocalGrainRuntime(grainTypes, options.Grains, time);
+        grainTypes.Add<ISiloDiagnosticsGrain, SiloDiagnosticsGrain>(() => new SiloDiagnosticsGrain(), "diagnostics");
+        var grains = new LocalGrainRuntime(grainTypes, options.Grains, time) { Silo = address };
         router = new GrainRouter(address, membership, grains, grainTypes, transportOptions);
+        grains.GrainFactoryOverride = router;
 
         WebApplicationBuilder builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
