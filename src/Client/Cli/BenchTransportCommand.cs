@@ -4,6 +4,14 @@ using System.Net;
 using System.Security.Cryptography;
 using System.Text.Json;
 using LongCluster.Runtime.Transport;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 
 namespace LongCluster.Cli;
 
@@ -19,7 +27,13 @@ internal static class BenchTransportCommand
 
     public static int Run(string[] args, TextWriter stdout)
     {
-        CommandLine options = CommandLine.Parse("bench transport", args, ["frames", "frame-mib", "calls"], []);
+        CommandLine options = CommandLine.Parse("bench transport", args, ["frames", "frame-mib", "calls", "protocol"], []);
+        string protocol = options.Text("protocol") ?? "tcp";
+        if (protocol is not ("tcp" or "http2"))
+        {
+            throw new UsageException($"bench transport: --protocol must be tcp or http2, got '{protocol}'");
+        }
+
         int frames = options.Int("frames", 64, 1);
         int frameMib = options.Int("frame-mib", 16, 1, 200);
         int calls = options.Int("calls", 20000, 10);
@@ -29,7 +43,7 @@ internal static class BenchTransportCommand
         var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardInput = true };
         start.ArgumentList.Add(typeof(BenchTransportCommand).Assembly.Location);
         start.ArgumentList.Add("bench");
-        start.ArgumentList.Add("transport-server");
+        start.ArgumentList.Add(protocol == "tcp" ? "transport-server" : "http2-server");
         start.ArgumentList.Add(Convert.ToHexString(secret));
         start.ArgumentList.Add(transport.MaxFrameBytes.ToString(CultureInfo.InvariantCulture));
         using Process server = Process.Start(start)!;
@@ -42,6 +56,11 @@ internal static class BenchTransportCommand
             }
 
             int port = int.Parse(line[5..], CultureInfo.InvariantCulture);
+            if (protocol == "http2")
+            {
+                return MeasureHttp2(port, frames, frameMib, stdout);
+            }
+
             PeerConnection peer = PeerConnection.ConnectAsync("127.0.0.1", port, transport, null, default).GetAwaiter().GetResult();
             try
             {
@@ -83,6 +102,74 @@ internal static class BenchTransportCommand
         stdout.Flush();
         Console.In.ReadToEnd();
         server.DisposeAsync().AsTask().GetAwaiter().GetResult();
+        return CliApp.ExitOk;
+    }
+
+    /// <summary>The comparison the transport was chosen by: the same frames as HTTP/2 (h2c) request bodies to Kestrel.</summary>
+    public static int ServeHttp2(TextWriter stdout)
+    {
+        WebApplicationBuilder builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            k.Limits.MaxRequestBodySize = null;
+            k.Limits.Http2.InitialConnectionWindowSize = 16 * 1024 * 1024;
+            k.Limits.Http2.InitialStreamWindowSize = 16 * 1024 * 1024;
+            k.Listen(IPAddress.Loopback, 0, l => l.Protocols = HttpProtocols.Http2);
+        });
+        WebApplication app = builder.Build();
+        var buffer = new byte[1 << 20];
+        app.MapPost("/frame", async (HttpRequest request) =>
+        {
+            long total = 0;
+            int read;
+            while ((read = await request.Body.ReadAsync(buffer)) > 0)
+            {
+                total += read;
+            }
+
+            return Results.Text(total.ToString(CultureInfo.InvariantCulture));
+        });
+        app.StartAsync().GetAwaiter().GetResult();
+        string address = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        stdout.WriteLine($"PORT {new Uri(address).Port}");
+        stdout.Flush();
+        Console.In.ReadToEnd();
+        app.StopAsync().GetAwaiter().GetResult();
+        return CliApp.ExitOk;
+    }
+
+    private static int MeasureHttp2(int port, int frames, int frameMib, TextWriter stdout)
+    {
+        using var client = new HttpClient(new SocketsHttpHandler { InitialHttp2StreamWindowSize = 16 * 1024 * 1024 })
+        {
+            DefaultRequestVersion = HttpVersion.Version20,
+            DefaultVersionPolicy = HttpVersionPolicy.RequestVersionExact,
+        };
+        byte[] frame = new byte[frameMib * 1024 * 1024];
+        new Random(1).NextBytes(frame);
+        long Send()
+        {
+            using HttpResponseMessage response = client.PostAsync(new Uri($"http://127.0.0.1:{port}/frame"), new ByteArrayContent(frame)).GetAwaiter().GetResult();
+            response.EnsureSuccessStatusCode();
+            return long.Parse(response.Content.ReadAsStringAsync().GetAwaiter().GetResult(), CultureInfo.InvariantCulture);
+        }
+
+        for (int i = 0; i < 4; i++)
+        {
+            Send();
+        }
+
+        long started = Stopwatch.GetTimestamp();
+        long bytes = 0;
+        for (int i = 0; i < frames; i++)
+        {
+            bytes += Send();
+        }
+
+        double gbps = bytes / Stopwatch.GetElapsedTime(started).TotalSeconds / 1e9;
+        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"HTTP/2 (h2c) {frames} x {frameMib} MiB request bodies: {gbps:F2} GB/s, confirmed by the receiver"));
+        stdout.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object> { ["protocol"] = "http2", ["throughput_gb_s"] = Math.Round(gbps, 3), ["frame_mib"] = frameMib, ["frames"] = frames }));
         return CliApp.ExitOk;
     }
 

@@ -30,7 +30,7 @@ public static class CliApp
               Times the forward kernel; the last line is a JSON object with gflops and ms.
           longcluster bench ring [--tokens 16384] [--shards 2] [--layout zigzag] [--mask causal] [--hq 8] [--hkv Hq] [--d 128] [--repeat 3]
               The in-process context-parallel driver (P ranks x 1 thread) against the kernel on 1 thread.
-          longcluster bench transport [--frames 64] [--frame-mib 16] [--calls 20000]
+          longcluster bench transport [--frames 64] [--frame-mib 16] [--calls 20000] [--protocol tcp|http2]
               Silo-to-silo transport between this process and a second longcluster process on loopback.
           longcluster --version | --help
 
@@ -65,6 +65,7 @@ public static class CliApp
                 "bench" when rest.Length > 0 && rest[0] == "ring" => BenchRingCommand.Run(rest[1..], stdout),
                 "bench" when rest.Length > 0 && rest[0] == "transport" => BenchTransportCommand.Run(rest[1..], stdout),
                 "bench" when rest.Length == 3 && rest[0] == "transport-server" => BenchTransportCommand.Serve(rest[1..], stdout),
+                "bench" when rest.Length == 3 && rest[0] == "http2-server" => BenchTransportCommand.ServeHttp2(stdout),
                 "bench" => throw new UsageException("bench: say what to benchmark: 'longcluster bench kernel' or 'longcluster bench ring'"),
                 _ => throw new UsageException($"unknown command '{args[0]}' (commands: demo, attend, plan, bench kernel; see --help)"),
             };
