@@ -1,3 +1,4 @@
+using LongCluster.Runtime.Hosting;
 using LongCluster.Runtime.Membership;
 using LongCluster.Runtime.Redis;
 
@@ -163,7 +164,7 @@ public sealed class MembershipAgentTests
     [Fact]
     public async Task RedisRestartedEmpty_SilosReinsertThemselves_ClusterCarriesOn()
     {
-        await using RedisServer server = await RedisServer.StartAsync();
+        await using RedisServerProcess server = await RedisServerProcess.StartAsync();
         var table = new RedisMembershipTable(new RedisClusteringOptions { ClusterId = "restart", Redis = new RedisOptions { Port = server.Port } });
         await using (table)
         {

@@ -1,3 +1,4 @@
+using LongCluster.Runtime.Hosting;
 using LongCluster.Runtime.Membership;
 using LongCluster.Runtime.Redis;
 
@@ -107,10 +108,10 @@ public sealed class InMemoryMembershipTableTests : MembershipTableContract
 
 public sealed class RedisMembershipTableTests : MembershipTableContract, IAsyncLifetime
 {
-    private RedisServer? _server;
+    private RedisServerProcess? _server;
     private int _tables;
 
-    public async Task InitializeAsync() => _server = await RedisServer.StartAsync();
+    public async Task InitializeAsync() => _server = await RedisServerProcess.StartAsync();
 
     public async Task DisposeAsync() => await _server!.DisposeAsync();
 

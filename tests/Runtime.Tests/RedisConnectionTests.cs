@@ -1,3 +1,4 @@
+using LongCluster.Runtime.Hosting;
 using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
@@ -13,7 +14,7 @@ public sealed class RedisConnectionTests
     [Fact]
     public async Task Execute_SetGetAndTypes_RoundTripThroughRealServer()
     {
-        await using RedisServer server = await RedisServer.StartAsync();
+        await using RedisServerProcess server = await RedisServerProcess.StartAsync();
         await using var redis = new RedisConnection(new RedisOptions { Port = server.Port });
         Assert.Equal("PONG", (await redis.ExecuteAsync("PING")).AsString());
         Assert.Equal("OK", (await redis.ExecuteAsync("SET", "k", "välue\r\nwith crlf")).AsString());
@@ -30,7 +31,7 @@ public sealed class RedisConnectionTests
     [Fact]
     public async Task Connect_Password_RightAcceptedWrongRefusedMissingRefused()
     {
-        await using RedisServer server = await RedisServer.StartAsync(password: "s3cret");
+        await using RedisServerProcess server = await RedisServerProcess.StartAsync(password: "s3cret");
         await using var right = new RedisConnection(new RedisOptions { Port = server.Port, Password = "s3cret" });
         Assert.Equal("PONG", (await right.ExecuteAsync("PING")).AsString());
 
@@ -53,7 +54,7 @@ public sealed class RedisConnectionTests
             string key = Path.Combine(directory, "key.pem");
             Run("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "2",
                 "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1");
-            await using RedisServer server = await RedisServer.StartAsync(tls: true, certificate: cert, key: key);
+            await using RedisServerProcess server = await RedisServerProcess.StartAsync(tls: true, certificate: cert, key: key);
             using X509Certificate2 trusted = X509Certificate2.CreateFromPem(File.ReadAllText(cert));
 
             await using var redis = new RedisConnection(new RedisOptions
@@ -77,7 +78,7 @@ public sealed class RedisConnectionTests
     [Fact]
     public async Task Execute_ServerKilledAndRestarted_FailsOnceThenCarriesOn()
     {
-        await using RedisServer server = await RedisServer.StartAsync();
+        await using RedisServerProcess server = await RedisServerProcess.StartAsync();
         var table = new RedisMembershipTable(new RedisClusteringOptions { Redis = new RedisOptions { Port = server.Port } });
         await using (table)
         {

@@ -2,20 +2,20 @@ using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 
-namespace LongCluster.Runtime.Tests;
+namespace LongCluster.Runtime.Hosting;
 
 /// <summary>
-/// A real redis-server (Debian's package; the test command installs it) on a free loopback port, in its own
-/// temporary directory, without persistence. Start and restart wait for the server's own "Ready to accept
-/// connections" line rather than polling.
+/// A real redis-server (Debian's package <c>redis-server</c>; the test command installs it) on a free loopback port,
+/// in its own temporary directory, without persistence: the Redis of a local multi-process cluster and of the
+/// cluster tests. Start and restart wait for the server's own "Ready to accept connections" line, not a poll.
 /// </summary>
-public sealed class RedisServer : IAsyncDisposable
+public sealed class RedisServerProcess : IAsyncDisposable
 {
     private readonly string _directory = System.IO.Directory.CreateTempSubdirectory("lc-redis-").FullName;
     private readonly List<string> _arguments;
     private Process? _process;
 
-    private RedisServer(int port, List<string> arguments)
+    private RedisServerProcess(int port, List<string> arguments)
     {
         Port = port;
         _arguments = arguments;
@@ -25,7 +25,7 @@ public sealed class RedisServer : IAsyncDisposable
 
     public string Directory => _directory;
 
-    public static async Task<RedisServer> StartAsync(string? password = null, bool tls = false, string? certificate = null, string? key = null)
+    public static async Task<RedisServerProcess> StartAsync(string? password = null, bool tls = false, string? certificate = null, string? key = null)
     {
         int port = FreePort();
         var arguments = new List<string> { "--bind", "127.0.0.1", "--save", "", "--appendonly", "no" };
@@ -44,7 +44,7 @@ public sealed class RedisServer : IAsyncDisposable
             arguments.AddRange(["--requirepass", password]);
         }
 
-        var server = new RedisServer(port, arguments);
+        var server = new RedisServerProcess(port, arguments);
         await server.RunAsync();
         return server;
     }
@@ -87,7 +87,7 @@ public sealed class RedisServer : IAsyncDisposable
         }
         catch (System.ComponentModel.Win32Exception e)
         {
-            throw new InvalidOperationException("redis-server is not installed; ./test.sh installs it with apt-get (package redis-server)", e);
+            throw new InvalidOperationException("redis-server is not installed (Debian package redis-server; ./test.sh installs it with apt-get)", e);
         }
 
         process.OutputDataReceived += (_, line) =>
