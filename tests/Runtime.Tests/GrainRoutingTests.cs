@@ -15,7 +15,10 @@ public sealed class GrainRoutingTests : IAsyncLifetime
 
     public async Task InitializeAsync() => _cluster = await LocalCluster.StartAsync(
         3,
-        new GrainTypeRegistry().Add<ICounterGrain, CounterGrain>(() => new CounterGrain(_log), "counter"),
+        new GrainTypeRegistry()
+            .Add<ICounterGrain, CounterGrain>(() => new CounterGrain(_log), "counter")
+            .Add<IShardGrain, ShardGrain>(() => new ShardGrain(), "shard")
+            .Add<IHelperGrain, HelperGrain>(() => new HelperGrain(), "helper"),
         o => o.Timing = new MembershipOptions { HeartbeatInterval = TimeSpan.FromMilliseconds(50), DeathTimeout = TimeSpan.FromSeconds(2) });
 
     public async Task DisposeAsync() => await _cluster.DisposeAsync();
@@ -59,6 +62,34 @@ public sealed class GrainRoutingTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task SpreadPlacement_SixShardsOverThreeSilos_TwoEachAndStable()
+    {
+        string[] where = new string[6];
+        for (int i = 0; i < 6; i++)
+        {
+            where[i] = await Silos[i % 3].GrainFactory.GetGrain<IShardGrain>($"seq-7/{i}/6").WhereAsync(default);
+        }
+
+        Assert.All(Silos, s => Assert.Equal(2, where.Count(w => w == s.Address.ToString())));
+        for (int i = 0; i < 6; i++)
+        {
+            Assert.Equal(where[i], await Silos[(i + 1) % 3].GrainFactory.GetGrain<IShardGrain>($"seq-7/{i}/6").WhereAsync(default));
+        }
+
+        ArgumentException error = await Assert.ThrowsAsync<ArgumentException>(() => Silos[0].GrainFactory.GetGrain<IShardGrain>("seq-7/9").WhereAsync(default));
+        Assert.Contains("group/index/count", error.Message);
+    }
+
+    [Fact]
+    public async Task LocalPlacement_EachCallerSiloGetsItsOwnHelper()
+    {
+        foreach (Silo silo in Silos)
+        {
+            Assert.Equal(silo.Address.ToString(), await silo.GrainFactory.GetGrain<IHelperGrain>("packer").WhereAsync(default));
+        }
+    }
+
+    [Fact]
     public async Task RemoteGrainThrows_CallerGetsItsMessage()
     {
         Silo caller = Silos.First(s => s.Router.OwnerOf(new GrainId("counter", "thrower")) != s.Address);
@@ -97,4 +128,26 @@ public sealed class GrainRoutingTests : IAsyncLifetime
         Assert.Equal(1, await caller.GrainFactory.GetGrain<ICounterGrain>("moving").IncrementAsync(default));
         Assert.NotEqual(owner.Address, caller.Router.OwnerOf(id));
     }
+}
+
+[SpreadPlacement]
+public interface IShardGrain : IGrainWithStringKey
+{
+    Task<string> WhereAsync(CancellationToken cancellationToken);
+}
+
+[LocalPlacement]
+public interface IHelperGrain : IGrainWithStringKey
+{
+    Task<string> WhereAsync(CancellationToken cancellationToken);
+}
+
+public sealed class ShardGrain : Grain, IShardGrain
+{
+    public Task<string> WhereAsync(CancellationToken cancellationToken) => Task.FromResult(Silo!.ToString());
+}
+
+public sealed class HelperGrain : Grain, IHelperGrain
+{
+    public Task<string> WhereAsync(CancellationToken cancellationToken) => Task.FromResult(Silo!.ToString());
 }

@@ -24,6 +24,22 @@ public sealed class ReentrantAttribute : Attribute;
 [AttributeUsage(AttributeTargets.Method, Inherited = true)]
 public sealed class OneWayAttribute : Attribute;
 
+/// <summary>
+/// Spread placement for the members of a group (the P shard grains of a sequence): the grain key must be
+/// <c>group/index/count</c>, and member <c>index</c> of <c>count</c> lives on
+/// <see cref="Placement.GrainPlacement.Spread"/>'s silo — P members over N silos within one of each other, stable
+/// while the active silos are.
+/// </summary>
+[AttributeUsage(AttributeTargets.Interface)]
+public sealed class SpreadPlacementAttribute : Attribute;
+
+/// <summary>
+/// Local placement for per-silo helpers: every silo that calls the grain gets its own activation on itself (like
+/// Orleans' stateless workers), so such a grain must not hold state that has to be unique in the cluster.
+/// </summary>
+[AttributeUsage(AttributeTargets.Interface)]
+public sealed class LocalPlacementAttribute : Attribute;
+
 /// <summary>Why an activation is going away.</summary>
 public enum DeactivationReason
 {

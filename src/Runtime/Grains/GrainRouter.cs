@@ -15,11 +15,13 @@ public sealed class SiloUnavailableException(SiloAddress silo, Exception inner)
 }
 
 /// <summary>
-/// Routes grain calls across the cluster. A grain lives on its hash owner over the active silos of the current
-/// membership view (every silo with the same view computes the same owner, so a grain has one activation while
-/// membership is stable); calls for grains owned here run on this silo's <see cref="LocalGrainRuntime"/>, the rest
-/// travel as JSON requests over persistent silo-to-silo connections. When the view changes, activations this silo
-/// no longer owns are deactivated, so the new owner's activation is the only one.
+/// Routes grain calls across the cluster. Where a grain lives is a pure function of its id and the active silos of
+/// the current membership view — its hash owner, or for <see cref="SpreadPlacementAttribute"/> grains the spread
+/// silo of its group member — so every silo with the same view computes the same place and a grain has one
+/// activation while membership is stable (<see cref="LocalPlacementAttribute"/> helpers live on each caller's silo).
+/// Calls for grains placed here run on this silo's <see cref="LocalGrainRuntime"/>, the rest travel as JSON requests
+/// over persistent silo-to-silo connections. When the view changes, activations placed elsewhere now are
+/// deactivated, so the new location's activation is the only one.
 /// </summary>
 public sealed class GrainRouter : IGrainFactory, IGrainInvoker, IAsyncDisposable
 {
@@ -48,12 +50,12 @@ public sealed class GrainRouter : IGrainFactory, IGrainInvoker, IAsyncDisposable
         return GrainProxy.Create<TGrain>(this, new GrainId(typeName, key));
     }
 
-    /// <summary>The silo that owns <paramref name="grain"/> in the current view.</summary>
-    public SiloAddress OwnerOf(GrainId grain) => Ring().Owner(grain);
+    /// <summary>The silo that hosts <paramref name="grain"/> in the current view (its placement).</summary>
+    public SiloAddress OwnerOf(GrainId grain) => LocationOf(grain, _registry.InterfaceOfType(grain.Type));
 
     public async Task<object?> InvokeAsync(GrainId id, Type interfaceType, MethodInfo method, object?[] arguments)
     {
-        SiloAddress owner = OwnerOf(id);
+        SiloAddress owner = LocationOf(id, interfaceType);
         if (owner == _self)
         {
             return await _local.InvokeAsync(id, interfaceType, method, arguments).ConfigureAwait(false);
@@ -111,7 +113,7 @@ public sealed class GrainRouter : IGrainFactory, IGrainInvoker, IAsyncDisposable
         return resultType is null ? [] : JsonSerializer.SerializeToUtf8Bytes(result, resultType);
     }
 
-    /// <summary>Deactivates the activations this silo no longer owns under the current view; returns how many.</summary>
+    /// <summary>Deactivates the activations placed on another silo under the current view; returns how many.</summary>
     public async Task<int> DropForeignActivationsAsync(CancellationToken cancellationToken)
     {
         ConsistentHashRing ring = Ring();
@@ -120,7 +122,7 @@ public sealed class GrainRouter : IGrainFactory, IGrainInvoker, IAsyncDisposable
             return 0;
         }
 
-        GrainId[] foreign = [.. _local.ActivationIds.Where(id => ring.Owner(id) != _self)];
+        GrainId[] foreign = [.. _local.ActivationIds.Where(id => OwnerOf(id) != _self)];
         return await _local.DeactivateWhereAsync(foreign.Contains, cancellationToken).ConfigureAwait(false);
     }
 
@@ -133,6 +135,30 @@ public sealed class GrainRouter : IGrainFactory, IGrainInvoker, IAsyncDisposable
                 await peer.Value.Result.DisposeAsync().ConfigureAwait(false);
             }
         }
+    }
+
+    private SiloAddress LocationOf(GrainId id, Type? interfaceType)
+    {
+        if (interfaceType?.GetCustomAttribute<LocalPlacementAttribute>() is not null)
+        {
+            return _self;
+        }
+
+        if (interfaceType?.GetCustomAttribute<SpreadPlacementAttribute>() is not null)
+        {
+            string[] parts = id.Key.Split('/');
+            if (parts.Length < 3
+                || !int.TryParse(parts[^2], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int index)
+                || !int.TryParse(parts[^1], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int count)
+                || index >= count)
+            {
+                throw new ArgumentException($"grain {id}: spread-placed grains need keys 'group/index/count' with index < count", nameof(id));
+            }
+
+            return GrainPlacement.Spread(_membership.View.ActiveSilos, string.Join('/', parts[..^2]), index, count);
+        }
+
+        return Ring().Owner(id);
     }
 
     private ConsistentHashRing Ring()

@@ -49,6 +49,10 @@ public sealed class GrainTypeRegistry
             ? type
             : throw new InvalidOperationException($"no grain class is registered for {fullName} on this silo");
 
+    /// <summary>The interface registered under a grain type name.</summary>
+    internal Type? InterfaceOfType(string typeName) =>
+        _types.Where(t => t.Value.TypeName == typeName).Select(t => t.Key).FirstOrDefault();
+
     internal (string TypeName, Func<Grain> Create) Resolve(Type interfaceType) =>
         _types.TryGetValue(interfaceType, out var entry)
             ? entry
