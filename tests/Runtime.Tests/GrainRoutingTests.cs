@@ -98,6 +98,19 @@ public sealed class GrainRoutingTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task RemoteGrainBlocks_CallerGetsTypedTimeoutFromTheOwnersDeadline()
+    {
+        await using LocalCluster cluster = await LocalCluster.StartAsync(
+            2,
+            new GrainTypeRegistry().Add<ICounterGrain, CounterGrain>(() => new CounterGrain(_log), "counter"),
+            o => o.Grains = new GrainRuntimeOptions { DefaultCallTimeout = TimeSpan.FromMilliseconds(300) });
+        Silo caller = cluster.Silos.First(s => s.Router.OwnerOf(new GrainId("counter", "stuck")) != s.Address);
+        GrainCallTimeoutException error = await Assert.ThrowsAsync<GrainCallTimeoutException>(() => caller.GrainFactory.GetGrain<ICounterGrain>("stuck").BlockAsync(default));
+        Assert.Equal("BlockAsync", error.Method);
+        Assert.Equal("call counter/stuck.BlockAsync did not complete within 0.3 s", error.Message);
+    }
+
+    [Fact]
     public async Task OwnerCrashes_DeclaredDeadThenGrainAnswersFromAnotherSilo()
     {
         var id = new GrainId("counter", "orphan");

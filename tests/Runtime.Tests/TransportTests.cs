@@ -49,6 +49,8 @@ public sealed class TransportTests : IAsyncLifetime
         await using PeerConnection client = await ConnectAsync(_options);
         RemoteException error = await Assert.ThrowsAsync<RemoteException>(() => client.RequestAsync(Encoding.UTF8.GetBytes("fail")));
         Assert.Equal("InvalidOperationException: asked to fail", error.Message);
+        Assert.Equal("InvalidOperationException", error.RemoteType);
+        Assert.Equal("asked to fail", error.RemoteMessage);
         Assert.Equal("echo ok", Encoding.UTF8.GetString(await client.RequestAsync(Encoding.UTF8.GetBytes("echo ok"))));
     }
 

@@ -80,13 +80,25 @@ public interface IGrainFactory
         where TGrain : IGrainWithStringKey;
 }
 
-/// <summary>A grain call that did not finish before its deadline.</summary>
-public sealed class GrainCallTimeoutException(GrainId grain, string method, TimeSpan timeout)
-    : TimeoutException($"call {grain}.{method} did not complete within {timeout.TotalSeconds:0.###} s")
+/// <summary>A grain call that did not finish before its deadline (on this silo or on the silo that hosts the grain).</summary>
+public sealed class GrainCallTimeoutException : TimeoutException
 {
-    public GrainId Grain { get; } = grain;
+    public GrainCallTimeoutException(GrainId grain, string method, TimeSpan timeout)
+        : this(grain, method, $"call {grain}.{method} did not complete within {timeout.TotalSeconds:0.###} s")
+    {
+    }
 
-    public string Method { get; } = method;
+    /// <summary>A timeout reported by another silo, with that silo's message.</summary>
+    public GrainCallTimeoutException(GrainId grain, string method, string message)
+        : base(message)
+    {
+        Grain = grain;
+        Method = method;
+    }
+
+    public GrainId Grain { get; }
+
+    public string Method { get; }
 }
 
 /// <summary>Built into every silo: tells where a grain id is activated. For operators and cluster tests.</summary>

@@ -85,6 +85,11 @@ public sealed class GrainRouter : IGrainFactory, IGrainInvoker, IAsyncDisposable
             _peers.TryRemove(owner, out _);
             throw new SiloUnavailableException(owner, e);
         }
+        catch (RemoteException e) when (e.RemoteType == nameof(GrainCallTimeoutException))
+        {
+            // The owner enforced the call's deadline: report it as the same typed timeout a local call gives.
+            throw new GrainCallTimeoutException(id, method.Name, e.RemoteMessage);
+        }
 
         Type? result = ResultType(method.ReturnType);
         return result is null ? null : JsonSerializer.Deserialize(reply, result);

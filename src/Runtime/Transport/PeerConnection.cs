@@ -9,8 +9,21 @@ namespace LongCluster.Runtime.Transport;
 /// <summary>Answers a request frame. The payload memory is only valid until the returned task completes.</summary>
 public delegate ValueTask<byte[]> RequestHandler(ReadOnlyMemory<byte> payload, CancellationToken cancellationToken);
 
-/// <summary>A request the peer answered with a failure frame (its handler threw); carries the remote message.</summary>
-public sealed class RemoteException(string message) : Exception(message);
+/// <summary>A request the peer answered with a failure frame (its handler threw); carries the remote exception's type name and message.</summary>
+public sealed class RemoteException(string remoteType, string message) : Exception($"{remoteType}: {message}")
+{
+    /// <summary>Name of the exception type thrown on the peer (e.g. <c>ArgumentException</c>).</summary>
+    public string RemoteType { get; } = remoteType;
+
+    /// <summary>The peer's exception message alone.</summary>
+    public string RemoteMessage { get; } = message;
+
+    internal static RemoteException Parse(string text)
+    {
+        int colon = text.IndexOf(": ", StringComparison.Ordinal);
+        return colon > 0 ? new RemoteException(text[..colon], text[(colon + 2)..]) : new RemoteException("Exception", text);
+    }
+}
 
 /// <summary>
 /// One persistent silo-to-silo connection after a mutual handshake: requests and one-way messages in both
@@ -264,7 +277,7 @@ public sealed class PeerConnection : IAsyncDisposable
                             }
                             else
                             {
-                                answer.TrySetException(new RemoteException(Encoding.UTF8.GetString(copy)));
+                                answer.TrySetException(RemoteException.Parse(Encoding.UTF8.GetString(copy)));
                             }
                         }
 
