@@ -44,6 +44,70 @@ public sealed class TransportTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task StreamedFrame_TenTimesTheBufferedLimit_ArrivesInChunksIntactAndConnectionStaysUsable()
+    {
+        var digest = new TaskCompletionSource<(byte[] Hash, long Bytes, int Reads)>(TaskCreationOptions.RunContinuationsAsynchronously);
+        TransportOptions options = StreamingOptions(async (stream, length, ct) =>
+        {
+            using var hash = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+            var buffer = new byte[256 * 1024];
+            long total = 0;
+            int reads = 0;
+            int n;
+            while ((n = await stream.ReadAsync(buffer, ct)) > 0)
+            {
+                hash.AppendData(buffer, 0, n);
+                total += n;
+                reads++;
+            }
+
+            digest.SetResult((hash.GetHashAndReset(), total, reads));
+        });
+        await using TransportServer server = await TransportServer.StartAsync(new IPEndPoint(IPAddress.Loopback, 0), options, Handle, default);
+        await using PeerConnection client = await PeerConnection.ConnectAsync("127.0.0.1", server.Port, options, null, default);
+
+        byte[] payload = new byte[(40 * 1024 * 1024) + 123];
+        new Random(9).NextBytes(payload);
+        await client.SendStreamAsync(new MemoryStream(payload), payload.Length);
+
+        (byte[] hashOfReceived, long bytes, int chunks) = await digest.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(System.Security.Cryptography.SHA256.HashData(payload), hashOfReceived);
+        Assert.Equal(payload.Length, bytes);
+        Assert.True(chunks > 1, $"{chunks} reads");
+        Assert.Equal("echo after", Encoding.UTF8.GetString(await client.RequestAsync(Encoding.UTF8.GetBytes("echo after"))));
+    }
+
+    [Fact]
+    public async Task StreamedFrame_HandlerReadsOnlyPart_RestIsSkippedAndNextFrameLinesUp()
+    {
+        TransportOptions options = StreamingOptions(async (stream, length, ct) => await stream.ReadExactlyAsync(new byte[100], ct));
+        await using TransportServer server = await TransportServer.StartAsync(new IPEndPoint(IPAddress.Loopback, 0), options, Handle, default);
+        await using PeerConnection client = await PeerConnection.ConnectAsync("127.0.0.1", server.Port, options, null, default);
+        await client.SendStreamAsync(new MemoryStream(new byte[3 * 1024 * 1024]), 3 * 1024 * 1024);
+        Assert.Equal("echo next", Encoding.UTF8.GetString(await client.RequestAsync(Encoding.UTF8.GetBytes("echo next"))));
+    }
+
+    [Fact]
+    public async Task SendStream_SourceShorterThanPromised_FailsAndClosesConnection()
+    {
+        TransportOptions options = StreamingOptions((_, _, _) => ValueTask.CompletedTask);
+        await using TransportServer server = await TransportServer.StartAsync(new IPEndPoint(IPAddress.Loopback, 0), options, Handle, default);
+        PeerConnection client = await PeerConnection.ConnectAsync("127.0.0.1", server.Port, options, null, default);
+        EndOfStreamException error = await Assert.ThrowsAsync<EndOfStreamException>(() => client.SendStreamAsync(new MemoryStream(new byte[1000]), 5000));
+        Assert.Contains("after 1000 of 5000 bytes", error.Message);
+        await client.Completion.WaitAsync(TimeSpan.FromSeconds(10));
+    }
+
+    private static TransportOptions StreamingOptions(StreamHandler handler) => new()
+    {
+        ClusterId = "test-cluster",
+        Secret = Secret,
+        MaxFrameBytes = 4 * 1024 * 1024,
+        StreamThresholdBytes = 1024 * 1024,
+        StreamHandler = handler,
+    };
+
+    [Fact]
     public async Task Request_HandlerThrows_RemoteExceptionWithMessage()
     {
         await using PeerConnection client = await ConnectAsync(_options);

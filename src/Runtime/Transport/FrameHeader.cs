@@ -34,7 +34,7 @@ public readonly record struct FrameHeader(FrameKind Kind, ulong Correlation, lon
     }
 
     /// <summary>Parses and checks a header; the error says what is wrong (for the log line of the closed connection).</summary>
-    public static FrameHeader Read(ReadOnlySpan<byte> source, int maxPayload)
+    public static FrameHeader Read(ReadOnlySpan<byte> source, long maxPayload)
     {
         if (BinaryPrimitives.ReadUInt32LittleEndian(source) != Magic)
         {

@@ -125,6 +125,54 @@ public sealed class PeerConnection : IAsyncDisposable
     public Task SendOneWayAsync(ReadOnlyMemory<byte> payload, CancellationToken cancellationToken = default) =>
         WriteAsync(new FrameHeader(FrameKind.OneWay, 0, payload.Length), payload, cancellationToken);
 
+    /// <summary>
+    /// Sends <paramref name="length"/> bytes read from <paramref name="source"/> as one one-way frame, in chunks, so
+    /// the sender never holds the payload whole either. The peer needs a <see cref="TransportOptions.StreamHandler"/>
+    /// for frames over its <see cref="TransportOptions.MaxFrameBytes"/>.
+    /// </summary>
+    public async Task SendStreamAsync(Stream source, long length, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        byte[] chunk = ArrayPool<byte>.Shared.Rent(1024 * 1024);
+        byte[] header = new byte[FrameHeader.Size];
+        new FrameHeader(FrameKind.OneWay, 0, length).Write(header);
+        await _writeLock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await _output.WriteAsync(header, cancellationToken).ConfigureAwait(false);
+            for (long sent = 0; sent < length;)
+            {
+                int read = await source.ReadAsync(chunk.AsMemory(0, (int)Math.Min(chunk.Length, length - sent)), cancellationToken).ConfigureAwait(false);
+                if (read == 0)
+                {
+                    // The frame header promised more: the connection cannot be resynchronised, so close it.
+                    Abort();
+                    throw new EndOfStreamException($"source ended after {sent} of {length} bytes; connection closed");
+                }
+
+                await _output.WriteAsync(chunk.AsMemory(0, read), cancellationToken).ConfigureAwait(false);
+                sent += read;
+            }
+
+            await _output.FlushAsync(cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            _writeLock.Release();
+            ArrayPool<byte>.Shared.Return(chunk);
+        }
+    }
+
+    /// <summary>Closes the connection under its users (the read loop ends, pending requests fail); the lock stays usable.</summary>
+    private void Abort()
+    {
+        _closed.Cancel();
+        _owner?.Dispose();
+        _input.Dispose();
+        _output.Dispose();
+    }
+
     /// <summary>Writes raw bytes past the framing (tests send malformed frames after a real handshake).</summary>
     internal async Task SendRawAsync(ReadOnlyMemory<byte> bytes, CancellationToken cancellationToken)
     {
@@ -243,7 +291,20 @@ public sealed class PeerConnection : IAsyncDisposable
                 }
 
                 await _input.ReadExactlyAsync(header.AsMemory(1), _closed.Token).ConfigureAwait(false);
-                FrameHeader frame = FrameHeader.Read(header, _options.MaxFrameBytes);
+                FrameHeader frame = FrameHeader.Read(header, _options.StreamHandler is null ? _options.MaxFrameBytes : _options.MaxStreamedFrameBytes);
+                if (frame.Kind == FrameKind.OneWay && _options.StreamHandler is { } streaming && frame.PayloadLength >= _options.StreamThresholdBytes)
+                {
+                    var body = new PayloadStream(_input, frame.PayloadLength);
+                    await streaming(body, frame.PayloadLength, _closed.Token).ConfigureAwait(false);
+                    await body.SkipRestAsync(_closed.Token).ConfigureAwait(false);
+                    continue;
+                }
+
+                if (frame.PayloadLength > _options.MaxFrameBytes)
+                {
+                    throw new InvalidDataException($"a {frame.Kind} frame of {frame.PayloadLength} bytes is over the {_options.MaxFrameBytes}-byte limit for buffered frames");
+                }
+
                 int length = (int)frame.PayloadLength;
                 if (frame.Kind == FrameKind.OneWay)
                 {
@@ -351,4 +412,73 @@ public sealed class PeerConnection : IAsyncDisposable
             ArrayPool<byte>.Shared.Return(bytes);
         }
     }
+}
+
+/// <summary>A frame's payload as a read-only stream over the connection, ending after exactly its length.</summary>
+internal sealed class PayloadStream(Stream inner, long length) : Stream
+{
+    private readonly long _length = length;
+    private long _remaining = length;
+
+    public override bool CanRead => true;
+
+    public override bool CanSeek => false;
+
+    public override bool CanWrite => false;
+
+    public override long Length => _length;
+
+    public override long Position
+    {
+        get => _length - _remaining;
+        set => throw new NotSupportedException();
+    }
+
+    public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
+    {
+        if (_remaining == 0)
+        {
+            return 0;
+        }
+
+        int read = await inner.ReadAsync(buffer[..(int)Math.Min(buffer.Length, _remaining)], cancellationToken).ConfigureAwait(false);
+        if (read == 0)
+        {
+            throw new EndOfStreamException($"connection closed with {_remaining} bytes of the frame still to come");
+        }
+
+        _remaining -= read;
+        return read;
+    }
+
+    public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+        ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+
+    public override int Read(byte[] buffer, int offset, int count) => ReadAsync(buffer, offset, count, CancellationToken.None).GetAwaiter().GetResult();
+
+    /// <summary>Reads and discards what the handler did not consume, so the next frame header lines up.</summary>
+    public async Task SkipRestAsync(CancellationToken cancellationToken)
+    {
+        byte[] scratch = ArrayPool<byte>.Shared.Rent(64 * 1024);
+        try
+        {
+            while (await ReadAsync(scratch, cancellationToken).ConfigureAwait(false) > 0)
+            {
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(scratch);
+        }
+    }
+
+    public override void Flush()
+    {
+    }
+
+    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+
+    public override void SetLength(long value) => throw new NotSupportedException();
+
+    public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
 }

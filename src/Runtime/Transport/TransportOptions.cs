@@ -1,5 +1,8 @@
 namespace LongCluster.Runtime.Transport;
 
+/// <summary>Consumes a large frame's payload as it arrives; whatever it leaves unread is skipped afterwards.</summary>
+public delegate ValueTask StreamHandler(Stream payload, long length, CancellationToken cancellationToken);
+
 /// <summary>Who may talk to a silo, and the limits on what they may send.</summary>
 public sealed class TransportOptions
 {
@@ -12,7 +15,20 @@ public sealed class TransportOptions
     /// <summary>Shared cluster secret (at least 16 bytes); proven with HMAC-SHA256, never sent.</summary>
     public byte[] Secret { get; set; } = [];
 
+    /// <summary>Largest frame read into memory whole; larger one-way frames need a <see cref="StreamHandler"/>.</summary>
     public int MaxFrameBytes { get; set; } = DefaultMaxFrameBytes;
+
+    /// <summary>
+    /// Receives large one-way frames as a stream read straight off the connection, so a payload of any size (up to
+    /// <see cref="MaxStreamedFrameBytes"/>) never sits whole in memory. Null: every frame is buffered.
+    /// </summary>
+    public StreamHandler? StreamHandler { get; set; }
+
+    /// <summary>One-way frames at least this large go to <see cref="StreamHandler"/> when it is set.</summary>
+    public int StreamThresholdBytes { get; set; } = 4 * 1024 * 1024;
+
+    /// <summary>Upper bound of a streamed frame.</summary>
+    public long MaxStreamedFrameBytes { get; set; } = 64L * 1024 * 1024 * 1024;
 
     /// <summary>A peer that has not completed the handshake in this time is disconnected.</summary>
     public TimeSpan HandshakeTimeout { get; set; } = TimeSpan.FromSeconds(5);
