@@ -283,6 +283,24 @@ public sealed class CliTests : IDisposable
     }
 
     [Fact]
+    public void LocalCluster_InProcess_StartsReadySilosAndStops()
+    {
+        (int code, string stdout, string stderr) = Run("local-cluster", "--silos", "3", "--for", "0");
+        Assert.True(code == 0, stderr);
+        Assert.Equal(3, stdout.Split('\n').Count(l => l.StartsWith("silo ", StringComparison.Ordinal)));
+        Assert.Contains("3 silos in this process, in-memory membership; all ready", stdout);
+    }
+
+    [Fact]
+    public void LocalCluster_Processes_RedisAndSiloProcessesStartAndLeaveCleanly()
+    {
+        (int code, string stdout, string stderr) = Run("local-cluster", "--silos", "2", "--processes", "--for", "0");
+        Assert.True(code == 0, stdout + stderr);
+        Assert.Equal(2, stdout.Split('\n').Count(l => l.StartsWith("silo process ", StringComparison.Ordinal)));
+        Assert.Contains("stopped: exit codes 0, 0", stdout);
+    }
+
+    [Fact]
     public void Attend_Process_BadUsageExitsTwo()
     {
         (int code, _, string stderr) = RunProcess("attend", "--input");

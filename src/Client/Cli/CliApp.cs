@@ -32,6 +32,9 @@ public static class CliApp
               The in-process context-parallel driver (P ranks x 1 thread) against the kernel on 1 thread.
           longcluster bench transport [--frames 64] [--frame-mib 16] [--calls 20000] [--protocol tcp|http2]
               Silo-to-silo transport between this process and a second longcluster process on loopback.
+          longcluster local-cluster [--silos 3] [--processes] [--for S]
+              N silos on this machine (in this process, or as silo processes with a redis-server it starts),
+              until Ctrl+C or S seconds; then they leave gracefully.
           longcluster --version | --help
 
         Masks: full, causal, window:W, prefix:N, document, document-causal, document-window:W, document-prefix:N.
@@ -61,13 +64,14 @@ public static class CliApp
                 "attend" => AttendCommand.Run(rest, stdout, stderr),
                 "demo" => DemoCommand.Run(rest, stdout),
                 "plan" => PlanCommand.Run(rest, stdout),
+                "local-cluster" => LocalClusterCommand.Run(rest, stdout),
                 "bench" when rest.Length > 0 && rest[0] == "kernel" => BenchKernelCommand.Run(rest[1..], stdout),
                 "bench" when rest.Length > 0 && rest[0] == "ring" => BenchRingCommand.Run(rest[1..], stdout),
                 "bench" when rest.Length > 0 && rest[0] == "transport" => BenchTransportCommand.Run(rest[1..], stdout),
                 "bench" when rest.Length == 3 && rest[0] == "transport-server" => BenchTransportCommand.Serve(rest[1..], stdout),
                 "bench" when rest.Length == 3 && rest[0] == "http2-server" => BenchTransportCommand.ServeHttp2(stdout),
                 "bench" => throw new UsageException("bench: say what to benchmark: 'longcluster bench kernel' or 'longcluster bench ring'"),
-                _ => throw new UsageException($"unknown command '{args[0]}' (commands: demo, attend, plan, bench kernel; see --help)"),
+                _ => throw new UsageException($"unknown command '{args[0]}' (commands: demo, attend, plan, local-cluster, bench; see --help)"),
             };
         }
         catch (Exception e) when (e is UsageException or InputException or SafetensorsException)

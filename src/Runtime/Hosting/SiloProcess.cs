@@ -175,6 +175,17 @@ public sealed class SiloProcessCluster : IAsyncDisposable
         }
     }
 
+    /// <summary>SIGTERM to every silo and waits for them to leave and exit; returns their exit codes.</summary>
+    public async Task<int[]> StopAsync(TimeSpan timeout)
+    {
+        foreach (SiloProcess silo in Silos)
+        {
+            silo.Terminate();
+        }
+
+        return await Task.WhenAll(Silos.Select(s => s.ExitCodeAsync(timeout))).ConfigureAwait(false);
+    }
+
     public async ValueTask DisposeAsync()
     {
         foreach (SiloProcess silo in Silos)

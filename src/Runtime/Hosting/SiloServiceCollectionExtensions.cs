@@ -17,18 +17,58 @@ public static class SiloServiceCollectionExtensions
     /// </summary>
     public static IServiceCollection AddLongClusterSilo(this IServiceCollection services, IConfiguration configuration, GrainTypeRegistry? grainTypes = null)
     {
+        ArgumentNullException.ThrowIfNull(configuration);
         services.AddOptions<SiloOptions>().Bind(configuration).ValidateOnStart();
         services.AddSingleton<IValidateOptions<SiloOptions>, SiloOptionsValidator>();
-        services.AddSingleton<IMembershipTable>(provider =>
+        if (configuration["Membership"] == "Redis")
         {
-            SiloOptions options = provider.GetRequiredService<IOptions<SiloOptions>>().Value;
-            return options.Membership == "Redis"
-                ? new RedisMembershipTable(new RedisClusteringOptions { ClusterId = options.ClusterId, Redis = options.Redis })
-                : new InMemoryMembershipTable();
-        });
+            services.UseRedisClustering(o =>
+            {
+                o.ClusterId = configuration["ClusterId"] ?? o.ClusterId;
+                configuration.GetSection("Redis").Bind(o.Redis);
+            });
+        }
+        else
+        {
+            services.UseDevelopmentClustering();
+        }
+
         services.AddSingleton(grainTypes ?? new GrainTypeRegistry());
         services.AddHostedService<SiloHostedService>();
         return services;
+    }
+
+    /// <summary>The embedded default: one in-memory membership table, for a single process.</summary>
+    public static IServiceCollection UseDevelopmentClustering(this IServiceCollection services)
+    {
+        services.AddSingleton<IMembershipTable, InMemoryMembershipTable>();
+        return services;
+    }
+
+    /// <summary>Membership in Redis: registers the table and validates its options at start-up.</summary>
+    public static IServiceCollection UseRedisClustering(this IServiceCollection services, Action<RedisClusteringOptions> configure)
+    {
+        ArgumentNullException.ThrowIfNull(configure);
+        services.AddOptions<RedisClusteringOptions>().Configure(configure).ValidateOnStart();
+        services.AddSingleton<IValidateOptions<RedisClusteringOptions>, RedisClusteringOptionsValidator>();
+        services.AddSingleton<IMembershipTable>(provider => new RedisMembershipTable(provider.GetRequiredService<IOptions<RedisClusteringOptions>>().Value));
+        return services;
+    }
+
+    private sealed class RedisClusteringOptionsValidator : IValidateOptions<RedisClusteringOptions>
+    {
+        public ValidateOptionsResult Validate(string? name, RedisClusteringOptions options)
+        {
+            try
+            {
+                options.Validate();
+                return ValidateOptionsResult.Success;
+            }
+            catch (ArgumentException e)
+            {
+                return ValidateOptionsResult.Fail($"LongCluster Redis clustering: {e.Message}");
+            }
+        }
     }
 
     private sealed class SiloOptionsValidator : IValidateOptions<SiloOptions>

@@ -1,0 +1,85 @@
+using System.Globalization;
+using System.Security.Cryptography;
+using LongCluster.Runtime;
+using LongCluster.Runtime.Hosting;
+
+namespace LongCluster.Cli;
+
+/// <summary>
+/// <c>longcluster local-cluster</c>: N silos on this machine — in this process on the embedded default, or with
+/// <c>--processes</c> as N <c>longcluster-silo</c> processes clustered through a redis-server the command starts on a
+/// free port. Prints every silo and its health URLs, runs until Ctrl+C (or <c>--for S</c> seconds), then stops
+/// the silos gracefully.
+/// </summary>
+internal static class LocalClusterCommand
+{
+    public static int Run(string[] args, TextWriter stdout)
+    {
+        CommandLine options = CommandLine.Parse("local-cluster", args, ["silos", "for"], ["processes"]);
+        int silos = options.Int("silos", 3, 1, 64);
+        int seconds = options.Int("for", -1, 0);
+        using var stop = new CancellationTokenSource();
+        ConsoleCancelEventHandler onCancel = (_, e) =>
+        {
+            e.Cancel = true;
+            stop.Cancel();
+        };
+        Console.CancelKeyPress += onCancel;
+        try
+        {
+            return options.Has("processes")
+                ? RunProcessesAsync(silos, seconds, stdout, stop.Token).GetAwaiter().GetResult()
+                : RunInProcessAsync(silos, seconds, stdout, stop.Token).GetAwaiter().GetResult();
+        }
+        finally
+        {
+            Console.CancelKeyPress -= onCancel;
+        }
+    }
+
+    private static async Task<int> RunInProcessAsync(int silos, int seconds, TextWriter stdout, CancellationToken stop)
+    {
+        await using LocalCluster cluster = await LocalCluster.StartAsync(silos, new GrainTypeRegistry()).ConfigureAwait(false);
+        foreach (Silo silo in cluster.Silos)
+        {
+            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"silo {silo.Address}: http://127.0.0.1:{silo.HttpPort}/readyz"));
+        }
+
+        stdout.WriteLine($"{silos} silos in this process, in-memory membership; all ready");
+        await WaitAsync(seconds, stop).ConfigureAwait(false);
+        stdout.WriteLine("stopping: every silo leaves the cluster");
+        return CliApp.ExitOk;
+    }
+
+    private static async Task<int> RunProcessesAsync(int silos, int seconds, TextWriter stdout, CancellationToken stop)
+    {
+        var settings = new Dictionary<string, string>
+        {
+            ["ClusterId"] = "local",
+            ["Secret"] = Convert.ToHexString(RandomNumberGenerator.GetBytes(16)),
+        };
+        string siloAssembly = Path.Combine(AppContext.BaseDirectory, "longcluster-silo.dll");
+        await using SiloProcessCluster cluster = await SiloProcessCluster.StartAsync(silos, siloAssembly, settings, TimeSpan.FromSeconds(60)).ConfigureAwait(false);
+        foreach (string address in cluster.Addresses)
+        {
+            stdout.WriteLine($"silo process {address}");
+        }
+
+        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{silos} silo processes clustered through redis-server on port {cluster.Redis.Port}; all ready"));
+        await WaitAsync(seconds, stop).ConfigureAwait(false);
+        int[] codes = await cluster.StopAsync(TimeSpan.FromSeconds(30)).ConfigureAwait(false);
+        stdout.WriteLine($"stopped: exit codes {string.Join(", ", codes)}");
+        return codes.All(c => c == 0) ? CliApp.ExitOk : CliApp.ExitFailed;
+    }
+
+    private static async Task WaitAsync(int seconds, CancellationToken stop)
+    {
+        try
+        {
+            await Task.Delay(seconds < 0 ? Timeout.InfiniteTimeSpan : TimeSpan.FromSeconds(seconds), stop).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+}
