@@ -10,6 +10,9 @@ namespace LongCluster.Kernels;
 /// </summary>
 internal static unsafe class OnlineSoftmax
 {
+    /// <summary>ln 2: converts the log2-domain running max back to natural log.</summary>
+    private const float Ln2 = 0.693147180559945309f;
+
     /// <param name="s">Scores <c>[rows × lds]</c>; <paramref name="cols"/> (a multiple of 8) are read, hidden ones are −∞.</param>
     /// <param name="m">Running max per row (log2 domain).</param>
     /// <param name="l">Running sum of probabilities per row.</param>
@@ -54,7 +57,7 @@ internal static unsafe class OnlineSoftmax
                 output[c] = acc[c] * inverse;
             }
 
-            *lse = (m * MathF.Log(2f)) + MathF.Log(l);
+            *lse = (m * Ln2) + MathF.Log(l);
         }
         else
         {

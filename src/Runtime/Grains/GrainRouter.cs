@@ -61,18 +61,19 @@ public sealed class GrainRouter : IGrainFactory, IGrainInvoker, IAsyncDisposable
             return await _local.InvokeAsync(id, interfaceType, method, arguments).ConfigureAwait(false);
         }
 
-        CancellationToken cancellationToken = arguments.OfType<CancellationToken>().LastOrDefault();
+        GrainMethod info = GrainMethod.Of(method);
+        CancellationToken cancellationToken = info.TokenIndex >= 0 && arguments[info.TokenIndex] is CancellationToken token ? token : default;
         var request = new GrainCall(
             id.Type,
             id.Key,
             interfaceType.FullName!,
             method.Name,
-            [.. method.GetParameters().Where(p => p.ParameterType != typeof(CancellationToken)).Select(p => JsonSerializer.SerializeToElement(arguments[p.Position], p.ParameterType))]);
+            [.. info.DataParameters.Select(p => JsonSerializer.SerializeToElement(arguments[p.Position], p.ParameterType))]);
         PeerConnection peer = await PeerAsync(owner).ConfigureAwait(false);
         byte[] reply;
         try
         {
-            if (LocalGrainRuntime.IsOneWay(method))
+            if (info.IsOneWay)
             {
                 await peer.SendOneWayAsync(JsonSerializer.SerializeToUtf8Bytes(request), cancellationToken).ConfigureAwait(false);
                 return null;
@@ -91,8 +92,7 @@ public sealed class GrainRouter : IGrainFactory, IGrainInvoker, IAsyncDisposable
             throw new GrainCallTimeoutException(id, method.Name, e.RemoteMessage);
         }
 
-        Type? result = ResultType(method.ReturnType);
-        return result is null ? null : JsonSerializer.Deserialize(reply, result);
+        return info.ResultType is null ? null : JsonSerializer.Deserialize(reply, info.ResultType);
     }
 
     /// <summary>Answers a call from another silo (the silo's transport hands grain-call frames here).</summary>
@@ -101,21 +101,23 @@ public sealed class GrainRouter : IGrainFactory, IGrainInvoker, IAsyncDisposable
         GrainCall call = JsonSerializer.Deserialize<GrainCall>(payload.Span) ?? throw new InvalidDataException("empty grain call");
         Type interfaceType = _registry.ResolveInterface(call.Interface);
         MethodInfo method = interfaceType.GetMethods().FirstOrDefault(m =>
-                m.Name == call.Method && m.GetParameters().Count(p => p.ParameterType != typeof(CancellationToken)) == call.Arguments.Length)
+                m.Name == call.Method && GrainMethod.Of(m).DataParameters.Length == call.Arguments.Length)
             ?? throw new MissingMethodException(call.Interface, call.Method);
-        ParameterInfo[] parameters = method.GetParameters();
-        var arguments = new object?[parameters.Length];
-        int next = 0;
-        foreach (ParameterInfo parameter in parameters)
+        GrainMethod info = GrainMethod.Of(method);
+        var arguments = new object?[method.GetParameters().Length];
+        if (info.TokenIndex >= 0)
         {
-            arguments[parameter.Position] = parameter.ParameterType == typeof(CancellationToken)
-                ? cancellationToken
-                : call.Arguments[next++].Deserialize(parameter.ParameterType);
+            arguments[info.TokenIndex] = cancellationToken;
+        }
+
+        for (int i = 0; i < info.DataParameters.Length; i++)
+        {
+            ParameterInfo parameter = info.DataParameters[i];
+            arguments[parameter.Position] = call.Arguments[i].Deserialize(parameter.ParameterType);
         }
 
         object? result = await _local.InvokeAsync(new GrainId(call.Type, call.Key), interfaceType, method, arguments).ConfigureAwait(false);
-        Type? resultType = ResultType(method.ReturnType);
-        return resultType is null ? [] : JsonSerializer.SerializeToUtf8Bytes(result, resultType);
+        return info.ResultType is null ? [] : JsonSerializer.SerializeToUtf8Bytes(result, info.ResultType);
     }
 
     /// <summary>Deactivates the activations placed on another silo under the current view; returns how many.</summary>
@@ -144,12 +146,13 @@ public sealed class GrainRouter : IGrainFactory, IGrainInvoker, IAsyncDisposable
 
     private SiloAddress LocationOf(GrainId id, Type? interfaceType)
     {
-        if (interfaceType?.GetCustomAttribute<LocalPlacementAttribute>() is not null)
+        PlacementStrategy placement = GrainMethod.PlacementOf(interfaceType);
+        if (placement == PlacementStrategy.Local)
         {
             return _self;
         }
 
-        if (interfaceType?.GetCustomAttribute<SpreadPlacementAttribute>() is not null)
+        if (placement == PlacementStrategy.Spread)
         {
             string[] parts = id.Key.Split('/');
             if (parts.Length < 3
@@ -202,11 +205,6 @@ public sealed class GrainRouter : IGrainFactory, IGrainInvoker, IAsyncDisposable
         _peers.TryRemove(new KeyValuePair<SiloAddress, Lazy<Task<PeerConnection>>>(silo, entry));
         return await PeerAsync(silo).ConfigureAwait(false);
     }
-
-    private static Type? ResultType(Type returnType) =>
-        returnType.IsGenericType && (returnType.GetGenericTypeDefinition() == typeof(Task<>) || returnType.GetGenericTypeDefinition() == typeof(ValueTask<>))
-            ? returnType.GetGenericArguments()[0]
-            : null;
 
     /// <summary>The ring of one membership view version; replaced as a whole.</summary>
     private sealed record RingSnapshot(long Version, ConsistentHashRing Ring);

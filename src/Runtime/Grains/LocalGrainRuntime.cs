@@ -155,7 +155,7 @@ public sealed class LocalGrainRuntime : IGrainFactory, IGrainInvoker, IAsyncDisp
     /// <summary>Runs one call on the grain's activation (creating it if needed) under the call's deadline.</summary>
     public Task<object?> InvokeAsync(GrainId id, Type interfaceType, MethodInfo method, object?[] arguments)
     {
-        if (!IsOneWay(method))
+        if (!GrainMethod.Of(method).IsOneWay)
         {
             return InvokeCoreAsync(id, interfaceType, method, arguments);
         }
@@ -166,21 +166,10 @@ public sealed class LocalGrainRuntime : IGrainFactory, IGrainInvoker, IAsyncDisp
         return Task.FromResult<object?>(null);
     }
 
-    internal static bool IsOneWay(MethodInfo method)
-    {
-        if (method.GetCustomAttribute<OneWayAttribute>() is null)
-        {
-            return false;
-        }
-
-        return method.ReturnType == typeof(Task) || method.ReturnType == typeof(ValueTask)
-            ? true
-            : throw new NotSupportedException($"[OneWay] method {method.Name} must return Task or ValueTask: a one-way call has no result");
-    }
-
     private async Task<object?> InvokeCoreAsync(GrainId id, Type interfaceType, MethodInfo method, object?[] arguments)
     {
-        int tokenIndex = Array.FindLastIndex(method.GetParameters(), p => p.ParameterType == typeof(CancellationToken));
+        GrainMethod info = GrainMethod.Of(method);
+        int tokenIndex = info.TokenIndex;
         CancellationToken callerToken = tokenIndex >= 0 && arguments[tokenIndex] is CancellationToken given ? given : default;
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(callerToken);
         deadline.CancelAfter(_options.DefaultCallTimeout);
@@ -189,7 +178,7 @@ public sealed class LocalGrainRuntime : IGrainFactory, IGrainInvoker, IAsyncDisp
             arguments[tokenIndex] = deadline.Token;
         }
 
-        bool reentrant = method.GetCustomAttribute<ReentrantAttribute>() is not null;
+        bool reentrant = info.IsReentrant;
         try
         {
             while (true)

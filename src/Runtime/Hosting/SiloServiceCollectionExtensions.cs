@@ -19,7 +19,7 @@ public static class SiloServiceCollectionExtensions
     {
         ArgumentNullException.ThrowIfNull(configuration);
         services.AddOptions<SiloOptions>().Bind(configuration).ValidateOnStart();
-        services.AddSingleton<IValidateOptions<SiloOptions>, SiloOptionsValidator>();
+        services.AddSingleton<IValidateOptions<SiloOptions>>(new Validator<SiloOptions>("LongCluster", o => o.Validate()));
         if (configuration["Membership"] == "Redis")
         {
             services.UseRedisClustering(o =>
@@ -50,39 +50,25 @@ public static class SiloServiceCollectionExtensions
     {
         ArgumentNullException.ThrowIfNull(configure);
         services.AddOptions<RedisClusteringOptions>().Configure(configure).ValidateOnStart();
-        services.AddSingleton<IValidateOptions<RedisClusteringOptions>, RedisClusteringOptionsValidator>();
+        services.AddSingleton<IValidateOptions<RedisClusteringOptions>>(new Validator<RedisClusteringOptions>("LongCluster Redis clustering", o => o.Validate()));
         services.AddSingleton<IMembershipTable>(provider => new RedisMembershipTable(provider.GetRequiredService<IOptions<RedisClusteringOptions>>().Value));
         return services;
     }
 
-    private sealed class RedisClusteringOptionsValidator : IValidateOptions<RedisClusteringOptions>
+    /// <summary>Runs an options class's own Validate at start-up and reports its message, prefixed with where it came from.</summary>
+    private sealed class Validator<TOptions>(string prefix, Action<TOptions> validate) : IValidateOptions<TOptions>
+        where TOptions : class
     {
-        public ValidateOptionsResult Validate(string? name, RedisClusteringOptions options)
+        public ValidateOptionsResult Validate(string? name, TOptions options)
         {
             try
             {
-                options.Validate();
+                validate(options);
                 return ValidateOptionsResult.Success;
             }
             catch (ArgumentException e)
             {
-                return ValidateOptionsResult.Fail($"LongCluster Redis clustering: {e.Message}");
-            }
-        }
-    }
-
-    private sealed class SiloOptionsValidator : IValidateOptions<SiloOptions>
-    {
-        public ValidateOptionsResult Validate(string? name, SiloOptions options)
-        {
-            try
-            {
-                options.Validate();
-                return ValidateOptionsResult.Success;
-            }
-            catch (ArgumentException e)
-            {
-                return ValidateOptionsResult.Fail($"LongCluster: {e.Message}");
+                return ValidateOptionsResult.Fail($"{prefix}: {e.Message}");
             }
         }
     }
