@@ -113,6 +113,7 @@ public sealed class SiloProcessTests
         {
             ["ClusterId"] = ClusterId,
             ["Secret"] = secret,
+            ["Service:ApiToken"] = "a process test api token",
             ["Timing:HeartbeatInterval"] = "00:00:00.2",
             ["Timing:DeathTimeout"] = "00:00:02",
         };

@@ -57,6 +57,7 @@ internal static class LocalClusterCommand
         {
             ["ClusterId"] = "local",
             ["Secret"] = Convert.ToHexString(RandomNumberGenerator.GetBytes(16)),
+            ["Service:ApiToken"] = Convert.ToHexString(RandomNumberGenerator.GetBytes(16)),
         };
         string siloAssembly = Path.Combine(AppContext.BaseDirectory, "longcluster-silo.dll");
         await using SiloProcessCluster cluster = await SiloProcessCluster.StartAsync(silos, siloAssembly, settings, TimeSpan.FromSeconds(60)).ConfigureAwait(false);

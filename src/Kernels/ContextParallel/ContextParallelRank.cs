@@ -59,6 +59,87 @@ public sealed class ContextParallelRank<T>
     /// <summary>Rows of KV this rank holds (all chunks).</summary>
     public long StoredRows => _segments.Sum(s => (long)s.Positions.Length);
 
+    /// <summary>Bytes of K, V, positions and document ids this rank holds.</summary>
+    public long StoredBytes => _segments.Sum(s =>
+        ((long)(s.Key.Length + s.Value.Length) * System.Runtime.CompilerServices.Unsafe.SizeOf<T>()) + (s.Positions.Length * 8L) + (s.Documents.Length * 4L));
+
+    /// <summary>KV segments held (one per chunk or appended decode row); <see cref="Truncate"/> rolls back to a count.</summary>
+    public int SegmentCount => _segments.Count;
+
+    /// <summary>Drops the segments added after the first <paramref name="segments"/> (a chunk that failed part-way).</summary>
+    public void Truncate(int segments)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(segments);
+        if (segments < _segments.Count)
+        {
+            _segments.RemoveRange(segments, _segments.Count - segments);
+        }
+    }
+
+    /// <summary>
+    /// Appends KV rows this rank owns without a ring pass (a decoded token): K and V <c>[n, kvHeads, d]</c> for
+    /// this rank's KV heads.
+    /// </summary>
+    public void Append(long[] positions, int[] documents, T[] key, T[] value)
+    {
+        ArgumentNullException.ThrowIfNull(positions);
+        ArgumentNullException.ThrowIfNull(documents);
+        ArgumentNullException.ThrowIfNull(key);
+        ArgumentNullException.ThrowIfNull(value);
+        _segments.Add((positions, documents, key, value));
+    }
+
+    /// <summary>
+    /// A partial result of queries <c>[n, qHeads, d]</c> at <paramref name="positions"/> over every KV row this rank
+    /// holds: segments merged by LSE in the order they were stored. Returns false, with O = 0 and LSE = −∞, when the
+    /// mask hides every stored key.
+    /// </summary>
+    public bool AttendStored(
+        ReadOnlySpan<T> query, long[] positions, int[] documents, int queryHeads, int keyValueHeads, AttentionMask mask, AttentionOptions options, Span<float> output, Span<float> logSumExp)
+    {
+        ArgumentNullException.ThrowIfNull(positions);
+        var shape = new AttentionShape(positions.Length, 0, queryHeads, keyValueHeads, _headDim);
+        float[] partO = ArrayPool<float>.Shared.Rent((int)shape.QueryElements);
+        float[] partL = ArrayPool<float>.Shared.Rent((int)shape.LseElements);
+        try
+        {
+            bool computed = false;
+            TileRange queries = TileRange.Of(positions, mask.Document ? documents : default);
+            foreach ((long[] keyPositions, int[] keyDocuments, T[] key, T[] value) in _segments)
+            {
+                if (keyPositions.Length == 0
+                    || mask.Classify(queries, TileRange.Of(keyPositions, mask.Document ? keyDocuments : default)) == TileVisibility.Hidden)
+                {
+                    continue;
+                }
+
+                var tokens = new AttentionTokens(positions, keyPositions, mask.Document ? documents : default, mask.Document ? keyDocuments : default);
+                Span<float> po = partO.AsSpan(0, output.Length);
+                Span<float> pl = partL.AsSpan(0, logSumExp.Length);
+                Attention.Forward<T>(query, key, value, shape with { KeyTokens = keyPositions.Length }, mask, tokens, computed ? po : output, computed ? pl : logSumExp, options);
+                if (computed)
+                {
+                    Attention.MergePartials(output, logSumExp, po, pl, output, logSumExp, _headDim);
+                }
+
+                computed = true;
+            }
+
+            if (!computed)
+            {
+                output.Clear();
+                logSumExp.Fill(float.NegativeInfinity);
+            }
+
+            return computed;
+        }
+        finally
+        {
+            ArrayPool<float>.Shared.Return(partO);
+            ArrayPool<float>.Shared.Return(partL);
+        }
+    }
+
     /// <summary>How long a rank waits for any one frame from a peer before the chunk fails (a lost peer must not hang the run).</summary>
     public TimeSpan ReceiveTimeout { get; init; } = TimeSpan.FromMinutes(5);
 

@@ -84,6 +84,62 @@ public sealed class Frame : IDisposable
     /// <summary>The whole frame as bytes.</summary>
     public ReadOnlySpan<byte> Bytes => _buffer.AsSpan(0, Length);
 
+    /// <summary>The whole frame as memory, for writing to a socket; valid while the caller holds a reference.</summary>
+    public ReadOnlyMemory<byte> Memory => _buffer.AsMemory(0, Length);
+
+    /// <summary>
+    /// Reads a frame of <paramref name="length"/> bytes (as <see cref="Bytes"/> wrote it) from a stream into a pooled
+    /// buffer, checking that its header describes exactly that many bytes.
+    /// </summary>
+    public static async ValueTask<Frame> ReadAsync(Stream source, long length, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        if (length < 4 || length > Array.MaxLength)
+        {
+            throw new InvalidDataException($"a frame of {length} bytes cannot be read");
+        }
+
+        byte[] buffer = ArrayPool<byte>.Shared.Rent((int)length);
+        try
+        {
+            await source.ReadExactlyAsync(buffer.AsMemory(0, (int)length), cancellationToken).ConfigureAwait(false);
+            int count = MemoryMarshal.Read<int>(buffer);
+            long header = 4 + (8L * count);
+            if (count < 0 || header > length)
+            {
+                throw new InvalidDataException($"frame header names {count} sections, which do not fit in {length} bytes");
+            }
+
+            int[] lengths = new int[count];
+            int[] offsets = new int[count];
+            long position = Align(header);
+            for (int i = 0; i < count; i++)
+            {
+                long section = MemoryMarshal.Read<long>(buffer.AsSpan(4 + (8 * i)));
+                if (section < 0 || position + section > length)
+                {
+                    throw new InvalidDataException($"frame section {i} of {section} bytes does not fit in {length} bytes");
+                }
+
+                lengths[i] = (int)section;
+                offsets[i] = (int)position;
+                position = Align(position + section);
+            }
+
+            if (position != length)
+            {
+                throw new InvalidDataException($"frame header describes {position} bytes, the message carries {length}");
+            }
+
+            return new Frame(buffer, (int)length, offsets, lengths);
+        }
+        catch
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+            throw;
+        }
+    }
+
     /// <summary>Adds a reference (a transport or a second reader); each reference is disposed once.</summary>
     public Frame Retain()
     {

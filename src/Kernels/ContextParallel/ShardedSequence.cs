@@ -13,7 +13,7 @@ public sealed class ShardedSequence<T>
     private ContextParallelRank<T>[]? _ranks;
     private readonly AttentionOptions _rankOptions;
     private bool _failed;
-    private TileRange? _history;
+    private readonly ChunkHistory _history;
 
     public ShardedSequence(ContextLayout layout, int shards, int queryHeads, int keyValueHeads, int headDim, AttentionMask mask, AttentionOptions? options = null)
     {
@@ -28,7 +28,7 @@ public sealed class ShardedSequence<T>
         Mask = mask;
         options ??= AttentionOptions.Default;
         _rankOptions = options with { MaxThreads = Math.Max(1, options.ResolveThreads() / shards) };
-        
+        _history = new ChunkHistory(mask);
     }
 
     public ContextLayout Layout { get; }
@@ -97,15 +97,7 @@ public sealed class ShardedSequence<T>
         }
 
         ReadOnlySpan<int> chunkDocuments = Mask.Document ? documents.Span : default;
-        TileRange chunk = TileRange.Of(tokenPositions, chunkDocuments);
-        if (_history is { } history && Mask.Classify(history, chunk) != TileVisibility.Hidden)
-        {
-            throw new ArgumentException(
-                $"under mask {Mask}, queries of earlier chunks (positions {history.MinPosition}..{history.MaxPosition}) could see keys of this chunk " +
-                $"(positions {chunk.MinPosition}..{chunk.MaxPosition}), and earlier results are final: chunk boundaries must follow the mask " +
-                "(causal masks: later positions; prefix:N: the whole prefix in the first chunk; document: whole documents per chunk; full: one chunk)",
-                nameof(positions));
-        }
+        _history.EnsureCanAppend(tokenPositions, chunkDocuments);
 
         long started = System.Diagnostics.Stopwatch.GetTimestamp();
         var plan = new LayoutPlan(Layout, Shards, n, QueryHeads, KeyValueHeads);
@@ -170,13 +162,7 @@ public sealed class ShardedSequence<T>
             tasks.Select(t => t.Result.Timings).ToArray());
 
         Length += n;
-        _history = _history is { } seen
-            ? new TileRange(
-                Math.Min(seen.MinPosition, chunk.MinPosition),
-                Math.Max(seen.MaxPosition, chunk.MaxPosition),
-                Math.Min(seen.MinDocument, chunk.MinDocument),
-                Math.Max(seen.MaxDocument, chunk.MaxDocument))
-            : chunk;
+        _history.Add(tokenPositions, Mask.Document ? documents.Span : default);
     }
 
     private RankInput<T>[] Scatter(LayoutPlan plan, ReadOnlySpan<T> query, ReadOnlySpan<T> key, ReadOnlySpan<T> value, long[] positions, ReadOnlySpan<int> documents)

@@ -25,6 +25,24 @@ public sealed class ReentrantAttribute : Attribute;
 public sealed class OneWayAttribute : Attribute;
 
 /// <summary>
+/// The call's deadline when its caller sets none, instead of <see cref="GrainRuntimeOptions.DefaultCallTimeout"/>:
+/// for calls known to run long (a layer of attention over a long sequence). The caller's token still cancels it.
+/// </summary>
+[AttributeUsage(AttributeTargets.Method, Inherited = true)]
+public sealed class CallTimeoutAttribute(int seconds) : Attribute
+{
+    public TimeSpan Timeout { get; } = TimeSpan.FromSeconds(seconds);
+}
+
+/// <summary>
+/// Activations of this grain class are never collected for being idle (they own state that exists nowhere else,
+/// such as a KV segment); they go away when they ask to (<c>DeactivateOnIdle</c>), when their silo stops, or when
+/// ownership moves.
+/// </summary>
+[AttributeUsage(AttributeTargets.Class)]
+public sealed class KeepAliveAttribute : Attribute;
+
+/// <summary>
 /// Spread placement for the members of a group (the P shard grains of a sequence): the grain key must be
 /// <c>group/index/count</c>, and member <c>index</c> of <c>count</c> lives on
 /// <see cref="Placement.GrainPlacement.Spread"/>'s silo — P members over N silos within one of each other, stable
@@ -62,6 +80,9 @@ public abstract class Grain
 
     /// <summary>Makes references to other grains.</summary>
     protected internal IGrainFactory GrainFactory { get; internal set; } = null!;
+
+    /// <summary>The services of the silo this activation runs on (per silo, also when N silos share a process).</summary>
+    protected internal IServiceProvider Services { get; internal set; } = EmptyServices.Instance;
 
     internal bool DeactivationRequested { get; private set; }
 
@@ -111,4 +132,12 @@ public interface ISiloDiagnosticsGrain : IGrainWithStringKey
 internal sealed class SiloDiagnosticsGrain : Grain, ISiloDiagnosticsGrain
 {
     public Task<string> WhereAsync(CancellationToken cancellationToken) => Task.FromResult(Silo?.ToString() ?? "(no silo)");
+}
+
+/// <summary>The services of a grain outside a silo: none.</summary>
+internal sealed class EmptyServices : IServiceProvider
+{
+    public static readonly EmptyServices Instance = new();
+
+    public object? GetService(Type serviceType) => null;
 }

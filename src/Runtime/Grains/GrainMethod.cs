@@ -25,6 +25,7 @@ internal sealed class GrainMethod
             ? returnType.GetGenericArguments()[0]
             : null;
         IsOneWay = method.GetCustomAttribute<OneWayAttribute>() is not null;
+        Timeout = method.GetCustomAttribute<CallTimeoutAttribute>()?.Timeout;
         if (IsOneWay && returnType != typeof(Task) && returnType != typeof(ValueTask))
         {
             throw new NotSupportedException($"[OneWay] method {method.Name} must return Task or ValueTask: a one-way call has no result");
@@ -40,6 +41,9 @@ internal sealed class GrainMethod
     public bool IsReentrant { get; }
 
     public bool IsOneWay { get; }
+
+    /// <summary>The method's own default deadline (<see cref="CallTimeoutAttribute"/>), or null for the runtime's.</summary>
+    public TimeSpan? Timeout { get; }
 
     /// <summary>T of Task&lt;T&gt; or ValueTask&lt;T&gt;; null for Task and ValueTask.</summary>
     public Type? ResultType { get; }

@@ -79,7 +79,9 @@ public sealed class GrainRouter : IGrainFactory, IGrainInvoker, IAsyncDisposable
                 return null;
             }
 
-            reply = await peer.RequestAsync(JsonSerializer.SerializeToUtf8Bytes(request), cancellationToken).ConfigureAwait(false);
+            // The owner enforces the call's deadline; the transport waits a little longer so the owner's typed timeout wins.
+            TimeSpan? wait = info.Timeout is { } own ? own + TimeSpan.FromSeconds(5) : null;
+            reply = await peer.RequestAsync(JsonSerializer.SerializeToUtf8Bytes(request), cancellationToken, wait).ConfigureAwait(false);
         }
         catch (IOException e)
         {
@@ -118,6 +120,24 @@ public sealed class GrainRouter : IGrainFactory, IGrainInvoker, IAsyncDisposable
 
         object? result = await _local.InvokeAsync(new GrainId(call.Type, call.Key), interfaceType, method, arguments).ConfigureAwait(false);
         return info.ResultType is null ? [] : JsonSerializer.SerializeToUtf8Bytes(result, info.ResultType);
+    }
+
+    /// <summary>
+    /// Sends a binary message (<see cref="FrameKind.Message"/>) to <paramref name="silo"/>'s message handler: the bulk
+    /// path between grains, written from the caller's memory.
+    /// </summary>
+    public async Task SendMessageAsync(SiloAddress silo, ReadOnlyMemory<byte> head, ReadOnlyMemory<byte> body, CancellationToken cancellationToken)
+    {
+        PeerConnection peer = await PeerAsync(silo).ConfigureAwait(false);
+        try
+        {
+            await peer.SendMessageAsync(head, body, cancellationToken).ConfigureAwait(false);
+        }
+        catch (IOException e)
+        {
+            _peers.TryRemove(silo, out _);
+            throw new SiloUnavailableException(silo, e);
+        }
     }
 
     /// <summary>Deactivates the activations placed on another silo under the current view; returns how many.</summary>

@@ -25,10 +25,19 @@ public sealed class GrainRuntimeOptions
 /// <summary>Which class implements each grain interface, and how to make one.</summary>
 public sealed class GrainTypeRegistry
 {
-    private readonly Dictionary<Type, (string TypeName, Func<Grain> Create)> _types = [];
+    private readonly Dictionary<Type, (string TypeName, Func<IServiceProvider, Grain> Create)> _types = [];
     private readonly Dictionary<string, Type> _interfaces = new(StringComparer.Ordinal);
 
     public GrainTypeRegistry Add<TInterface, TGrain>(Func<TGrain> create, string? typeName = null)
+        where TInterface : IGrain
+        where TGrain : Grain, TInterface
+    {
+        ArgumentNullException.ThrowIfNull(create);
+        return Add<TInterface, TGrain>(_ => create(), typeName);
+    }
+
+    /// <summary>Registers a grain class whose constructor takes services of the silo it is activated on.</summary>
+    public GrainTypeRegistry Add<TInterface, TGrain>(Func<IServiceProvider, TGrain> create, string? typeName = null)
         where TInterface : IGrain
         where TGrain : Grain, TInterface
     {
@@ -53,7 +62,7 @@ public sealed class GrainTypeRegistry
     internal Type? InterfaceOfType(string typeName) =>
         _types.Where(t => t.Value.TypeName == typeName).Select(t => t.Key).FirstOrDefault();
 
-    internal (string TypeName, Func<Grain> Create) Resolve(Type interfaceType) =>
+    internal (string TypeName, Func<IServiceProvider, Grain> Create) Resolve(Type interfaceType) =>
         _types.TryGetValue(interfaceType, out var entry)
             ? entry
             : throw new InvalidOperationException($"no grain class is registered for {interfaceType.Name}");
@@ -87,6 +96,9 @@ public sealed class LocalGrainRuntime : IGrainFactory, IGrainInvoker, IAsyncDisp
     /// <summary>What grains get as their <see cref="Grain.GrainFactory"/>: in a silo, the cluster router.</summary>
     internal IGrainFactory? GrainFactoryOverride { get; set; }
 
+    /// <summary>Services handed to grain constructors and <see cref="Grain.Services"/>; the silo's own container.</summary>
+    public IServiceProvider Services { get; set; } = EmptyServices.Instance;
+
     /// <summary>The silo these grains run on; set by the silo once its address is known.</summary>
     public LongCluster.Runtime.Membership.SiloAddress? Silo { get; set; }
 
@@ -105,7 +117,9 @@ public sealed class LocalGrainRuntime : IGrainFactory, IGrainInvoker, IAsyncDisp
         var collected = new List<Task>();
         foreach (Activation activation in Created())
         {
-            if (now - activation.LastActive >= _options.IdleTimeout && activation.TryBeginDeactivation(requireIdle: true))
+            if (now - activation.LastActive >= _options.IdleTimeout
+                && !activation.Grain.GetType().IsDefined(typeof(KeepAliveAttribute), inherit: false)
+                && activation.TryBeginDeactivation(requireIdle: true))
             {
                 collected.Add(FinishDeactivationAsync(activation, DeactivationReason.IdleTimeout, cancellationToken));
             }
@@ -172,7 +186,8 @@ public sealed class LocalGrainRuntime : IGrainFactory, IGrainInvoker, IAsyncDisp
         int tokenIndex = info.TokenIndex;
         CancellationToken callerToken = tokenIndex >= 0 && arguments[tokenIndex] is CancellationToken given ? given : default;
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(callerToken);
-        deadline.CancelAfter(_options.DefaultCallTimeout);
+        TimeSpan timeout = info.Timeout ?? _options.DefaultCallTimeout;
+        deadline.CancelAfter(timeout);
         if (tokenIndex >= 0)
         {
             arguments[tokenIndex] = deadline.Token;
@@ -204,14 +219,15 @@ public sealed class LocalGrainRuntime : IGrainFactory, IGrainInvoker, IAsyncDisp
         }
         catch (OperationCanceledException) when (deadline.IsCancellationRequested && !callerToken.IsCancellationRequested)
         {
-            throw new GrainCallTimeoutException(id, method.Name, _options.DefaultCallTimeout);
+            throw new GrainCallTimeoutException(id, method.Name, timeout);
         }
     }
 
     private Activation Activate(GrainId id, Type interfaceType)
     {
-        Grain grain = _registry.Resolve(interfaceType).Create();
+        Grain grain = _registry.Resolve(interfaceType).Create(Services);
         grain.GrainId = id;
+        grain.Services = Services;
         grain.GrainFactory = GrainFactoryOverride ?? this;
         grain.Silo = Silo;
         return new Activation(grain, _time);

@@ -24,7 +24,9 @@ public sealed class LocalCluster : IAsyncDisposable
     public IGrainFactory GrainFactory => _silos[0].GrainFactory;
 
     /// <param name="configure">Adjusts each silo's options (timing, limits); ports, host and cluster id are set here.</param>
-    public static async Task<LocalCluster> StartAsync(int silos, GrainTypeRegistry grainTypes, Action<SiloOptions>? configure = null, CancellationToken cancellationToken = default)
+    /// <param name="extensions">Services every silo hosts (the attention service).</param>
+    public static async Task<LocalCluster> StartAsync(
+        int silos, GrainTypeRegistry grainTypes, Action<SiloOptions>? configure = null, CancellationToken cancellationToken = default, IReadOnlyList<ISiloExtension>? extensions = null)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(silos, 1);
         ArgumentNullException.ThrowIfNull(grainTypes);
@@ -37,7 +39,7 @@ public sealed class LocalCluster : IAsyncDisposable
             {
                 var options = new SiloOptions { ClusterId = "local", Name = $"silo-{i}", Host = "127.0.0.1", SiloPort = 0, HttpPort = 0, Secret = secret };
                 configure?.Invoke(options);
-                started.Add(await Silo.StartAsync(options, table, grainTypes, cancellationToken: cancellationToken).ConfigureAwait(false));
+                started.Add(await Silo.StartAsync(options, table, grainTypes, cancellationToken: cancellationToken, extensions: extensions).ConfigureAwait(false));
             }
 
             foreach (Silo silo in started)

@@ -53,14 +53,36 @@ public sealed class Silo : IAsyncDisposable
     /// <summary>Joined, Active in its own view, not declared dead, not stopping.</summary>
     public bool IsReady => Volatile.Read(ref _stopping) == 0 && !_membership.DeclaredDead && _membership.View.StatusOf(Address) == SiloStatus.Active;
 
-    public static async Task<Silo> StartAsync(SiloOptions options, IMembershipTable table, GrainTypeRegistry grainTypes, TimeProvider? time = null, ILoggerFactory? logging = null, CancellationToken cancellationToken = default)
+    /// <summary>Context of this silo as the hosted services see it.</summary>
+    public SiloContext Context { get; private set; } = null!;
+
+    /// <summary>The silo's own service container (per silo, also when N silos share a process).</summary>
+    public IServiceProvider Services => _http.Services;
+
+    public static async Task<Silo> StartAsync(
+        SiloOptions options,
+        IMembershipTable table,
+        GrainTypeRegistry grainTypes,
+        TimeProvider? time = null,
+        ILoggerFactory? logging = null,
+        CancellationToken cancellationToken = default,
+        IReadOnlyList<ISiloExtension>? extensions = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         ArgumentNullException.ThrowIfNull(table);
         ArgumentNullException.ThrowIfNull(grainTypes);
         options.Validate();
         time ??= TimeProvider.System;
-        var transportOptions = new TransportOptions { ClusterId = options.ClusterId, Secret = options.SecretBytes };
+        extensions ??= [];
+        SiloContext? context = null;
+        var transportOptions = new TransportOptions
+        {
+            ClusterId = options.ClusterId,
+            Secret = options.SecretBytes,
+            MessageHandler = (payload, length, ct) => context?.MessageHandler is { } handler
+                ? handler(payload, length, ct)
+                : throw new InvalidDataException("this silo hosts no service that takes messages"),
+        };
         GrainRouter? router = null;
         TransportServer transport = await TransportServer.StartAsync(
             new IPEndPoint(IPAddress.Parse(options.Host), options.SiloPort),
@@ -75,19 +97,40 @@ public sealed class Silo : IAsyncDisposable
         var grains = new LocalGrainRuntime(grainTypes, options.Grains, time) { Silo = address };
         router = new GrainRouter(address, membership, grains, grainTypes, transportOptions);
         grains.GrainFactoryOverride = router;
+        context = new SiloContext(address, router, membership);
+        foreach (ISiloExtension extension in extensions)
+        {
+            extension.RegisterGrains(grainTypes);
+        }
 
         WebApplicationBuilder builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
-        builder.WebHost.ConfigureKestrel(k => k.Listen(IPAddress.Parse(options.Host), options.HttpPort));
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            k.Listen(IPAddress.Parse(options.Host), options.HttpPort);
+            k.Limits.MaxRequestBodySize = null; // each endpoint sets its own limit
+        });
+        builder.Services.AddSingleton(context);
+        foreach (ISiloExtension extension in extensions)
+        {
+            extension.ConfigureServices(builder.Services, context);
+        }
+
         WebApplication http = builder.Build();
-        var silo = new Silo(transport, membership, grains, router, http);
+        grains.Services = http.Services;
+        var silo = new Silo(transport, membership, grains, router, http) { Context = context };
         http.MapGet("/healthz", () => Results.Text("alive"));
         http.MapGet("/readyz", () => silo.IsReady ? Results.Text("ready") : Results.Text("not ready", statusCode: StatusCodes.Status503ServiceUnavailable));
+        foreach (ISiloExtension extension in extensions)
+        {
+            extension.Configure(http, context);
+        }
         try
         {
             await http.StartAsync(cancellationToken).ConfigureAwait(false);
             string bound = http.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
             silo.HttpPort = new Uri(bound).Port;
+            context.HttpEndpoint = FormattableString.Invariant($"http://{options.Host}:{silo.HttpPort}");
             await membership.JoinAsync(cancellationToken).ConfigureAwait(false);
             membership.Start();
             silo._ownership = silo.FollowOwnershipAsync(silo._closing.Token);

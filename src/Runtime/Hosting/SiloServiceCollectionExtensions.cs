@@ -73,13 +73,15 @@ public static class SiloServiceCollectionExtensions
         }
     }
 
-    private sealed class SiloHostedService(IOptions<SiloOptions> options, IMembershipTable table, GrainTypeRegistry grainTypes, ILoggerFactory logging, IHostApplicationLifetime lifetime) : IHostedService
+    private sealed class SiloHostedService(
+        IOptions<SiloOptions> options, IMembershipTable table, GrainTypeRegistry grainTypes, IEnumerable<ISiloExtension> extensions, ILoggerFactory logging, IHostApplicationLifetime lifetime)
+        : IHostedService
     {
         private Silo? _silo;
 
         public async Task StartAsync(CancellationToken cancellationToken)
         {
-            _silo = await Silo.StartAsync(options.Value, table, grainTypes, TimeProvider.System, logging, cancellationToken).ConfigureAwait(false);
+            _silo = await Silo.StartAsync(options.Value, table, grainTypes, TimeProvider.System, logging, cancellationToken, [.. extensions]).ConfigureAwait(false);
 
             // One line a supervisor (or a test) can wait for.
             Console.WriteLine($"LongCluster silo {_silo.Address} ready; http port {_silo.HttpPort}");

@@ -12,6 +12,9 @@ public enum FrameKind : byte
     Response = 5,
     OneWay = 6,
     Failure = 7,
+
+    /// <summary>A one-way binary message for the silo's message handler (bulk tensors between grains), always streamed.</summary>
+    Message = 8,
 }
 
 /// <summary>
@@ -42,7 +45,7 @@ public readonly record struct FrameHeader(FrameKind Kind, ulong Correlation, lon
         }
 
         var kind = (FrameKind)source[4];
-        if (kind is < FrameKind.Hello or > FrameKind.Failure || source[5] != 0 || source[6] != 0 || source[7] != 0)
+        if (kind is < FrameKind.Hello or > FrameKind.Message || source[5] != 0 || source[6] != 0 || source[7] != 0)
         {
             throw new InvalidDataException($"bad frame kind {source[4]} or reserved bytes");
         }

@@ -93,16 +93,20 @@ public sealed class PeerConnection : IAsyncDisposable
         return peer;
     }
 
-    /// <summary>Sends a request and returns the peer's answer; <see cref="RemoteException"/> if its handler failed.</summary>
-    public async Task<byte[]> RequestAsync(ReadOnlyMemory<byte> payload, CancellationToken cancellationToken = default)
+    /// <summary>
+    /// Sends a request and returns the peer's answer; <see cref="RemoteException"/> if its handler failed.
+    /// <paramref name="timeout"/> replaces <see cref="TransportOptions.RequestTimeout"/> for calls known to run long.
+    /// </summary>
+    public async Task<byte[]> RequestAsync(ReadOnlyMemory<byte> payload, CancellationToken cancellationToken = default, TimeSpan? timeout = null)
     {
+        TimeSpan limit = timeout ?? _options.RequestTimeout;
         ulong id = (ulong)Interlocked.Increment(ref _nextCorrelation);
         var answer = new TaskCompletionSource<byte[]>(TaskCreationOptions.RunContinuationsAsynchronously);
         _pending[id] = answer;
         try
         {
             using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _closed.Token);
-            deadline.CancelAfter(_options.RequestTimeout);
+            deadline.CancelAfter(limit);
             await WriteAsync(new FrameHeader(FrameKind.Request, id, payload.Length), payload, deadline.Token).ConfigureAwait(false);
             try
             {
@@ -112,7 +116,7 @@ public sealed class PeerConnection : IAsyncDisposable
             {
                 throw _closed.IsCancellationRequested
                     ? new IOException("connection closed before the answer arrived")
-                    : new TimeoutException($"no answer within {_options.RequestTimeout.TotalSeconds:0.###} s");
+                    : new TimeoutException($"no answer within {limit.TotalSeconds:0.###} s");
             }
         }
         finally
@@ -124,6 +128,35 @@ public sealed class PeerConnection : IAsyncDisposable
     /// <summary>Sends a message that gets no answer.</summary>
     public Task SendOneWayAsync(ReadOnlyMemory<byte> payload, CancellationToken cancellationToken = default) =>
         WriteAsync(new FrameHeader(FrameKind.OneWay, 0, payload.Length), payload, cancellationToken);
+
+    /// <summary>
+    /// Sends one <see cref="FrameKind.Message"/> frame whose payload is <paramref name="head"/> followed by
+    /// <paramref name="body"/>, written from the caller's memory (no copy); the peer's
+    /// <see cref="TransportOptions.MessageHandler"/> reads it as one stream.
+    /// </summary>
+    public async Task SendMessageAsync(ReadOnlyMemory<byte> head, ReadOnlyMemory<byte> body, CancellationToken cancellationToken = default)
+    {
+        byte[] header = ArrayPool<byte>.Shared.Rent(FrameHeader.Size);
+        new FrameHeader(FrameKind.Message, 0, head.Length + (long)body.Length).Write(header);
+        using var closing = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _closed.Token);
+        await _writeLock.WaitAsync(closing.Token).ConfigureAwait(false);
+        try
+        {
+            await _output.WriteAsync(header.AsMemory(0, FrameHeader.Size), closing.Token).ConfigureAwait(false);
+            await _output.WriteAsync(head, closing.Token).ConfigureAwait(false);
+            await _output.WriteAsync(body, closing.Token).ConfigureAwait(false);
+            await _output.FlushAsync(closing.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            throw new IOException("connection closed while sending a message");
+        }
+        finally
+        {
+            _writeLock.Release();
+            ArrayPool<byte>.Shared.Return(header);
+        }
+    }
 
     /// <summary>
     /// Sends <paramref name="length"/> bytes read from <paramref name="source"/> as one one-way frame, in chunks, so
@@ -291,7 +324,17 @@ public sealed class PeerConnection : IAsyncDisposable
                 }
 
                 await _input.ReadExactlyAsync(header.AsMemory(1), _closed.Token).ConfigureAwait(false);
-                FrameHeader frame = FrameHeader.Read(header, _options.StreamHandler is null ? _options.MaxFrameBytes : _options.MaxStreamedFrameBytes);
+                FrameHeader frame = FrameHeader.Read(
+                    header, _options.StreamHandler is null && _options.MessageHandler is null ? _options.MaxFrameBytes : _options.MaxStreamedFrameBytes);
+                if (frame.Kind == FrameKind.Message)
+                {
+                    StreamHandler messages = _options.MessageHandler ?? throw new InvalidDataException("this endpoint takes no message frames");
+                    var body = new PayloadStream(_input, frame.PayloadLength);
+                    await messages(body, frame.PayloadLength, _closed.Token).ConfigureAwait(false);
+                    await body.SkipRestAsync(_closed.Token).ConfigureAwait(false);
+                    continue;
+                }
+
                 if (frame.Kind == FrameKind.OneWay && _options.StreamHandler is { } streaming && frame.PayloadLength >= _options.StreamThresholdBytes)
                 {
                     var body = new PayloadStream(_input, frame.PayloadLength);

@@ -24,6 +24,12 @@ public sealed class TransportOptions
     /// </summary>
     public StreamHandler? StreamHandler { get; set; }
 
+    /// <summary>
+    /// Receives <see cref="FrameKind.Message"/> frames as a stream read straight off the connection (bulk tensors go
+    /// from the socket into their destination buffer). Null: a message frame closes the connection.
+    /// </summary>
+    public StreamHandler? MessageHandler { get; set; }
+
     /// <summary>One-way frames at least this large go to <see cref="StreamHandler"/> when it is set.</summary>
     public int StreamThresholdBytes { get; set; } = 4 * 1024 * 1024;
 

@@ -1,0 +1,356 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Net.Http.Json;
+using System.Text.Json;
+using LongCluster.Grains;
+using LongCluster.Tensors;
+
+namespace LongCluster.Client;
+
+/// <summary>Where and how a <see cref="LongClusterClient"/> talks to a cluster.</summary>
+public sealed class LongClusterClientOptions
+{
+    /// <summary>HTTP endpoints of silos (any silo is a gateway); tried in turn when one fails.</summary>
+    public IReadOnlyList<Uri> Endpoints { get; set; } = [];
+
+    /// <summary>The cluster's API bearer token.</summary>
+    public string Token { get; set; } = "";
+
+    /// <summary>Deadline of one HTTP request (a layer over a long sequence can take minutes).</summary>
+    public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromMinutes(30);
+
+    /// <summary>Further attempts of a request whose failure says a retry can help (a silo failed or is busy).</summary>
+    public int MaxRetries { get; set; } = 3;
+
+    /// <summary>Wait before the first retry; doubled for each further one.</summary>
+    public TimeSpan RetryDelay { get; set; } = TimeSpan.FromMilliseconds(250);
+
+    internal void Validate()
+    {
+        if (Endpoints is null || Endpoints.Count == 0)
+        {
+            throw new ArgumentException("at least one endpoint is required", nameof(Endpoints));
+        }
+
+        if (string.IsNullOrEmpty(Token))
+        {
+            throw new ArgumentException("the API token is required", nameof(Token));
+        }
+
+        if (MaxRetries < 0 || RequestTimeout <= TimeSpan.Zero || RetryDelay < TimeSpan.Zero)
+        {
+            throw new ArgumentException("MaxRetries must be >= 0, RequestTimeout positive and RetryDelay >= 0", nameof(MaxRetries));
+        }
+    }
+}
+
+/// <summary>A request the cluster refused or could not serve.</summary>
+public sealed class LongClusterException(int status, ApiError error, Exception? inner = null) : Exception(error.Error, inner)
+{
+    /// <summary>HTTP status (0 when no silo answered).</summary>
+    public int Status { get; } = status;
+
+    /// <summary>invalid_request, not_found, conflict, degraded, limit_exceeded, too_large, unauthorized, unavailable, internal.</summary>
+    public string Code { get; } = error.Code;
+
+    /// <summary>The request field that was wrong, when one was.</summary>
+    public string? Field { get; } = error.Field;
+
+    /// <summary>Whether the same request may succeed later.</summary>
+    public bool IsRetryable { get; } = error.Retryable;
+}
+
+/// <summary>Progress of a prefill: the phase (upload, run, read) of a layer, and bytes uploaded of the layer's total.</summary>
+public sealed record PrefillProgress(int Layer, int Layers, string Phase, long BytesUploaded, long BytesTotal);
+
+/// <summary>Q <c>[T, Hq, d]</c>, K and V <c>[T, Hkv, d]</c> of one layer of a chunk, in token order, in the sequence's dtype.</summary>
+public sealed record LayerInput(HostTensor Query, HostTensor Key, HostTensor Value);
+
+/// <summary>One layer's result in token order: O <c>[T, Hq, d]</c> and LSE <c>[T, Hq]</c> (f32), and the run's timings.</summary>
+public sealed record LayerOutput(float[] Output, float[] LogSumExp, LayerRunResult Run);
+
+/// <summary>A decode step's result: O <c>[Hq, d]</c>, LSE <c>[Hq]</c>, and the position the token took.</summary>
+public sealed record DecodeOutput(long Position, float[] Output, float[] LogSumExp);
+
+/// <summary>
+/// The client SDK over the HTTP API. Thread-safe; every method is async and takes a <see cref="CancellationToken"/>.
+/// Failures are <see cref="LongClusterException"/>s carrying the status, the field, and whether a retry can help;
+/// retryable failures are retried (<see cref="LongClusterClientOptions.MaxRetries"/>) before they are thrown.
+/// Prefill uploads each shard's rows straight to the silo that hosts it, all shards in parallel.
+/// </summary>
+public sealed class LongClusterClient : IDisposable
+{
+    private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
+    private readonly LongClusterClientOptions _options;
+    private readonly HttpClient _http;
+    private int _nextEndpoint;
+
+    public LongClusterClient(LongClusterClientOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        _options = options;
+        _http = new HttpClient(new SocketsHttpHandler { PooledConnectionLifetime = TimeSpan.FromMinutes(5), MaxConnectionsPerServer = 64 })
+        {
+            Timeout = Timeout.InfiniteTimeSpan,
+        };
+        _http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", options.Token);
+    }
+
+    public Task<SequenceInfo> CreateSequenceAsync(SequenceSpec spec, string? id = null, CancellationToken cancellationToken = default) =>
+        SendAsync<SequenceInfo>(HttpMethod.Post, id is null ? "v1/sequences" : $"v1/sequences?id={Uri.EscapeDataString(id)}", () => JsonContent.Create(spec, options: Json), cancellationToken);
+
+    public Task<SequenceInfo> GetSequenceAsync(string id, CancellationToken cancellationToken = default) =>
+        SendAsync<SequenceInfo>(HttpMethod.Get, $"v1/sequences/{Escape(id)}", null, cancellationToken);
+
+    public Task<List<SequenceInfo>> ListSequencesAsync(CancellationToken cancellationToken = default) =>
+        SendAsync<List<SequenceInfo>>(HttpMethod.Get, "v1/sequences", null, cancellationToken);
+
+    public async Task DeleteSequenceAsync(string id, CancellationToken cancellationToken = default) =>
+        await SendBytesAsync(null, HttpMethod.Delete, $"v1/sequences/{Escape(id)}", null, cancellationToken).ConfigureAwait(false);
+
+    /// <summary>Starts a chunk; the plan says which rows go to which shard's silo.</summary>
+    public Task<ChunkPlan> BeginChunkAsync(string id, ChunkRequest request, CancellationToken cancellationToken = default) =>
+        SendAsync<ChunkPlan>(HttpMethod.Post, $"v1/sequences/{Escape(id)}/chunks", () => JsonContent.Create(request, options: Json), cancellationToken);
+
+    /// <summary>Splits a layer's rows by the plan and uploads every shard's rows to the silo that hosts it, in parallel.</summary>
+    public async Task UploadLayerAsync(ChunkPlan plan, int layer, LayerInput input, IProgress<PrefillProgress>? progress = null, int layers = 0, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(plan);
+        ArgumentNullException.ThrowIfNull(input);
+        CheckRows(input.Query, "Query", plan.Tokens);
+        CheckRows(input.Key, "Key", plan.Tokens);
+        CheckRows(input.Value, "Value", plan.Tokens);
+        long total = input.Query.Data.LongLength + input.Key.Data.LongLength + input.Value.Data.LongLength;
+        long uploaded = 0;
+        await Task.WhenAll(plan.Shards.Select(async shard =>
+        {
+            byte[] body = SafetensorsWriter.ToBytes(new Dictionary<string, HostTensor>
+            {
+                ["q"] = Rows(input.Query, shard),
+                ["k"] = Rows(input.Key, shard),
+                ["v"] = Rows(input.Value, shard),
+            });
+            await SendBytesAsync(
+                new Uri(shard.Endpoint),
+                HttpMethod.Put,
+                $"v1/sequences/{Escape(plan.SequenceId)}/chunks/{plan.Index}/layers/{layer}/shards/{shard.Index}",
+                () => new ByteArrayContent(body) { Headers = { ContentType = new MediaTypeHeaderValue("application/octet-stream") } },
+                cancellationToken).ConfigureAwait(false);
+            long done = Interlocked.Add(ref uploaded, (long)shard.Rows * RowBytes(input.Query) + (2L * shard.Rows * RowBytes(input.Key)));
+            progress?.Report(new PrefillProgress(layer, layers, "upload", done, total));
+        })).ConfigureAwait(false);
+    }
+
+    /// <summary>Runs one layer of the chunk on every shard (the uploads must be in place).</summary>
+    public Task<LayerRunResult> RunLayerAsync(string id, int chunk, int layer, CancellationToken cancellationToken = default) =>
+        SendAsync<LayerRunResult>(HttpMethod.Post, $"v1/sequences/{Escape(id)}/chunks/{chunk}/layers/{layer}/run", null, cancellationToken);
+
+    /// <summary>Reads every shard's output from the silo that hosts it, in parallel, and stitches them into token order.</summary>
+    public async Task<(float[] Output, float[] LogSumExp)> ReadOutputAsync(ChunkPlan plan, int layer, SequenceSpec spec, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(plan);
+        ArgumentNullException.ThrowIfNull(spec);
+        int rowO = spec.QueryHeads * spec.HeadDim;
+        int rowL = spec.QueryHeads;
+        var output = new float[(long)plan.Tokens * rowO];
+        var lse = new float[(long)plan.Tokens * rowL];
+        await Task.WhenAll(plan.Shards.Select(async shard =>
+        {
+            byte[] body = await SendBytesAsync(
+                new Uri(shard.Endpoint), HttpMethod.Get, $"v1/sequences/{Escape(plan.SequenceId)}/chunks/{plan.Index}/layers/{layer}/shards/{shard.Index}/output", null, cancellationToken).ConfigureAwait(false);
+            using SafetensorsReader reader = SafetensorsReader.FromBytes(body);
+            Span<float> o = reader.Read("o").AsSpan<float>();
+            Span<float> l = reader.Read("lse").AsSpan<float>();
+            int r = 0;
+            for (int run = 0; run < shard.Runs.Length; run += 2)
+            {
+                int start = shard.Runs[run];
+                int count = shard.Runs[run + 1];
+                o.Slice(r * rowO, count * rowO).CopyTo(output.AsSpan(start * rowO));
+                l.Slice(r * rowL, count * rowL).CopyTo(lse.AsSpan(start * rowL));
+                r += count;
+            }
+        })).ConfigureAwait(false);
+        return (output, lse);
+    }
+
+    /// <summary>
+    /// One layer of a chunk end to end: upload every shard's rows to its silo, run the layer (retried while the
+    /// failure is retryable: a failed layer is rolled back on every shard, and the uploads stay), read the outputs.
+    /// </summary>
+    public async Task<LayerOutput> PrefillLayerAsync(
+        ChunkPlan plan, int layer, LayerInput input, SequenceSpec spec, IProgress<PrefillProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        await UploadLayerAsync(plan, layer, input, progress, spec.Layers, cancellationToken).ConfigureAwait(false);
+        progress?.Report(new PrefillProgress(layer, spec.Layers, "run", 0, 0));
+        LayerRunResult run = await RunLayerAsync(plan.SequenceId, plan.Index, layer, cancellationToken).ConfigureAwait(false);
+        progress?.Report(new PrefillProgress(layer, spec.Layers, "read", 0, 0));
+        (float[] output, float[] lse) = await ReadOutputAsync(plan, layer, spec, cancellationToken).ConfigureAwait(false);
+        return new LayerOutput(output, lse, run);
+    }
+
+    /// <summary>
+    /// Prefills a chunk of <paramref name="tokens"/> tokens through every layer of the sequence: layer l's input
+    /// comes from <paramref name="inputOf"/>(l, layer l−1's output or null), as a model computes it.
+    /// </summary>
+    public async Task<IReadOnlyList<LayerOutput>> PrefillAsync(
+        string id, int tokens, Func<int, LayerOutput?, LayerInput> inputOf, int[]? documents = null, IProgress<PrefillProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(inputOf);
+        SequenceInfo info = await GetSequenceAsync(id, cancellationToken).ConfigureAwait(false);
+        ChunkPlan plan = await BeginChunkAsync(id, new ChunkRequest(tokens, documents), cancellationToken).ConfigureAwait(false);
+        var outputs = new List<LayerOutput>();
+        for (int layer = 0; layer < info.Spec.Layers; layer++)
+        {
+            LayerInput input = inputOf(layer, outputs.Count > 0 ? outputs[^1] : null);
+            outputs.Add(await PrefillLayerAsync(plan, layer, input, info.Spec, progress, cancellationToken).ConfigureAwait(false));
+        }
+
+        return outputs;
+    }
+
+    /// <summary>
+    /// Creates a sequence and prefills its first chunk. If a silo fails so that the sequence loses a shard (it turns
+    /// degraded) or its coordinator, the half-built sequence is deleted and built again on the silos left, up to
+    /// <see cref="LongClusterClientOptions.MaxRetries"/> times: the caller gets complete, correct results or an exception.
+    /// </summary>
+    public async Task<(SequenceInfo Sequence, IReadOnlyList<LayerOutput> Layers)> CreateAndPrefillAsync(
+        SequenceSpec spec, string id, int tokens, Func<int, LayerOutput?, LayerInput> inputOf, int[]? documents = null, IProgress<PrefillProgress>? progress = null, CancellationToken cancellationToken = default)
+    {
+        for (int attempt = 0; ; attempt++)
+        {
+            try
+            {
+                await CreateSequenceAsync(spec, id, cancellationToken).ConfigureAwait(false);
+                IReadOnlyList<LayerOutput> layers = await PrefillAsync(id, tokens, inputOf, documents, progress, cancellationToken).ConfigureAwait(false);
+                return (await GetSequenceAsync(id, cancellationToken).ConfigureAwait(false), layers);
+            }
+            catch (LongClusterException e) when (attempt < _options.MaxRetries && (e.Code is "degraded" or "not_found" || e.IsRetryable))
+            {
+                try
+                {
+                    await DeleteSequenceAsync(id, cancellationToken).ConfigureAwait(false);
+                }
+                catch (LongClusterException gone) when (gone.Status == 404)
+                {
+                }
+
+                await Task.Delay(_options.RetryDelay * (1 << attempt), cancellationToken).ConfigureAwait(false);
+            }
+        }
+    }
+
+    /// <summary>Decodes one token through one layer: Q <c>[1, Hq, d]</c>, K and V <c>[1, Hkv, d]</c>; layers in order 0..L−1 per token.</summary>
+    public async Task<DecodeOutput> DecodeAsync(string id, int layer, HostTensor query, HostTensor key, HostTensor value, int? document = null, CancellationToken cancellationToken = default)
+    {
+        var tensors = new Dictionary<string, HostTensor> { ["q"] = query, ["k"] = key, ["v"] = value };
+        if (document is { } doc)
+        {
+            tensors["doc_ids"] = HostTensor.From<int>([doc], 1);
+        }
+
+        byte[] request = SafetensorsWriter.ToBytes(tensors);
+        byte[] body = await SendBytesAsync(
+            null, HttpMethod.Post, $"v1/sequences/{Escape(id)}/layers/{layer}/decode", () => new ByteArrayContent(request), cancellationToken).ConfigureAwait(false);
+        using SafetensorsReader reader = SafetensorsReader.FromBytes(body);
+        long position = long.Parse(reader.Metadata["position"], System.Globalization.CultureInfo.InvariantCulture);
+        return new DecodeOutput(position, reader.Read("o").ToSingle(), reader.Read("lse").ToSingle());
+    }
+
+    public void Dispose() => _http.Dispose();
+
+    private async Task<T> SendAsync<T>(HttpMethod method, string path, Func<HttpContent>? content, CancellationToken cancellationToken)
+    {
+        byte[] body = await SendBytesAsync(null, method, path, content, cancellationToken).ConfigureAwait(false);
+        return JsonSerializer.Deserialize<T>(body, Json) ?? throw new LongClusterException(0, new ApiError($"{path}: empty answer", null, true, "internal"));
+    }
+
+    /// <summary>Sends to <paramref name="endpoint"/> (or the gateways in turn) and retries retryable failures with backoff.</summary>
+    private async Task<byte[]> SendBytesAsync(Uri? endpoint, HttpMethod method, string path, Func<HttpContent>? content, CancellationToken cancellationToken)
+    {
+        for (int attempt = 0; ; attempt++)
+        {
+            Uri baseUri = endpoint ?? _options.Endpoints[(int)((uint)Interlocked.Increment(ref _nextEndpoint) % _options.Endpoints.Count)];
+            try
+            {
+                return await SendOnceAsync(new Uri(baseUri, path), method, content, cancellationToken).ConfigureAwait(false);
+            }
+            catch (LongClusterException e) when (e.IsRetryable && attempt < _options.MaxRetries)
+            {
+                await Task.Delay(_options.RetryDelay * (1 << attempt), cancellationToken).ConfigureAwait(false);
+            }
+        }
+    }
+
+    private async Task<byte[]> SendOnceAsync(Uri uri, HttpMethod method, Func<HttpContent>? content, CancellationToken cancellationToken)
+    {
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        deadline.CancelAfter(_options.RequestTimeout);
+        using var request = new HttpRequestMessage(method, uri) { Content = content?.Invoke() };
+        HttpResponseMessage response;
+        try
+        {
+            response = await _http.SendAsync(request, HttpCompletionOption.ResponseContentRead, deadline.Token).ConfigureAwait(false);
+        }
+        catch (HttpRequestException e)
+        {
+            throw new LongClusterException(0, new ApiError($"{uri.GetLeftPart(UriPartial.Authority)} did not answer: {e.Message}", null, true, "unavailable"), e);
+        }
+        catch (OperationCanceledException e) when (!cancellationToken.IsCancellationRequested)
+        {
+            throw new LongClusterException(0, new ApiError($"{method} {uri.AbsolutePath} got no answer within {_options.RequestTimeout.TotalSeconds:0} s", null, true, "unavailable"), e);
+        }
+
+        using (response)
+        {
+            byte[] body = await response.Content.ReadAsByteArrayAsync(cancellationToken).ConfigureAwait(false);
+            if (response.IsSuccessStatusCode)
+            {
+                return body;
+            }
+
+            ApiError error;
+            try
+            {
+                error = JsonSerializer.Deserialize<ApiError>(body, Json) ?? throw new JsonException("null");
+            }
+            catch (JsonException)
+            {
+                error = new ApiError($"HTTP {(int)response.StatusCode} from {uri.GetLeftPart(UriPartial.Authority)}", null, response.StatusCode is HttpStatusCode.ServiceUnavailable or HttpStatusCode.BadGateway, "unavailable");
+            }
+
+            throw new LongClusterException((int)response.StatusCode, error);
+        }
+    }
+
+    private static void CheckRows(HostTensor tensor, string name, int tokens)
+    {
+        ArgumentNullException.ThrowIfNull(tensor, name);
+        if (tensor.Shape.Count != 3 || tensor.Shape[0] != tokens)
+        {
+            throw new ArgumentException($"{name} must be [tokens = {tokens}, heads, d], got [{string.Join(", ", tensor.Shape)}]", name);
+        }
+    }
+
+    private static int RowBytes(HostTensor tensor) => (int)(tensor.Shape[1] * tensor.Shape[2]) * tensor.DType.Size();
+
+    /// <summary>The rows of <paramref name="tensor"/> that <paramref name="shard"/> receives, in its order.</summary>
+    private static HostTensor Rows(HostTensor tensor, ShardRows shard)
+    {
+        int row = RowBytes(tensor);
+        var data = new byte[(long)shard.Rows * row];
+        int r = 0;
+        for (int run = 0; run < shard.Runs.Length; run += 2)
+        {
+            int count = shard.Runs[run + 1];
+            tensor.Data.AsSpan(shard.Runs[run] * row, count * row).CopyTo(data.AsSpan(r * row));
+            r += count;
+        }
+
+        return new HostTensor(tensor.DType, [shard.Rows, tensor.Shape[1], tensor.Shape[2]], data);
+    }
+
+    private static string Escape(string id) => Uri.EscapeDataString(id);
+}

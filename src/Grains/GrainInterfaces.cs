@@ -1,0 +1,125 @@
+using LongCluster.Runtime;
+
+namespace LongCluster.Grains;
+
+/// <summary>Rows of one tensor as they travel between the client API and a shard: safetensors dtype name, shape, raw little-endian bytes.</summary>
+public sealed record TensorRows(string DType, long[] Shape, byte[] Data);
+
+/// <summary>What a shard is told when its sequence is created; <see cref="Epoch"/> distinguishes incarnations of one id.</summary>
+public sealed record ShardSetup(string SequenceId, string Epoch, SequenceSpec Spec, int Index, int Shards);
+
+/// <summary>Run one layer of one chunk: rank i of the run lives on silo <c>Ranks[i]</c>.</summary>
+public sealed record ShardRun(string Epoch, int Chunk, int Layer, Guid Run, string[] Ranks);
+
+/// <summary>A shard's O <c>[rows, Hq, d]</c> and LSE <c>[rows, Hq]</c>, f32 bytes, rows in its upload order.</summary>
+public sealed record ShardOutput(int Rows, byte[] Output, byte[] LogSumExp);
+
+/// <summary>One decode step on one shard. The owner(s) of the position append K and V before attending.</summary>
+public sealed record ShardDecode(string Epoch, int Layer, long Position, int Document, bool Append, TensorRows Query, TensorRows Key, TensorRows Value);
+
+/// <summary>A shard's partial over its KV for query heads [First, First+Count): O <c>[Count·d]</c>, LSE <c>[Count]</c>.</summary>
+public sealed record DecodePartial(int QueryHeadFirst, int QueryHeadCount, float[] Output, float[] LogSumExp);
+
+/// <summary>
+/// Owns one shard of one sequence: the rows the shard receives for the chunk in flight, its KV segment for every
+/// layer, and its unread outputs. Spread-placed (key <c>sequence~epoch/index/count</c>), so the P shards of a sequence
+/// sit on different silos. Runs its part of each ring step over silo-to-silo binary messages.
+/// </summary>
+[SpreadPlacement]
+public interface ISequenceShardGrain : IGrainWithStringKey
+{
+    Task<ShardInfo> InitAsync(ShardSetup setup, CancellationToken cancellationToken);
+
+    [Reentrant]
+    Task<ShardInfo> DescribeAsync(string epoch, CancellationToken cancellationToken);
+
+    /// <summary>The chunk (of <paramref name="tokens"/> tokens) starts: the rows this shard receives, as global positions (and document ids) in upload order.</summary>
+    Task BeginChunkAsync(string epoch, int chunk, int tokens, long[] positions, int[] documents, CancellationToken cancellationToken);
+
+    /// <summary>Stores Q <c>[rows, Hq, d]</c>, K and V <c>[rows, Hkv, d]</c> for one layer of the chunk in flight (replacing an earlier upload).</summary>
+    Task UploadAsync(string epoch, int chunk, int layer, TensorRows query, TensorRows key, TensorRows value, CancellationToken cancellationToken);
+
+    [CallTimeout(3600)]
+    Task<ShardTimings> RunLayerAsync(ShardRun run, CancellationToken cancellationToken);
+
+    /// <summary>Stops a run in progress, or rolls back a finished one, so the layer can run again.</summary>
+    [Reentrant]
+    Task AbortRunAsync(Guid run, CancellationToken cancellationToken);
+
+    /// <summary>Every shard finished the layer: its uploads are no longer needed for a retry.</summary>
+    Task CommitLayerAsync(string epoch, int chunk, int layer, CancellationToken cancellationToken);
+
+    Task<ShardOutput> ReadOutputAsync(string epoch, int chunk, int layer, CancellationToken cancellationToken);
+
+    [CallTimeout(600)]
+    Task<DecodePartial> DecodeAsync(ShardDecode step, CancellationToken cancellationToken);
+
+    /// <summary>Removes the row a failed decode step appended at <paramref name="position"/>, if it did.</summary>
+    Task UndoDecodeAsync(string epoch, int layer, long position, CancellationToken cancellationToken);
+
+    Task DeleteAsync(string epoch, CancellationToken cancellationToken);
+}
+
+/// <summary>
+/// One per sequence (key = sequence id): validates the spec, places the shards, plans every chunk, drives each
+/// layer over all shards (a layer is the unit of retry), merges decode partials, and keeps the sequence's state.
+/// </summary>
+public interface ICoordinatorGrain : IGrainWithStringKey
+{
+    Task<SequenceInfo> CreateAsync(SequenceSpec spec, CancellationToken cancellationToken);
+
+    [Reentrant]
+    Task<SequenceInfo> DescribeAsync(CancellationToken cancellationToken);
+
+    /// <summary>The current chunk's plan (to upload to, and read from, its shards); null when no chunk was started.</summary>
+    [Reentrant]
+    Task<ChunkPlan?> CurrentChunkAsync(CancellationToken cancellationToken);
+
+    /// <summary>Shard grain keys and the incarnation epoch, for the client API to reach shards directly.</summary>
+    [Reentrant]
+    Task<ShardAddress> ShardAsync(int index, CancellationToken cancellationToken);
+
+    Task<ChunkPlan> BeginChunkAsync(ChunkRequest request, CancellationToken cancellationToken);
+
+    [CallTimeout(3600)]
+    Task<LayerRunResult> RunLayerAsync(int chunk, int layer, CancellationToken cancellationToken);
+
+    [CallTimeout(600)]
+    Task<DecodeResult> DecodeAsync(int layer, TensorRows query, TensorRows key, TensorRows value, int document, CancellationToken cancellationToken);
+
+    Task DeleteAsync(CancellationToken cancellationToken);
+}
+
+/// <summary>Where the client API finds a shard: its grain key and the sequence's epoch.</summary>
+public sealed record ShardAddress(string Key, string Epoch, int Shards);
+
+/// <summary>The ids of live sequences, for listing (key <c>all</c>).</summary>
+public interface ISequenceDirectoryGrain : IGrainWithStringKey
+{
+    Task AddAsync(string id, CancellationToken cancellationToken);
+
+    Task RemoveAsync(string id, CancellationToken cancellationToken);
+
+    [Reentrant]
+    Task<string[]> ListAsync(CancellationToken cancellationToken);
+}
+
+[KeepAlive]
+internal sealed class SequenceDirectoryGrain : Grain, ISequenceDirectoryGrain
+{
+    private readonly SortedSet<string> _ids = new(StringComparer.Ordinal);
+
+    public Task AddAsync(string id, CancellationToken cancellationToken)
+    {
+        _ids.Add(id);
+        return Task.CompletedTask;
+    }
+
+    public Task RemoveAsync(string id, CancellationToken cancellationToken)
+    {
+        _ids.Remove(id);
+        return Task.CompletedTask;
+    }
+
+    public Task<string[]> ListAsync(CancellationToken cancellationToken) => Task.FromResult(_ids.ToArray());
+}

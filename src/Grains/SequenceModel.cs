@@ -1,0 +1,157 @@
+using System.Runtime.InteropServices;
+using LongCluster.Kernels;
+using LongCluster.Kernels.ContextParallel;
+using LongCluster.Tensors;
+
+namespace LongCluster.Grains;
+
+/// <summary>A validated <see cref="SequenceSpec"/> in the kernels' terms.</summary>
+internal sealed record SequenceModel(SequenceSpec Spec, ContextLayout Layout, AttentionMask Mask, DType DType)
+{
+    public const int MaxLayers = 1024;
+
+    /// <summary>Checks every field of a spec and names the first that is wrong.</summary>
+    public static SequenceModel Of(SequenceSpec spec)
+    {
+        if (spec is null)
+        {
+            throw new InvalidRequestException("spec", "a JSON body with the sequence spec is required");
+        }
+
+        if (spec.Layers is < 1 or > MaxLayers)
+        {
+            throw new InvalidRequestException("layers", $"expected 1..{MaxLayers}, got {spec.Layers}");
+        }
+
+        if (spec.HeadDim is < 1 or > 1024)
+        {
+            throw new InvalidRequestException("headDim", $"expected 1..1024, got {spec.HeadDim}");
+        }
+
+        if (spec.KeyValueHeads < 1 || spec.QueryHeads < 1 || spec.QueryHeads % spec.KeyValueHeads != 0 || spec.QueryHeads > 4096)
+        {
+            throw new InvalidRequestException("queryHeads", $"expected queryHeads (1..4096) to be a multiple of keyValueHeads ≥ 1, got {spec.QueryHeads} and {spec.KeyValueHeads}");
+        }
+
+        if (spec.Shards is < 0 or > 1024)
+        {
+            throw new InvalidRequestException("shards", $"expected 0 (one per silo) .. 1024, got {spec.Shards}");
+        }
+
+        if (!DTypes.TryParseFloat(spec.DType ?? "", out DType dtype))
+        {
+            throw new InvalidRequestException("dtype", $"expected f32, f16 or bf16, got '{spec.DType}'");
+        }
+
+        ContextLayout layout;
+        try
+        {
+            layout = ContextLayout.Parse(spec.Layout ?? "");
+        }
+        catch (Exception e) when (e is ArgumentException or FormatException)
+        {
+            throw new InvalidRequestException("layout", e.Message);
+        }
+
+        AttentionMask mask;
+        try
+        {
+            mask = AttentionMask.Parse(spec.Mask ?? "");
+        }
+        catch (Exception e) when (e is ArgumentException or FormatException)
+        {
+            throw new InvalidRequestException("mask", e.Message);
+        }
+
+        return new SequenceModel(spec with { DType = dtype.SafetensorsName().ToLowerInvariant() }, layout, mask, dtype);
+    }
+
+    /// <summary>The layout plan for a chunk of <paramref name="tokens"/> over <paramref name="shards"/>, with head errors reported on the spec's fields.</summary>
+    public LayoutPlan Plan(int shards, int tokens)
+    {
+        try
+        {
+            return new LayoutPlan(Layout, shards, tokens, Spec.QueryHeads, Spec.KeyValueHeads);
+        }
+        catch (ArgumentException e)
+        {
+            throw new InvalidRequestException("layout", e.Message);
+        }
+    }
+
+    /// <summary>
+    /// Checks one tensor of a request: its dtype is the sequence's, its shape is <c>[rows, heads, d]</c>, its bytes
+    /// match, and every value is finite.
+    /// </summary>
+    public void CheckRows(TensorRows? tensor, string field, int rows, int heads)
+    {
+        if (tensor is null)
+        {
+            throw new InvalidRequestException(field, $"tensor '{field}' is missing; expected {DType.SafetensorsName()}[{rows}, {heads}, {Spec.HeadDim}]");
+        }
+
+        string expectedShape = $"[{rows}, {heads}, {Spec.HeadDim}]";
+        if (tensor.DType != DType.SafetensorsName())
+        {
+            throw new InvalidRequestException(field, $"expected dtype {DType.SafetensorsName()} (the sequence's), got {tensor.DType}");
+        }
+
+        if (tensor.Shape is not [long r, long h, long d] || r != rows || h != heads || d != Spec.HeadDim)
+        {
+            throw new InvalidRequestException(field, $"expected shape {expectedShape}, got [{string.Join(", ", tensor.Shape ?? [])}]");
+        }
+
+        long bytes = (long)rows * heads * Spec.HeadDim * DType.Size();
+        if (tensor.Data is null || tensor.Data.Length != bytes)
+        {
+            throw new InvalidRequestException(field, $"expected {bytes} bytes for shape {expectedShape}, got {tensor.Data?.Length ?? 0}");
+        }
+
+        long bad = FirstNonFinite(DType, tensor.Data);
+        if (bad >= 0)
+        {
+            throw new InvalidRequestException(field, $"element {bad} (row {bad / ((long)heads * Spec.HeadDim)}) is not finite; every value must be finite");
+        }
+    }
+
+    private static long FirstNonFinite(DType dtype, byte[] data)
+    {
+        switch (dtype)
+        {
+            case DType.F32:
+                ReadOnlySpan<float> f = MemoryMarshal.Cast<byte, float>(data);
+                for (int i = 0; i < f.Length; i++)
+                {
+                    if (!float.IsFinite(f[i]))
+                    {
+                        return i;
+                    }
+                }
+
+                return -1;
+            case DType.F16:
+                ReadOnlySpan<Half> h = MemoryMarshal.Cast<byte, Half>(data);
+                for (int i = 0; i < h.Length; i++)
+                {
+                    if (!Half.IsFinite(h[i]))
+                    {
+                        return i;
+                    }
+                }
+
+                return -1;
+            default:
+                // bf16: exponent bits all ones is inf or NaN.
+                ReadOnlySpan<ushort> b = MemoryMarshal.Cast<byte, ushort>(data);
+                for (int i = 0; i < b.Length; i++)
+                {
+                    if ((b[i] & 0x7F80) == 0x7F80)
+                    {
+                        return i;
+                    }
+                }
+
+                return -1;
+        }
+    }
+}

@@ -1,0 +1,359 @@
+using System.Runtime.InteropServices;
+using LongCluster.Kernels;
+using LongCluster.Kernels.ContextParallel;
+using LongCluster.Runtime;
+using LongCluster.Runtime.Membership;
+using LongCluster.Tensors;
+
+namespace LongCluster.Grains;
+
+/// <summary>
+/// One shard of one sequence. Calls run one at a time (the runtime's turn guarantee), except
+/// <see cref="DescribeAsync"/> and <see cref="AbortRunAsync"/>, which touch only <see cref="_runLock"/>-guarded run
+/// state or counters. The KV segments live only here: an activation created after its silo failed has no setup and
+/// answers every call with <see cref="ShardLostException"/>.
+/// </summary>
+[KeepAlive]
+internal sealed class SequenceShardGrain(SiloResources resources, ExchangeHub hub, Runtime.Hosting.SiloContext silo) : Grain, ISequenceShardGrain
+{
+    private readonly Lock _runLock = new();
+    private readonly Dictionary<int, (byte[] Query, byte[] Key, byte[] Value)> _uploads = [];
+    private readonly Dictionary<int, ShardOutput> _outputs = [];
+    private readonly HashSet<Guid> _aborted = [];
+    private readonly Dictionary<int, (long Position, int Segments)> _decodeAppends = [];
+    private ShardSetup? _setup;
+    private SequenceModel _model = null!;
+    private LayoutPlan _heads = null!;
+    private IShardStore[] _layers = [];
+    private int _chunk = -1;
+    private int _chunkTokens;
+    private long[] _positions = [];
+    private int[] _documents = [];
+    private long _reserved;
+    private (Guid Run, CancellationTokenSource Cancel)? _active;
+    private (Guid Run, int Layer, int Segments)? _finished;
+
+    public Task<ShardInfo> InitAsync(ShardSetup setup, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(setup);
+        if (_setup is not null)
+        {
+            if (_setup.Epoch == setup.Epoch)
+            {
+                return Task.FromResult(Info());
+            }
+
+            throw new SequenceStateException("id", $"shard {setup.Index} of '{setup.SequenceId}' belongs to another incarnation of that id");
+        }
+
+        SequenceModel model = SequenceModel.Of(setup.Spec);
+        resources.AddSequence(setup.SequenceId);
+        _model = model;
+        _heads = model.Plan(setup.Shards, 0);
+        _layers = [.. Enumerable.Range(0, model.Spec.Layers).Select(_ => IShardStore.Create(model.DType, setup.Index, model.Spec.HeadDim, resources.Options.ReceiveTimeout))];
+        _setup = setup;
+        return Task.FromResult(Info());
+    }
+
+    public Task<ShardInfo> DescribeAsync(string epoch, CancellationToken cancellationToken)
+    {
+        Check(epoch);
+        return Task.FromResult(Info());
+    }
+
+    public Task BeginChunkAsync(string epoch, int chunk, int tokens, long[] positions, int[] documents, CancellationToken cancellationToken)
+    {
+        Check(epoch);
+        if (_active is not null)
+        {
+            throw new SequenceStateException("chunk", "a layer is running on this shard");
+        }
+
+        _uploads.Clear();
+        _outputs.Clear();
+        _decodeAppends.Clear();
+        _finished = null;
+        _chunk = chunk;
+        _chunkTokens = tokens;
+        _positions = positions;
+        _documents = documents;
+        Account();
+        return Task.CompletedTask;
+    }
+
+    public Task UploadAsync(string epoch, int chunk, int layer, TensorRows query, TensorRows key, TensorRows value, CancellationToken cancellationToken)
+    {
+        Check(epoch);
+        CheckChunk(chunk, layer);
+        int rows = _positions.Length;
+        _model.CheckRows(query, "q", rows, _model.Spec.QueryHeads);
+        _model.CheckRows(key, "k", rows, _model.Spec.KeyValueHeads);
+        _model.CheckRows(value, "v", rows, _model.Spec.KeyValueHeads);
+        long previous = _uploads.TryGetValue(layer, out var old) ? Bytes(old) : 0;
+        long added = query.Data.LongLength + key.Data.LongLength + value.Data.LongLength + OutputBytes(rows) - previous;
+        resources.ReserveBytes(added, "q");
+        _reserved += added;
+        _uploads[layer] = (query.Data, key.Data, value.Data);
+        Account();
+        return Task.CompletedTask;
+    }
+
+    public async Task<ShardTimings> RunLayerAsync(ShardRun run, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(run);
+        Check(run.Epoch);
+        CheckChunk(run.Chunk, run.Layer);
+        if (!_uploads.TryGetValue(run.Layer, out var input))
+        {
+            throw new SequenceStateException("layer", $"shard {_setup!.Index} has no rows for layer {run.Layer} of chunk {run.Chunk}: upload them first");
+        }
+
+        SiloAddress[] ranks = [.. run.Ranks.Select(SiloAddress.Parse)];
+        if (ranks.Length != _setup!.Shards || ranks[_setup.Index] != Silo)
+        {
+            throw new LayerFailedException($"shard {_setup.Index} is on {Silo}, not where the run expects it ({run.Ranks.ElementAtOrDefault(_setup.Index)}); membership changed");
+        }
+
+        using var cancel = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        lock (_runLock)
+        {
+            if (_aborted.Contains(run.Run))
+            {
+                throw new LayerFailedException($"run {run.Run} was aborted before shard {_setup.Index} started it");
+            }
+
+            _active = (run.Run, cancel);
+        }
+
+        IShardStore store = _layers[run.Layer];
+        int segments = store.SegmentCount;
+        LayoutPlan plan = _model.Plan(_setup.Shards, _chunkTokens);
+        int onThisSilo = ranks.Count(r => r == Silo);
+        int threads = resources.Options.KernelThreads > 0 ? resources.Options.KernelThreads : Math.Max(1, Environment.ProcessorCount / onThisSilo);
+        ClusterExchange exchange = hub.Open(run.Run, _setup.Index, ranks);
+        try
+        {
+            RankOutput output = await store.PrefillAsync(
+                exchange, plan, input.Query, input.Key, input.Value, _positions, _documents, _model.Mask, AttentionOptions.Default with { MaxThreads = threads }, cancel.Token).ConfigureAwait(false);
+            try
+            {
+                await exchange.CompleteAsync().ConfigureAwait(false);
+                int rows = _positions.Length;
+                int heads = _model.Spec.QueryHeads;
+                _outputs[run.Layer] = new ShardOutput(
+                    rows,
+                    MemoryMarshal.AsBytes(output.Output.AsSpan(0, rows * heads * _model.Spec.HeadDim)).ToArray(),
+                    MemoryMarshal.AsBytes(output.LogSumExp.AsSpan(0, rows * heads)).ToArray());
+                RankTimings t = output.Timings;
+                lock (_runLock)
+                {
+                    _finished = (run.Run, run.Layer, segments);
+                }
+
+                return new ShardTimings(
+                    _setup.Index, t.Scatter.TotalSeconds, t.Compute.TotalSeconds, t.Waiting.TotalSeconds, t.Gather.TotalSeconds, exchange.TransferTime.TotalSeconds, exchange.BytesSent);
+            }
+            finally
+            {
+                output.Release();
+            }
+        }
+        catch (Exception e)
+        {
+            store.Truncate(segments);
+            _outputs.Remove(run.Layer);
+            throw e is ServiceException ? e : new LayerFailedException($"shard {_setup.Index}, layer {run.Layer}: {e.Message}", e);
+        }
+        finally
+        {
+            lock (_runLock)
+            {
+                _active = null;
+            }
+
+            await exchange.DisposeAsync().ConfigureAwait(false);
+            hub.Close(run.Run, _setup.Index);
+            Account();
+        }
+    }
+
+    public Task AbortRunAsync(Guid run, CancellationToken cancellationToken)
+    {
+        lock (_runLock)
+        {
+            _aborted.Add(run);
+            if (_active is { } active && active.Run == run)
+            {
+                active.Cancel.Cancel();
+            }
+            else if (_finished is { } done && done.Run == run)
+            {
+                _layers[done.Layer].Truncate(done.Segments);
+                _outputs.Remove(done.Layer);
+                _finished = null;
+            }
+        }
+
+        if (_setup is not null)
+        {
+            hub.Close(run, _setup.Index);
+        }
+
+        Account();
+        return Task.CompletedTask;
+    }
+
+    public Task CommitLayerAsync(string epoch, int chunk, int layer, CancellationToken cancellationToken)
+    {
+        Check(epoch);
+        if (chunk == _chunk && _uploads.Remove(layer))
+        {
+            lock (_runLock)
+            {
+                _finished = null;
+                _aborted.Clear();
+            }
+        }
+
+        Account();
+        return Task.CompletedTask;
+    }
+
+    public Task<ShardOutput> ReadOutputAsync(string epoch, int chunk, int layer, CancellationToken cancellationToken)
+    {
+        Check(epoch);
+        CheckChunk(chunk, layer);
+        return _outputs.TryGetValue(layer, out ShardOutput? output)
+            ? Task.FromResult(output)
+            : throw new SequenceStateException("layer", $"layer {layer} of chunk {chunk} has not run yet");
+    }
+
+    public Task<DecodePartial> DecodeAsync(ShardDecode step, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(step);
+        Check(step.Epoch);
+        CheckLayer(step.Layer);
+        SequenceSpec spec = _model.Spec;
+        _model.CheckRows(step.Query, "q", 1, spec.QueryHeads);
+        _model.CheckRows(step.Key, "k", 1, spec.KeyValueHeads);
+        _model.CheckRows(step.Value, "v", 1, spec.KeyValueHeads);
+        int member = _heads.MemberOf(_setup!.Index);
+        (int qFirst, int qCount) = _heads.QueryHeadsOf(member);
+        (int kvFirst, int kvCount) = _heads.KeyValueHeadsOf(member);
+        int d = spec.HeadDim;
+        int size = _model.DType.Size();
+        int[] documents = _model.Mask.Document ? [step.Document] : [];
+        IShardStore store = _layers[step.Layer];
+        if (step.Append)
+        {
+            long bytes = 2L * kvCount * d * size;
+            resources.ReserveBytes(bytes, "k");
+            _reserved += bytes;
+            _decodeAppends[step.Layer] = (step.Position, store.SegmentCount);
+            store.Append([step.Position], documents, step.Key.Data.AsSpan(kvFirst * d * size, kvCount * d * size).ToArray(), step.Value.Data.AsSpan(kvFirst * d * size, kvCount * d * size).ToArray());
+        }
+
+        var output = new float[qCount * d];
+        var lse = new float[qCount];
+        store.Attend(step.Query.Data.AsSpan(qFirst * d * size, qCount * d * size).ToArray(), [step.Position], documents, qCount, kvCount, _model.Mask, AttentionOptions.Default, output, lse);
+        Account();
+        return Task.FromResult(new DecodePartial(qFirst, qCount, output, lse));
+    }
+
+    public Task UndoDecodeAsync(string epoch, int layer, long position, CancellationToken cancellationToken)
+    {
+        Check(epoch);
+        CheckLayer(layer);
+        if (_decodeAppends.Remove(layer, out var appended) && appended.Position == position)
+        {
+            _layers[layer].Truncate(appended.Segments);
+        }
+
+        Account();
+        return Task.CompletedTask;
+    }
+
+    public Task DeleteAsync(string epoch, CancellationToken cancellationToken)
+    {
+        if (_setup is null || _setup.Epoch != epoch)
+        {
+            // Nothing of this incarnation lives here (a fresh activation after a failure): nothing to free.
+            DeactivateOnIdle();
+            return Task.CompletedTask;
+        }
+
+        Free();
+        DeactivateOnIdle();
+        return Task.CompletedTask;
+    }
+
+    public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
+    {
+        Free();
+        return Task.CompletedTask;
+    }
+
+    private void Free()
+    {
+        if (_setup is { } setup)
+        {
+            resources.RemoveSequence(setup.SequenceId);
+        }
+
+        _uploads.Clear();
+        _outputs.Clear();
+        _layers = [];
+        _setup = null;
+        resources.ReleaseBytes(_reserved);
+        _reserved = 0;
+    }
+
+    private ShardInfo Info() => new(
+        _setup!.Index, silo.HttpEndpoint, Silo?.ToString() ?? "", _layers.Length == 0 ? 0 : _layers[0].StoredRows, Volatile.Read(ref _reserved));
+
+    private void Check(string epoch)
+    {
+        if (_setup is null)
+        {
+            throw new ShardLostException($"shard {GrainId.Key} holds no data: the silo that held its KV segments failed or it was moved, so the sequence is degraded");
+        }
+
+        if (_setup.Epoch != epoch)
+        {
+            throw new SequenceStateException("id", $"shard {_setup.Index} of '{_setup.SequenceId}' belongs to another incarnation of that id");
+        }
+    }
+
+    private void CheckLayer(int layer)
+    {
+        if (layer < 0 || layer >= _layers.Length)
+        {
+            throw new InvalidRequestException("layer", $"expected 0..{_layers.Length - 1}, got {layer}");
+        }
+    }
+
+    private void CheckChunk(int chunk, int layer)
+    {
+        CheckLayer(layer);
+        if (chunk != _chunk)
+        {
+            throw new SequenceStateException("chunk", $"chunk {chunk} is not the chunk in flight ({(_chunk < 0 ? "none" : _chunk)})");
+        }
+    }
+
+    /// <summary>Makes the silo's reservation equal what this shard holds now.</summary>
+    private void Account()
+    {
+        long held = _uploads.Values.Sum(Bytes)
+            + (_uploads.Count * OutputBytes(_positions.Length))
+            + _outputs.Values.Sum(o => (long)o.Output.Length + o.LogSumExp.Length)
+            + _layers.Sum(l => l.StoredBytes);
+        // Rows already computed are accounted for even past the budget: uploads were checked against it.
+        resources.Adjust(held - _reserved);
+        _reserved = held;
+    }
+
+    private long OutputBytes(int rows) => (long)rows * _model.Spec.QueryHeads * (_model.Spec.HeadDim + 1) * 4;
+
+    private static long Bytes((byte[] Query, byte[] Key, byte[] Value) rows) => rows.Query.LongLength + rows.Key.LongLength + rows.Value.LongLength;
+}

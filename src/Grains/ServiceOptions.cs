@@ -1,0 +1,130 @@
+namespace LongCluster.Grains;
+
+/// <summary>Limits and client-API settings of the attention service, per silo (configuration section <c>LongCluster:Service</c>).</summary>
+public sealed class AttentionServiceOptions
+{
+    /// <summary>Default resident-byte budget: half of what the GC may use, leaving room for transfers and compute scratch.</summary>
+    public static readonly long DefaultMaxResidentBytes = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 2;
+
+    /// <summary>Bytes of KV, pending uploads and unread outputs all shards on this silo may hold together.</summary>
+    public long MaxResidentBytes { get; set; } = DefaultMaxResidentBytes;
+
+    /// <summary>Longest sequence (tokens over all chunks and decode steps).</summary>
+    public long MaxTokensPerSequence { get; set; } = 4L * 1024 * 1024;
+
+    /// <summary>Sequences with a shard on this silo at once.</summary>
+    public int MaxSequences { get; set; } = 64;
+
+    /// <summary>Largest HTTP request body (an upload of one shard's rows for one layer).</summary>
+    public long MaxRequestBytes { get; set; } = 2L * 1024 * 1024 * 1024;
+
+    /// <summary>Bearer token every client request must carry; required (at least 16 characters).</summary>
+    public string ApiToken { get; set; } = "";
+
+    /// <summary>How long a shard waits for a peer's next block before the layer fails (a lost peer must not hang the run).</summary>
+    public TimeSpan ReceiveTimeout { get; set; } = TimeSpan.FromMinutes(2);
+
+    /// <summary>Kernel threads per shard; 0 = the machine's cores divided by the shards on this silo of the running layer.</summary>
+    public int KernelThreads { get; set; }
+
+    public void Validate()
+    {
+        if (MaxResidentBytes <= 0 || MaxTokensPerSequence <= 0 || MaxSequences <= 0 || MaxRequestBytes <= 0)
+        {
+            throw new ArgumentException("MaxResidentBytes, MaxTokensPerSequence, MaxSequences and MaxRequestBytes must be positive", nameof(MaxResidentBytes));
+        }
+
+        if ((ApiToken ?? "").Length < 16)
+        {
+            throw new ArgumentException("ApiToken must be set to at least 16 characters (LongCluster__Service__ApiToken)", nameof(ApiToken));
+        }
+
+        if (ReceiveTimeout <= TimeSpan.Zero || KernelThreads < 0)
+        {
+            throw new ArgumentException("ReceiveTimeout must be positive and KernelThreads >= 0", nameof(ReceiveTimeout));
+        }
+    }
+}
+
+/// <summary>
+/// What the shards on one silo hold, against <see cref="AttentionServiceOptions"/>' limits. Reservations are taken
+/// before memory is used and released when it is freed, so a refused request changes nothing.
+/// </summary>
+public sealed class SiloResources(AttentionServiceOptions options)
+{
+    private readonly Lock _lock = new();
+    private long _residentBytes;
+    private readonly HashSet<string> _sequences = [];
+
+    public long ResidentBytes
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _residentBytes;
+            }
+        }
+    }
+
+    public int Sequences
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return _sequences.Count;
+            }
+        }
+    }
+
+    /// <summary>Shards of one silo that run a layer at the same time (they share its cores).</summary>
+    public int RunningShards;
+
+    public AttentionServiceOptions Options => options;
+
+    public void ReserveBytes(long bytes, string field)
+    {
+        lock (_lock)
+        {
+            if (_residentBytes + bytes > options.MaxResidentBytes)
+            {
+                throw new LimitExceededException(field, $"this silo holds {_residentBytes} bytes and may hold {options.MaxResidentBytes}; {bytes} more do not fit");
+            }
+
+            _residentBytes += bytes;
+        }
+    }
+
+    /// <summary>Adds (or with a negative value removes) bytes already held, without checking the budget.</summary>
+    public void Adjust(long bytes) => ReleaseBytes(-bytes);
+
+    public void ReleaseBytes(long bytes)
+    {
+        lock (_lock)
+        {
+            _residentBytes -= bytes;
+        }
+    }
+
+    public void AddSequence(string id)
+    {
+        lock (_lock)
+        {
+            if (!_sequences.Contains(id) && _sequences.Count >= options.MaxSequences)
+            {
+                throw new LimitExceededException("shards", $"this silo already hosts shards of {_sequences.Count} sequences, its limit (MaxSequences)");
+            }
+
+            _sequences.Add(id);
+        }
+    }
+
+    public void RemoveSequence(string id)
+    {
+        lock (_lock)
+        {
+            _sequences.Remove(id);
+        }
+    }
+}

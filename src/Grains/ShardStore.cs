@@ -1,0 +1,58 @@
+using System.Runtime.InteropServices;
+using LongCluster.Kernels;
+using LongCluster.Kernels.ContextParallel;
+using LongCluster.Tensors;
+
+namespace LongCluster.Grains;
+
+/// <summary>One layer's KV of one shard, in the sequence's storage dtype, behind a dtype-free face.</summary>
+internal interface IShardStore
+{
+    long StoredRows { get; }
+
+    long StoredBytes { get; }
+
+    int SegmentCount { get; }
+
+    void Truncate(int segments);
+
+    Task<RankOutput> PrefillAsync(
+        IExchange exchange, LayoutPlan plan, byte[] query, byte[] key, byte[] value, long[] positions, int[] documents, AttentionMask mask, AttentionOptions options, CancellationToken cancellationToken);
+
+    void Append(long[] positions, int[] documents, byte[] key, byte[] value);
+
+    void Attend(byte[] query, long[] positions, int[] documents, int queryHeads, int keyValueHeads, AttentionMask mask, AttentionOptions options, Span<float> output, Span<float> logSumExp);
+
+    static IShardStore Create(DType dtype, int rank, int headDim, TimeSpan receiveTimeout) => dtype switch
+    {
+        DType.F32 => new ShardStore<float>(rank, headDim, receiveTimeout),
+        DType.F16 => new ShardStore<Half>(rank, headDim, receiveTimeout),
+        DType.BF16 => new ShardStore<BFloat16>(rank, headDim, receiveTimeout),
+        _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "storage dtype must be f32, f16 or bf16"),
+    };
+}
+
+internal sealed class ShardStore<T>(int rank, int headDim, TimeSpan receiveTimeout) : IShardStore
+    where T : unmanaged
+{
+    private readonly ContextParallelRank<T> _rank = new(rank, headDim) { ReceiveTimeout = receiveTimeout };
+
+    public long StoredRows => _rank.StoredRows;
+
+    public long StoredBytes => _rank.StoredBytes;
+
+    public int SegmentCount => _rank.SegmentCount;
+
+    public void Truncate(int segments) => _rank.Truncate(segments);
+
+    public Task<RankOutput> PrefillAsync(
+        IExchange exchange, LayoutPlan plan, byte[] query, byte[] key, byte[] value, long[] positions, int[] documents, AttentionMask mask, AttentionOptions options, CancellationToken cancellationToken) =>
+        _rank.PrefillChunkAsync(exchange, plan, new RankInput<T>(Elements(query), Elements(key), Elements(value), positions, documents), mask, options, cancellationToken);
+
+    public void Append(long[] positions, int[] documents, byte[] key, byte[] value) => _rank.Append(positions, documents, Elements(key), Elements(value));
+
+    public void Attend(byte[] query, long[] positions, int[] documents, int queryHeads, int keyValueHeads, AttentionMask mask, AttentionOptions options, Span<float> output, Span<float> logSumExp) =>
+        _rank.AttendStored(MemoryMarshal.Cast<byte, T>(query), positions, documents, queryHeads, keyValueHeads, mask, options, output, logSumExp);
+
+    private static T[] Elements(byte[] bytes) => MemoryMarshal.Cast<byte, T>(bytes).ToArray();
+}

@@ -1,0 +1,299 @@
+using System.Globalization;
+using System.Runtime.InteropServices;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using LongCluster.Grains;
+using LongCluster.Runtime;
+using LongCluster.Runtime.Transport;
+using LongCluster.Tensors;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace LongCluster.Service;
+
+/// <summary>
+/// The client HTTP API, on every silo. Control is JSON, tensors are safetensors bodies, every request under
+/// <c>/v1</c> needs <c>Authorization: Bearer &lt;token&gt;</c>. Every refusal is an <see cref="ApiError"/> naming the
+/// field, raised before anything is changed. Rows are uploaded to (and outputs read from) the silo that hosts the
+/// shard — the chunk plan names it — so no gateway carries a whole sequence; a request that reaches another silo
+/// still works, its tensors travelling on between silos.
+/// </summary>
+internal static partial class ClientApi
+{
+    private const string SafetensorsType = "application/octet-stream";
+
+    private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
+
+    public static void Map(WebApplication app, AttentionServiceOptions options)
+    {
+        byte[] token = Encoding.UTF8.GetBytes(options.ApiToken);
+        app.Use(async (context, next) =>
+        {
+            if (context.Request.Path.StartsWithSegments("/v1") && !Authorized(context.Request, token))
+            {
+                await WriteError(context.Response, StatusCodes.Status401Unauthorized, new ApiError("missing or wrong bearer token (Authorization: Bearer <token>)", "Authorization", false, "unauthorized")).ConfigureAwait(false);
+                return;
+            }
+
+            try
+            {
+                await next(context).ConfigureAwait(false);
+            }
+            catch (Exception e) when (!context.Response.HasStarted)
+            {
+                (int status, ApiError error) = Classify(e);
+                await WriteError(context.Response, status, error).ConfigureAwait(false);
+            }
+        });
+
+        IGrainFactory grains = app.Services.GetRequiredService<Runtime.Hosting.SiloContext>().GrainFactory;
+        ICoordinatorGrain Coordinator(string id) => grains.GetGrain<ICoordinatorGrain>(CheckId(id));
+
+        app.MapPost("/v1/sequences", async (HttpContext http, string? id) =>
+        {
+            SequenceSpec spec = await ReadJsonAsync<SequenceSpec>(http, options).ConfigureAwait(false);
+            SequenceInfo info = await Coordinator(id ?? $"seq-{Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(6))}").CreateAsync(spec, http.RequestAborted).ConfigureAwait(false);
+            return Results.Json(info, Json, statusCode: StatusCodes.Status201Created);
+        });
+        app.MapGet("/v1/sequences", async (HttpContext http) =>
+        {
+            string[] ids = await grains.GetGrain<ISequenceDirectoryGrain>("all").ListAsync(http.RequestAborted).ConfigureAwait(false);
+            var infos = new List<SequenceInfo>();
+            foreach (string id in ids)
+            {
+                try
+                {
+                    infos.Add(await Coordinator(id).DescribeAsync(http.RequestAborted).ConfigureAwait(false));
+                }
+                catch (Exception e) when (Classify(e).Status == StatusCodes.Status404NotFound)
+                {
+                    // Listed but gone (its coordinator's silo failed): not a sequence any more.
+                }
+            }
+
+            return Results.Json(infos, Json);
+        });
+        app.MapGet("/v1/sequences/{id}", async (HttpContext http, string id) =>
+            Results.Json(await Coordinator(id).DescribeAsync(http.RequestAborted).ConfigureAwait(false), Json));
+        app.MapDelete("/v1/sequences/{id}", async (HttpContext http, string id) =>
+        {
+            await Coordinator(id).DeleteAsync(http.RequestAborted).ConfigureAwait(false);
+            return Results.NoContent();
+        });
+        app.MapPost("/v1/sequences/{id}/chunks", async (HttpContext http, string id) =>
+        {
+            ChunkRequest request = await ReadJsonAsync<ChunkRequest>(http, options).ConfigureAwait(false);
+            return Results.Json(await Coordinator(id).BeginChunkAsync(request, http.RequestAborted).ConfigureAwait(false), Json);
+        });
+        app.MapPut("/v1/sequences/{id}/chunks/{chunk:int}/layers/{layer:int}/shards/{shard:int}", async (HttpContext http, string id, int chunk, int layer, int shard) =>
+        {
+            ShardAddress address = await Coordinator(id).ShardAsync(shard, http.RequestAborted).ConfigureAwait(false);
+            Dictionary<string, TensorRows> tensors = await ReadTensorsAsync(http, options, "q", "k", "v").ConfigureAwait(false);
+            await grains.GetGrain<ISequenceShardGrain>(address.Key)
+                .UploadAsync(address.Epoch, chunk, layer, tensors["q"], tensors["k"], tensors["v"], http.RequestAborted).ConfigureAwait(false);
+            return Results.NoContent();
+        });
+        app.MapPost("/v1/sequences/{id}/chunks/{chunk:int}/layers/{layer:int}/run", async (HttpContext http, string id, int chunk, int layer) =>
+            Results.Json(await Coordinator(id).RunLayerAsync(chunk, layer, http.RequestAborted).ConfigureAwait(false), Json));
+        app.MapGet("/v1/sequences/{id}/chunks/{chunk:int}/layers/{layer:int}/shards/{shard:int}/output", async (HttpContext http, string id, int chunk, int layer, int shard) =>
+        {
+            ICoordinatorGrain coordinator = Coordinator(id);
+            ShardAddress address = await coordinator.ShardAsync(shard, http.RequestAborted).ConfigureAwait(false);
+            ShardOutput output = await grains.GetGrain<ISequenceShardGrain>(address.Key).ReadOutputAsync(address.Epoch, chunk, layer, http.RequestAborted).ConfigureAwait(false);
+            SequenceInfo info = await coordinator.DescribeAsync(http.RequestAborted).ConfigureAwait(false);
+            return Tensors(OutputTensors(output.Rows, info.Spec, output.Output, output.LogSumExp), null);
+        });
+        app.MapGet("/v1/sequences/{id}/chunks/{chunk:int}/layers/{layer:int}/output", async (HttpContext http, string id, int chunk, int layer) =>
+        {
+            ICoordinatorGrain coordinator = Coordinator(id);
+            ChunkPlan plan = await coordinator.CurrentChunkAsync(http.RequestAborted).ConfigureAwait(false)
+                ?? throw new SequenceStateException("chunk", "no chunk was started");
+            SequenceInfo info = await coordinator.DescribeAsync(http.RequestAborted).ConfigureAwait(false);
+            int rowO = info.Spec.QueryHeads * info.Spec.HeadDim * 4;
+            int rowL = info.Spec.QueryHeads * 4;
+            byte[] o = new byte[(long)plan.Tokens * rowO];
+            byte[] l = new byte[(long)plan.Tokens * rowL];
+            foreach (ShardRows rows in plan.Shards)
+            {
+                ShardAddress address = await coordinator.ShardAsync(rows.Index, http.RequestAborted).ConfigureAwait(false);
+                ShardOutput output = await grains.GetGrain<ISequenceShardGrain>(address.Key).ReadOutputAsync(address.Epoch, chunk, layer, http.RequestAborted).ConfigureAwait(false);
+                int r = 0;
+                for (int run = 0; run < rows.Runs.Length; run += 2)
+                {
+                    int start = rows.Runs[run];
+                    int count = rows.Runs[run + 1];
+                    output.Output.AsSpan(r * rowO, count * rowO).CopyTo(o.AsSpan(start * rowO));
+                    output.LogSumExp.AsSpan(r * rowL, count * rowL).CopyTo(l.AsSpan(start * rowL));
+                    r += count;
+                }
+            }
+
+            return Tensors(OutputTensors(plan.Tokens, info.Spec, o, l), null);
+        });
+        app.MapPost("/v1/sequences/{id}/layers/{layer:int}/decode", async (HttpContext http, string id, int layer) =>
+        {
+            Dictionary<string, TensorRows> tensors = await ReadTensorsAsync(http, options, "q", "k", "v").ConfigureAwait(false);
+            int document = tensors.TryGetValue("doc_ids", out TensorRows? docs) ? DocumentOf(docs) : 0;
+            DecodeResult result = await Coordinator(id).DecodeAsync(layer, tensors["q"], tensors["k"], tensors["v"], document, http.RequestAborted).ConfigureAwait(false);
+            int heads = result.LogSumExp.Length;
+            var outputs = new Dictionary<string, HostTensor>
+            {
+                ["o"] = HostTensor.From<float>(result.Output, 1, heads, result.Output.Length / heads),
+                ["lse"] = HostTensor.From<float>(result.LogSumExp, 1, heads),
+            };
+            return Tensors(outputs, new Dictionary<string, string>
+            {
+                ["position"] = result.Position.ToString(CultureInfo.InvariantCulture),
+                ["layer"] = result.Layer.ToString(CultureInfo.InvariantCulture),
+                ["seconds"] = result.Seconds.ToString("R", CultureInfo.InvariantCulture),
+            });
+        });
+    }
+
+    /// <summary>Maps a failure (here or on another silo, where only its type name and message travel) to a status and an <see cref="ApiError"/>.</summary>
+    internal static (int Status, ApiError Error) Classify(Exception e)
+    {
+        string type = e is RemoteException remote ? remote.RemoteType : e.GetType().Name;
+        string message = e is RemoteException r ? r.RemoteMessage : e.Message;
+        string? field = e is ServiceException service ? service.Field : FieldOf(type, message);
+        (int status, string code, bool retryable) = type switch
+        {
+            nameof(InvalidRequestException) => (StatusCodes.Status400BadRequest, "invalid_request", false),
+            nameof(SequenceNotFoundException) => (StatusCodes.Status404NotFound, "not_found", false),
+            nameof(ShardLostException) => (StatusCodes.Status409Conflict, "degraded", false),
+            nameof(SequenceStateException) when message.Contains("is degraded", StringComparison.Ordinal) => (StatusCodes.Status409Conflict, "degraded", false),
+            nameof(SequenceStateException) => (StatusCodes.Status409Conflict, "conflict", false),
+            nameof(LimitExceededException) => (StatusCodes.Status429TooManyRequests, "limit_exceeded", false),
+            nameof(BadHttpRequestException) when e is BadHttpRequestException { StatusCode: 413 } => (StatusCodes.Status413PayloadTooLarge, "too_large", false),
+            nameof(BadHttpRequestException) => (StatusCodes.Status400BadRequest, "invalid_request", false),
+            nameof(LayerFailedException) or nameof(SiloUnavailableException) or nameof(GrainCallTimeoutException) or nameof(TimeoutException) or nameof(IOException)
+                => (StatusCodes.Status503ServiceUnavailable, "unavailable", true),
+            _ => (StatusCodes.Status500InternalServerError, "internal", false),
+        };
+        return (status, new ApiError(message, field, retryable, code));
+    }
+
+    private static string? FieldOf(string type, string message)
+    {
+        if (!type.EndsWith("Exception", StringComparison.Ordinal) || !type.Contains("Request", StringComparison.Ordinal) && !type.Contains("Sequence", StringComparison.Ordinal) && !type.Contains("Limit", StringComparison.Ordinal))
+        {
+            return null;
+        }
+
+        Match match = FieldPrefix().Match(message);
+        return match.Success ? match.Groups[1].Value : null;
+    }
+
+    private static bool Authorized(HttpRequest request, byte[] token)
+    {
+        string header = request.Headers.Authorization.ToString();
+        return header.StartsWith("Bearer ", StringComparison.Ordinal)
+            && CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(header["Bearer ".Length..].Trim()), token);
+    }
+
+    private static string CheckId(string id) => SequenceId().IsMatch(id)
+        ? id
+        : throw new InvalidRequestException("id", $"expected 1..128 characters of letters, digits, '.', '_' or '-', got '{id}'");
+
+    private static async Task<byte[]> ReadBodyAsync(HttpContext http, AttentionServiceOptions options)
+    {
+        if (http.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } limit)
+        {
+            limit.MaxRequestBodySize = options.MaxRequestBytes;
+        }
+
+        long? declared = http.Request.ContentLength;
+        if (declared > options.MaxRequestBytes)
+        {
+            throw new BadHttpRequestException($"body: {declared} bytes is over the limit of {options.MaxRequestBytes} (MaxRequestBytes)", StatusCodes.Status413PayloadTooLarge);
+        }
+
+        using var buffer = declared is { } n ? new MemoryStream((int)Math.Min(n, Array.MaxLength)) : new MemoryStream();
+        await http.Request.Body.CopyToAsync(buffer, http.RequestAborted).ConfigureAwait(false);
+        return buffer.Length == buffer.Capacity ? buffer.GetBuffer() : buffer.ToArray();
+    }
+
+    private static async Task<T> ReadJsonAsync<T>(HttpContext http, AttentionServiceOptions options)
+    {
+        byte[] body = await ReadBodyAsync(http, options).ConfigureAwait(false);
+        if (body.Length == 0)
+        {
+            throw new InvalidRequestException("body", $"expected a JSON {typeof(T).Name}, got an empty body");
+        }
+
+        try
+        {
+            return JsonSerializer.Deserialize<T>(body, Json) ?? throw new InvalidRequestException("body", $"expected a JSON {typeof(T).Name}, got null");
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidRequestException(e.Path is { Length: > 2 } path ? path.TrimStart('$', '.') : "body", $"not a valid {typeof(T).Name}: {e.Message}");
+        }
+    }
+
+    private static async Task<Dictionary<string, TensorRows>> ReadTensorsAsync(HttpContext http, AttentionServiceOptions options, params string[] required)
+    {
+        byte[] body = await ReadBodyAsync(http, options).ConfigureAwait(false);
+        SafetensorsReader reader;
+        try
+        {
+            reader = SafetensorsReader.FromBytes(body);
+        }
+        catch (Exception e) when (e is SafetensorsException or InvalidDataException or ArgumentException)
+        {
+            throw new InvalidRequestException("body", $"expected a safetensors body with tensors {string.Join(", ", required)}: {e.Message}");
+        }
+
+        using (reader)
+        {
+            var tensors = new Dictionary<string, TensorRows>(StringComparer.Ordinal);
+            foreach (string name in reader.Entries.Keys)
+            {
+                HostTensor tensor = reader.Read(name);
+                tensors[name] = new TensorRows(tensor.DType.SafetensorsName(), [.. tensor.Shape], tensor.Data);
+            }
+
+            foreach (string name in required)
+            {
+                if (!tensors.ContainsKey(name))
+                {
+                    throw new InvalidRequestException(name, $"the body has no tensor '{name}' (it has: {string.Join(", ", tensors.Keys.Order())}); expected {string.Join(", ", required)}");
+                }
+            }
+
+            return tensors;
+        }
+    }
+
+    private static int DocumentOf(TensorRows docs) => docs switch
+    {
+        { DType: "I32", Shape: [1], Data.Length: 4 } => MemoryMarshal.Read<int>(docs.Data),
+        { DType: "I64", Shape: [1], Data.Length: 8 } => checked((int)MemoryMarshal.Read<long>(docs.Data)),
+        _ => throw new InvalidRequestException("doc_ids", $"expected I32 or I64 [1], got {docs.DType}[{string.Join(", ", docs.Shape)}]"),
+    };
+
+    private static Dictionary<string, HostTensor> OutputTensors(int rows, SequenceSpec spec, byte[] output, byte[] lse) => new()
+    {
+        ["o"] = new HostTensor(DType.F32, [rows, spec.QueryHeads, spec.HeadDim], output),
+        ["lse"] = new HostTensor(DType.F32, [rows, spec.QueryHeads], lse),
+    };
+
+    private static IResult Tensors(Dictionary<string, HostTensor> tensors, IReadOnlyDictionary<string, string>? metadata) =>
+        Results.Bytes(SafetensorsWriter.ToBytes(tensors, metadata), SafetensorsType);
+
+    private static Task WriteError(HttpResponse response, int status, ApiError error)
+    {
+        response.StatusCode = status;
+        return response.WriteAsJsonAsync(error, Json);
+    }
+
+    [GeneratedRegex("^([A-Za-z_][A-Za-z0-9_.]*): ")]
+    private static partial Regex FieldPrefix();
+
+    [GeneratedRegex("^[A-Za-z0-9._-]{1,128}$")]
+    private static partial Regex SequenceId();
+}

@@ -1,0 +1,84 @@
+using LongCluster.Client;
+using LongCluster.Grains;
+
+namespace LongCluster.Service.Tests;
+
+public sealed class ChunkDecodeTests(ClusterFixture fixture) : IClassFixture<ClusterFixture>
+{
+    [Theory]
+    [InlineData("zigzag", "causal", 3)]
+    [InlineData("striped", "window:9", 3)]
+    [InlineData("ulysses", "causal", 3)]
+    [InlineData("hybrid:2", "causal", 4)]
+    [InlineData("contiguous", "document-causal", 2)]
+    public async Task ChunksThenDecode_EqualOneShotKernel(string layout, string mask, int shards)
+    {
+        var spec = new SequenceSpec { Layers = 2, QueryHeads = 12, KeyValueHeads = 6, HeadDim = 16, Layout = layout, Mask = mask, Shards = shards };
+        int[] chunks = [50, 1, 21];
+        const int Decoded = 7;
+        int tokens = chunks.Sum() + Decoded;
+        int[]? documents = mask.StartsWith("document", StringComparison.Ordinal) ? [.. Enumerable.Range(0, tokens).Select(t => t < 51 ? 0 : 1)] : null;
+        var layers = Enumerable.Range(0, spec.Layers).Select(l => Data.Layer(spec, tokens, 7 + (100 * l))).ToArray();
+        var expected = layers.Select(layer => Data.Kernel(spec, layer, tokens, documents)).ToArray();
+        string id = $"cd-{layout.Replace(':', '-')}-{mask.Replace(':', '-')}";
+        LongClusterClient client = fixture.Client;
+        await client.CreateSequenceAsync(spec, id);
+        try
+        {
+            int start = 0;
+            foreach (int count in chunks)
+            {
+                int first = start;
+                IReadOnlyList<LayerOutput> outputs = await client.PrefillAsync(
+                    id, count, (l, _) => Data.Input(spec, layers[l], first, count), documents?[first..(first + count)]);
+                for (int l = 0; l < spec.Layers; l++)
+                {
+                    int o = spec.QueryHeads * spec.HeadDim;
+                    Data.Equal(expected[l].O.AsSpan(first * o, count * o), outputs[l].Output, 1e-4, $"chunk at {first}, layer {l} O");
+                    Data.Equal(expected[l].Lse.AsSpan(first * spec.QueryHeads, count * spec.QueryHeads), outputs[l].LogSumExp, 1e-4, $"chunk at {first}, layer {l} LSE");
+                }
+
+                start += count;
+            }
+
+            for (int t = start; t < tokens; t++)
+            {
+                for (int l = 0; l < spec.Layers; l++)
+                {
+                    LayerInput row = Data.Input(spec, layers[l], t, 1);
+                    DecodeOutput result = await client.DecodeAsync(id, l, row.Query, row.Key, row.Value, documents?[t]);
+                    Assert.Equal(t, result.Position);
+                    int o = spec.QueryHeads * spec.HeadDim;
+                    Data.Equal(expected[l].O.AsSpan(t * o, o), result.Output, 1e-4, $"decode {t}, layer {l} O");
+                    Data.Equal(expected[l].Lse.AsSpan(t * spec.QueryHeads, spec.QueryHeads), result.LogSumExp, 1e-4, $"decode {t}, layer {l} LSE");
+                }
+            }
+
+            SequenceInfo info = await client.GetSequenceAsync(id);
+            Assert.Equal(tokens, info.Length);
+            Assert.Equal(SequenceState.Ready, info.State);
+        }
+        finally
+        {
+            await client.DeleteSequenceAsync(id);
+        }
+    }
+
+    [Fact]
+    public async Task Delete_FreesEveryByteOnEverySilo()
+    {
+        var spec = new SequenceSpec { Layers = 2, QueryHeads = 4, KeyValueHeads = 2, HeadDim = 8, Shards = 3 };
+        var layers = Enumerable.Range(0, 2).Select(l => Data.Layer(spec, 40, l)).ToArray();
+        long[] before = Resident();
+        await fixture.Client.CreateAndPrefillAsync(spec, "frees", 40, (l, _) => Data.Input(spec, layers[l], 0, 40));
+        LayerInput row = Data.Input(spec, layers[0], 0, 1);
+        await fixture.Client.DecodeAsync("frees", 0, row.Query, row.Key, row.Value);
+        Assert.True(Resident().Sum() > before.Sum(), "a prefilled sequence holds bytes");
+        await fixture.Client.DeleteSequenceAsync("frees");
+        Assert.Equal(before, Resident());
+        var missing = await Assert.ThrowsAsync<LongClusterException>(() => fixture.Client.GetSequenceAsync("frees"));
+        Assert.Equal(404, missing.Status);
+    }
+
+    private long[] Resident() => [.. fixture.Cluster.Cluster.Silos.Select(s => ((SiloResources)s.Services.GetService(typeof(SiloResources))!).ResidentBytes)];
+}

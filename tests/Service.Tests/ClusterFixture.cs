@@ -1,0 +1,96 @@
+using LongCluster.Client;
+using LongCluster.Grains;
+using LongCluster.Kernels;
+using LongCluster.Tensors;
+
+namespace LongCluster.Service.Tests;
+
+/// <summary>One 3-silo in-process cluster with the attention service, shared by the tests of a class.</summary>
+public sealed class ClusterFixture : IAsyncLifetime
+{
+    public LocalAttentionCluster Cluster { get; private set; } = null!;
+
+    public LongClusterClient Client { get; private set; } = null!;
+
+    public async Task InitializeAsync()
+    {
+        Cluster = await LocalAttentionCluster.StartAsync(3, o => o.ReceiveTimeout = TimeSpan.FromSeconds(20));
+        Client = Cluster.NewClient();
+    }
+
+    public async Task DisposeAsync()
+    {
+        Client.Dispose();
+        await Cluster.DisposeAsync();
+    }
+}
+
+/// <summary>Seeded inputs and the single-node kernel they are checked against.</summary>
+internal static class Data
+{
+    public static LongClusterClient NewClient(this LocalAttentionCluster cluster, int retries = 3) => new(new LongClusterClientOptions
+    {
+        Endpoints = cluster.Endpoints,
+        Token = cluster.ApiToken,
+        MaxRetries = retries,
+        RetryDelay = TimeSpan.FromMilliseconds(50),
+        RequestTimeout = TimeSpan.FromMinutes(2),
+    });
+
+    public static float[] Random(int seed, long count)
+    {
+        var random = new Random(seed);
+        var values = new float[count];
+        for (long i = 0; i < count; i++)
+        {
+            values[i] = (float)((random.NextDouble() * 2) - 1);
+        }
+
+        return values;
+    }
+
+    /// <summary>Q, K, V of one layer of <paramref name="tokens"/> tokens (the whole sequence, to slice chunks from).</summary>
+    public static (float[] Q, float[] K, float[] V) Layer(SequenceSpec spec, int tokens, int seed) => (
+        Random(seed, (long)tokens * spec.QueryHeads * spec.HeadDim),
+        Random(seed + 1, (long)tokens * spec.KeyValueHeads * spec.HeadDim),
+        Random(seed + 2, (long)tokens * spec.KeyValueHeads * spec.HeadDim));
+
+    public static LayerInput Input(SequenceSpec spec, (float[] Q, float[] K, float[] V) layer, int start, int count)
+    {
+        int q = spec.QueryHeads * spec.HeadDim;
+        int kv = spec.KeyValueHeads * spec.HeadDim;
+        return new LayerInput(
+            HostTensor.From<float>(layer.Q.AsSpan(start * q, count * q), count, spec.QueryHeads, spec.HeadDim),
+            HostTensor.From<float>(layer.K.AsSpan(start * kv, count * kv), count, spec.KeyValueHeads, spec.HeadDim),
+            HostTensor.From<float>(layer.V.AsSpan(start * kv, count * kv), count, spec.KeyValueHeads, spec.HeadDim));
+    }
+
+    /// <summary>The single-node kernel over the whole sequence: O and LSE of every token.</summary>
+    public static (float[] O, float[] Lse) Kernel(SequenceSpec spec, (float[] Q, float[] K, float[] V) layer, int tokens, int[]? documents = null)
+    {
+        var o = new float[tokens * spec.QueryHeads * spec.HeadDim];
+        var lse = new float[tokens * spec.QueryHeads];
+        long[] positions = [.. Enumerable.Range(0, tokens).Select(i => (long)i)];
+        Attention.Forward<float>(
+            layer.Q, layer.K, layer.V, new AttentionShape(tokens, tokens, spec.QueryHeads, spec.KeyValueHeads, spec.HeadDim), AttentionMask.Parse(spec.Mask),
+            new AttentionTokens(positions, positions, documents ?? default, documents ?? default), o, lse);
+        return (o, lse);
+    }
+
+    /// <summary>Asserts a slice of expected rows equals actual to a relative tolerance (−∞ LSE where no key is visible).</summary>
+    public static void Equal(ReadOnlySpan<float> expected, ReadOnlySpan<float> actual, double tolerance, string what)
+    {
+        Assert.Equal(expected.Length, actual.Length);
+        for (int i = 0; i < expected.Length; i++)
+        {
+            if (float.IsNegativeInfinity(expected[i]))
+            {
+                Assert.True(float.IsNegativeInfinity(actual[i]), $"{what}[{i}]: expected -inf, got {actual[i]}");
+                continue;
+            }
+
+            double error = Math.Abs(expected[i] - actual[i]) / Math.Max(1.0, Math.Abs(expected[i]));
+            Assert.True(error <= tolerance, $"{what}[{i}]: expected {expected[i]}, got {actual[i]} (relative error {error:e2})");
+        }
+    }
+}
