@@ -12,15 +12,17 @@ namespace LongCluster.Service;
 /// </summary>
 public sealed class LocalAttentionCluster : IAsyncDisposable
 {
-    private LocalAttentionCluster(LocalCluster cluster, string token)
+    private LocalAttentionCluster(LocalCluster cluster, AttentionServiceOptions options)
     {
         Cluster = cluster;
-        ApiToken = token;
+        Options = options;
     }
 
     public LocalCluster Cluster { get; }
 
-    public string ApiToken { get; }
+    public AttentionServiceOptions Options { get; }
+
+    public string ApiToken => Options.ApiToken;
 
     /// <summary>Client endpoint of every live silo.</summary>
     public IReadOnlyList<Uri> Endpoints => [.. Cluster.Silos.Select(s => new Uri(s.Context.HttpEndpoint))];
@@ -33,7 +35,7 @@ public sealed class LocalAttentionCluster : IAsyncDisposable
         var options = new AttentionServiceOptions { ApiToken = token };
         configure?.Invoke(options);
         LocalCluster cluster = await LocalCluster.StartAsync(silos, new GrainTypeRegistry(), configureSilo, cancellationToken, [new AttentionService(options)]).ConfigureAwait(false);
-        return new LocalAttentionCluster(cluster, options.ApiToken);
+        return new LocalAttentionCluster(cluster, options);
     }
 
     public ValueTask DisposeAsync() => Cluster.DisposeAsync();

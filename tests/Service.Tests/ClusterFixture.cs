@@ -14,7 +14,12 @@ public sealed class ClusterFixture : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        Cluster = await LocalAttentionCluster.StartAsync(3, o => o.ReceiveTimeout = TimeSpan.FromSeconds(20));
+        Cluster = await LocalAttentionCluster.StartAsync(3, o =>
+        {
+            o.ReceiveTimeout = TimeSpan.FromSeconds(20);
+            o.MaxRequestBytes = 4 * 1024 * 1024;
+            o.MaxTokensPerSequence = 1_000_000;
+        });
         Client = Cluster.NewClient();
     }
 
