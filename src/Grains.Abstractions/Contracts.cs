@@ -31,6 +31,9 @@ public enum SequenceState
 [JsonUnmappedMemberHandling(JsonUnmappedMemberHandling.Disallow)]
 public sealed record SequenceSpec
 {
+    /// <summary>Most layers a sequence may have.</summary>
+    public const int MaxLayers = 1024;
+
     public int Layers { get; init; } = 1;
 
     public int QueryHeads { get; init; }

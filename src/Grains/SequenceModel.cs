@@ -8,8 +8,6 @@ namespace LongCluster.Grains;
 /// <summary>A validated <see cref="SequenceSpec"/> in the kernels' terms.</summary>
 internal sealed record SequenceModel(SequenceSpec Spec, ContextLayout Layout, AttentionMask Mask, DType DType)
 {
-    public const int MaxLayers = 1024;
-
     /// <summary>Checks every field of a spec and names the first that is wrong.</summary>
     public static SequenceModel Of(SequenceSpec spec)
     {
@@ -18,9 +16,9 @@ internal sealed record SequenceModel(SequenceSpec Spec, ContextLayout Layout, At
             throw new InvalidRequestException("spec", "a JSON body with the sequence spec is required");
         }
 
-        if (spec.Layers is < 1 or > MaxLayers)
+        if (spec.Layers is < 1 or > SequenceSpec.MaxLayers)
         {
-            throw new InvalidRequestException("layers", $"expected 1..{MaxLayers}, got {spec.Layers}");
+            throw new InvalidRequestException("layers", $"expected 1..{SequenceSpec.MaxLayers}, got {spec.Layers}");
         }
 
         if (spec.HeadDim is < 1 or > 1024)

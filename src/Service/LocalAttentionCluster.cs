@@ -32,7 +32,8 @@ public sealed class LocalAttentionCluster : IAsyncDisposable
         int silos, Action<AttentionServiceOptions>? configure = null, Action<SiloOptions>? configureSilo = null, CancellationToken cancellationToken = default)
     {
         string token = Convert.ToHexString(RandomNumberGenerator.GetBytes(16));
-        var options = new AttentionServiceOptions { ApiToken = token };
+        // The silos share this machine's cores: each shard's kernel gets its share rather than all of them.
+        var options = new AttentionServiceOptions { ApiToken = token, KernelThreads = Math.Max(1, Environment.ProcessorCount / silos) };
         configure?.Invoke(options);
         LocalCluster cluster = await LocalCluster.StartAsync(silos, new GrainTypeRegistry(), configureSilo, cancellationToken, [new AttentionService(options)]).ConfigureAwait(false);
         return new LocalAttentionCluster(cluster, options);

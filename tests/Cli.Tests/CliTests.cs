@@ -222,6 +222,8 @@ public sealed class CliTests : IDisposable
     [InlineData(new[] { "frobnicate" }, "unknown command 'frobnicate'")]
     [InlineData(new[] { "bench", "kernel", "--hq", "6", "--hkv", "4" }, "--hq (6) must be a multiple of --hkv (4)")]
     [InlineData(new[] { "demo", "--dtype", "f64" }, "--dtype must be f32, f16 or bf16")]
+    [InlineData(new[] { "demo", "--mask", "full" }, "decode needs a mask under which earlier tokens cannot see later ones")]
+    [InlineData(new[] { "silo", "--redis", "127.0.0.1:6379" }, "with --redis, every silo needs the same --secret and --token")]
     public void Run_BadUsage_Exit2WithMessage(string[] args, string expected)
     {
         var stdout = new StringWriter();
@@ -274,12 +276,67 @@ public sealed class CliTests : IDisposable
     }
 
     [Fact]
-    public void Demo_Process_VerifiesAndExitsZero()
+    public void Demo_Process_LocalClusterPrefillAndDecodeVerifiedExitsZero()
     {
-        (int code, string stdout, string stderr) = RunProcess("demo", "--tokens", "700", "--hq", "4", "--hkv", "2", "--d", "64", "--check-rows", "16");
+        (int code, string stdout, string stderr) = RunProcess("demo", "--silos", "3", "--tokens", "700", "--layers", "2", "--hq", "4", "--hkv", "2", "--d", "64", "--decode", "3");
         Assert.True(code == 0, stdout + stderr);
-        Assert.Contains("verified 16 sampled (row, head) pairs", stdout);
-        Assert.Contains(": OK", stdout);
+        Assert.Contains("demo: 3 silos in this process", stdout);
+        Assert.Equal(2, stdout.Split('\n').Count(l => l.Contains("single-node kernel", StringComparison.Ordinal) && l.TrimEnd().EndsWith(": OK", StringComparison.Ordinal)));
+        Assert.Contains("decode: 3 tokens x 2 layers", stdout);
+        Assert.Contains("sequence 'demo': Ready, 703 tokens", stdout);
+        Assert.EndsWith("demo: OK", stdout.TrimEnd());
+    }
+
+    [Theory]
+    [InlineData("zigzag", "causal")]
+    [InlineData("ulysses", "document")]
+    public void Attend_LocalCluster_SameNumbersAsSingleNode(string layout, string mask)
+    {
+        var shape = new AttentionShape(45, 45, 4, 2, 16);
+        string input = WriteInput(new()
+        {
+            ["q"] = HostTensor.From<float>(Random(1, shape.QueryElements), 45, 4, 16),
+            ["k"] = HostTensor.From<float>(Random(2, shape.KeyValueElements), 45, 2, 16),
+            ["v"] = HostTensor.From<float>(Random(3, shape.KeyValueElements), 45, 2, 16),
+            ["doc_ids"] = HostTensor.From<int>(Enumerable.Range(0, 45).Select(p => p / 10).ToArray(), 45),
+        });
+        string single = Path.Combine(_directory, "single.safetensors");
+        string cluster = Path.Combine(_directory, "cluster.safetensors");
+
+        Assert.Equal(0, Run("attend", "--input", input, "--output", single, "--mask", mask).Code);
+        (int code, string stdout, string stderr) = Run("attend", "--input", input, "--output", cluster, "--mask", mask, "--layout", layout, "--shards", "2", "--local-cluster", "2");
+
+        Assert.True(code == 0, stderr);
+        Assert.Contains($"on a local cluster of 2 silos (2 shards, layout {layout})", stdout);
+        using SafetensorsReader a = SafetensorsReader.Open(single);
+        using SafetensorsReader b = SafetensorsReader.Open(cluster);
+        float[] o1 = a.Read("o").AsSpan<float>().ToArray();
+        float[] o2 = b.Read("o").AsSpan<float>().ToArray();
+        double maxRef = o1.Max(Math.Abs);
+        Assert.All(Enumerable.Range(0, o1.Length), i => Assert.True(Math.Abs(o1[i] - o2[i]) <= 1e-4 * maxRef, $"O[{i}]"));
+    }
+
+    [Fact]
+    public void Attend_EndpointWithoutToken_Exit2()
+    {
+        string input = WriteInput(new()
+        {
+            ["q"] = HostTensor.From<float>(Random(1, 80), 5, 4, 4),
+            ["k"] = HostTensor.From<float>(Random(2, 20), 5, 1, 4),
+            ["v"] = HostTensor.From<float>(Random(3, 20), 5, 1, 4),
+        });
+        string? saved = Environment.GetEnvironmentVariable("LONGCLUSTER_TOKEN");
+        Environment.SetEnvironmentVariable("LONGCLUSTER_TOKEN", null);
+        try
+        {
+            (int code, _, string stderr) = Run("attend", "--input", input, "--output", Path.Combine(_directory, "o.safetensors"), "--endpoint", "http://127.0.0.1:1");
+            Assert.Equal(2, code);
+            Assert.Contains("--endpoint needs the cluster's API token", stderr);
+        }
+        finally
+        {
+            Environment.SetEnvironmentVariable("LONGCLUSTER_TOKEN", saved);
+        }
     }
 
     [Fact]

@@ -50,6 +50,28 @@ public sealed class PrefillTests(ClusterFixture fixture) : IClassFixture<Cluster
     }
 
     [Fact]
+    public async Task StitchedOutput_AnySilo_EqualsWhatTheSdkStitched()
+    {
+        var spec = new SequenceSpec { Layers = 1, QueryHeads = 4, KeyValueHeads = 2, HeadDim = 8, Layout = "striped:3", Mask = "causal", Shards = 3 };
+        var layer = Data.Layer(spec, 50, 9);
+        (_, IReadOnlyList<LayerOutput> outputs) = await fixture.Client.CreateAndPrefillAsync(spec, "stitched", 50, (_, _) => Data.Input(spec, layer, 0, 50));
+        try
+        {
+            using var http = new HttpClient { BaseAddress = fixture.Cluster.Endpoints[2] };
+            http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", fixture.Cluster.ApiToken);
+            byte[] body = await http.GetByteArrayAsync(new Uri("v1/sequences/stitched/chunks/0/layers/0/output", UriKind.Relative));
+            using Tensors.SafetensorsReader reader = Tensors.SafetensorsReader.FromBytes(body);
+            Assert.Equal(outputs[0].Output, reader.Read("o").AsSpan<float>().ToArray());
+            Assert.Equal(outputs[0].LogSumExp, reader.Read("lse").AsSpan<float>().ToArray());
+            Assert.Equal([50L, 4L], reader.Read("lse").Shape);
+        }
+        finally
+        {
+            await fixture.Client.DeleteSequenceAsync("stitched");
+        }
+    }
+
+    [Fact]
     public async Task CreateSequence_ShardsSpreadOverSilos_OnePerSilo()
     {
         SequenceInfo info = await fixture.Client.CreateSequenceAsync(new SequenceSpec { QueryHeads = 4, KeyValueHeads = 2, HeadDim = 8, Shards = 0 }, "spread");

@@ -19,7 +19,7 @@ internal static class AttendCommand
 
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
     {
-        CommandLine options = CommandLine.Parse("attend", args, ["input", "output", "mask", "scale", "threads", "shards", "layout"], []);
+        CommandLine options = CommandLine.Parse("attend", args, ["input", "output", "mask", "scale", "threads", "shards", "layout", "endpoint", "token", "local-cluster"], []);
         string input = options.RequiredText("input");
         string output = options.RequiredText("output");
         AttentionMask mask = options.Mask(DefaultMask);
@@ -66,7 +66,28 @@ internal static class AttendCommand
         var lse = new float[shape.LseElements];
         var tokens = new AttentionTokens(qPositions, kPositions, qDocuments, kDocuments);
         long started = Stopwatch.GetTimestamp();
-        if (layout is null)
+        string where = "";
+        if (options.Has("endpoint") || options.Has("local-cluster"))
+        {
+            if (options.Has("scale") || options.Has("threads"))
+            {
+                throw new UsageException("attend: --scale and --threads apply to this node's kernel; the service uses 1/sqrt(d) and its silos' cores");
+            }
+
+            if (shape.QueryTokens != shape.KeyTokens || (qPositions.Length > 0 && !qPositions.SequenceEqual(Enumerable.Range(0, shape.QueryTokens).Select(i => (long)i)))
+                || (kPositions.Length > 0 && !kPositions.SequenceEqual(Enumerable.Range(0, shape.KeyTokens).Select(i => (long)i))))
+            {
+                throw new InputException("--endpoint and --local-cluster prefill a sequence: q and k must be the same tokens at positions 0..T-1");
+            }
+
+            if (q.DType != k.DType || k.DType != v.DType)
+            {
+                throw new InputException($"q, k and v must share one dtype to be stored in a sequence, got {q.DType.SafetensorsName()}, {k.DType.SafetensorsName()}, {v.DType.SafetensorsName()}");
+            }
+
+            where = ServiceAttend.Run(options, q, k, v, shape, mask, layout?.ToString() ?? "zigzag", options.Has("shards") ? shards : 0, qDocuments, o, lse);
+        }
+        else if (layout is null)
         {
             TensorChecks.Forward(q, k, v, shape, mask, tokens, o, lse, kernelOptions);
         }
@@ -93,7 +114,7 @@ internal static class AttendCommand
 
         stdout.WriteLine(string.Create(
             CultureInfo.InvariantCulture,
-            $"attend: Tq={shape.QueryTokens} Tk={shape.KeyTokens} Hq={shape.QueryHeads} Hkv={shape.KeyValueHeads} d={shape.HeadDim} {q.DType.SafetensorsName()} mask={mask}{(layout is null ? "" : $" shards={shards} layout={layout}")} in {seconds * 1000:F1} ms -> {output}"));
+            $"attend: Tq={shape.QueryTokens} Tk={shape.KeyTokens} Hq={shape.QueryHeads} Hkv={shape.KeyValueHeads} d={shape.HeadDim} {q.DType.SafetensorsName()} mask={mask}{(layout is null || where.Length > 0 ? "" : $" shards={shards} layout={layout}")}{where} in {seconds * 1000:F1} ms -> {output}"));
         return CliApp.ExitOk;
     }
 

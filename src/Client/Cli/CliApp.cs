@@ -17,13 +17,20 @@ public static class CliApp
         longcluster — exact attention over long sequences
 
         Usage:
-          longcluster demo [--tokens N] [--hq N] [--hkv N] [--d N] [--mask M] [--dtype f32|f16|bf16] [--threads N] [--check-rows N] [--seed N]
-              Synthetic Q/K/V, attention by the kernel, sampled rows checked against the float64 reference.
+          longcluster demo [--silos 4] [--tokens 32768] [--layers 4] [--hq 8] [--hkv 2] [--d 128] [--mask causal] [--layout zigzag]
+                           [--shards P] [--dtype f32|f16|bf16] [--decode 16] [--seed N]
+              A local cluster of N silos in this process; a sequence prefilled through the SDK with progress, decode
+              steps, every layer checked against the single-node kernel; timings. Exit 0 when all checks pass.
           longcluster attend --input IN.safetensors --output OUT.safetensors [--mask M] [--scale S] [--threads N]
                              [--shards P --layout contiguous|striped[:S]|zigzag|ulysses|hybrid:U]
+                             [--endpoint URL [--token T] | --local-cluster N]
               Reads q [Tq,Hq,d], k and v [Tk,Hkv,d] (f32/f16/bf16) and optional doc_ids [N] (i32, indexed by
               position), q_positions [Tq] and k_positions [Tk] (i64); writes o [Tq,Hq,d] and lse [Tq,Hq] as f32.
               With --shards, P in-process ranks compute it context-parallel (q and k over the same tokens).
+              With --endpoint (token: --token or LONGCLUSTER_TOKEN) or --local-cluster N, a cluster computes it.
+          longcluster silo [--redis HOST:PORT] [--cluster-id ID] [--host IP] [--port 11111] [--http-port 8080]
+                           [--secret S] [--token T] [--name N]
+              One silo with the attention service (in-memory membership, or Redis shared by all silos).
           longcluster plan --tokens T --shards P [--layout zigzag] [--mask causal] [--hq 8] [--hkv Hq] [--d 128] [--dtype f32] [--doc-len 4096]
               Per-step, per-shard live work, load imbalance and bytes sent, from positions alone.
           longcluster bench kernel [--tq N] [--tk N] [--hq N] [--hkv N] [--d N] [--mask M] [--dtype T] [--threads N] [--repeat N]
@@ -33,8 +40,8 @@ public static class CliApp
           longcluster bench transport [--frames 64] [--frame-mib 16] [--calls 20000] [--protocol tcp|http2]
               Silo-to-silo transport between this process and a second longcluster process on loopback.
           longcluster local-cluster [--silos 3] [--processes] [--for S]
-              N silos on this machine (in this process, or as silo processes with a redis-server it starts),
-              until Ctrl+C or S seconds; then they leave gracefully.
+              N silos with the attention service on this machine (in this process, or as silo processes with a
+              redis-server it starts), until Ctrl+C or S seconds; then they leave gracefully.
           longcluster --version | --help
 
         Masks: full, causal, window:W, prefix:N, document, document-causal, document-window:W, document-prefix:N.
@@ -65,13 +72,14 @@ public static class CliApp
                 "demo" => DemoCommand.Run(rest, stdout),
                 "plan" => PlanCommand.Run(rest, stdout),
                 "local-cluster" => LocalClusterCommand.Run(rest, stdout),
+                "silo" => SiloCommand.Run(rest, stdout),
                 "bench" when rest.Length > 0 && rest[0] == "kernel" => BenchKernelCommand.Run(rest[1..], stdout),
                 "bench" when rest.Length > 0 && rest[0] == "ring" => BenchRingCommand.Run(rest[1..], stdout),
                 "bench" when rest.Length > 0 && rest[0] == "transport" => BenchTransportCommand.Run(rest[1..], stdout),
                 "bench" when rest.Length == 3 && rest[0] == "transport-server" => BenchTransportCommand.Serve(rest[1..], stdout),
                 "bench" when rest.Length == 3 && rest[0] == "http2-server" => BenchTransportCommand.ServeHttp2(stdout),
                 "bench" => throw new UsageException("bench: say what to benchmark: 'longcluster bench kernel' or 'longcluster bench ring'"),
-                _ => throw new UsageException($"unknown command '{args[0]}' (commands: demo, attend, plan, local-cluster, bench; see --help)"),
+                _ => throw new UsageException($"unknown command '{args[0]}' (commands: demo, attend, plan, local-cluster, silo, bench; see --help)"),
             };
         }
         catch (Exception e) when (e is UsageException or InputException or SafetensorsException)

@@ -1,92 +1,231 @@
 using System.Diagnostics;
 using System.Globalization;
+using LongCluster.Client;
+using LongCluster.Grains;
 using LongCluster.Kernels;
+using LongCluster.Service;
 using LongCluster.Tensors;
 
 namespace LongCluster.Cli;
 
 /// <summary>
-/// <c>longcluster demo</c>, the README's main job: synthetic Q/K/V of a realistic shape, attention by the kernel on
-/// this node, a sample of rows checked against the float64 reference, figures printed. Exit 1 if a sampled row is
-/// off by more than the tolerance.
+/// <c>longcluster demo</c>, the README's main job: a local cluster of N silos in this process on the embedded default,
+/// a sequence of realistic shape prefilled through the SDK (rows uploaded straight to the silos that host their
+/// shards) with progress, decode steps, every layer's output checked against the single-node kernel, timings printed.
+/// Exit 0 when every check passes, 1 when one does not.
 /// </summary>
 internal static class DemoCommand
 {
-    /// <summary>Relative error allowed against the float64 reference (normwise over the sampled rows).</summary>
+    /// <summary>Relative error allowed against the single-node kernel (normwise: max |error| / max |reference|).</summary>
     private const double Tolerance = 1e-4;
 
     public static int Run(string[] args, TextWriter stdout)
     {
-        CommandLine options = CommandLine.Parse("demo", args, ["tokens", "hq", "hkv", "d", "mask", "dtype", "threads", "check-rows", "seed"], []);
-        int tokens = options.Int("tokens", 8192, 1);
+        CommandLine options = CommandLine.Parse("demo", args, ["silos", "tokens", "layers", "hq", "hkv", "d", "mask", "layout", "shards", "dtype", "decode", "seed"], []);
+        int silos = options.Int("silos", 4, 1, 64);
+        int tokens = options.Int("tokens", 32768, 1);
+        int layers = options.Int("layers", 4, 1, SequenceSpec.MaxLayers);
         (int hq, int hkv) = options.Heads(8, 2);
         int d = options.Int("d", 128, 1, AttentionShape.MaxHeadDim);
-        int threads = options.Int("threads", Environment.ProcessorCount, 1);
-        int checkRows = options.Int("check-rows", 64, 1);
+        int decode = options.Int("decode", 16, 0);
         int seed = options.Int("seed", 1, 0);
+        int shards = options.Int("shards", 0, 0, 1024);
         DType dtype = options.FloatType("dtype", "f32");
-        string dtypeText = dtype.SafetensorsName().ToLowerInvariant();
         AttentionMask mask = options.Mask("causal");
+        string layout = options.Layout("zigzag").ToString();
+        if (decode > 0 && mask.Kind == MaskKind.Full)
+        {
+            throw new UsageException("demo: decode needs a mask under which earlier tokens cannot see later ones (not full); use --decode 0 with --mask full");
+        }
 
-        var shape = new AttentionShape(tokens, tokens, hq, hkv, d);
-        stdout.WriteLine($"demo: {tokens} tokens, {hq} query heads, {hkv} KV heads, d = {d}, {dtypeText}, mask {mask}, {threads} threads (single node)");
+        var spec = new SequenceSpec
+        {
+            Layers = layers, QueryHeads = hq, KeyValueHeads = hkv, HeadDim = d, DType = dtype.SafetensorsName().ToLowerInvariant(), Layout = layout, Mask = mask.ToString(), Shards = shards,
+        };
+        return RunAsync(spec, silos, tokens, decode, seed, stdout).GetAwaiter().GetResult();
+    }
+
+    private static async Task<int> RunAsync(SequenceSpec spec, int silos, int tokens, int decode, int seed, TextWriter stdout)
+    {
+        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"demo: {silos} silos in this process (in-memory membership); sequence of {tokens} tokens, {spec.Layers} layers, {spec.QueryHeads}:{spec.KeyValueHeads} GQA, d = {spec.HeadDim}, {spec.DType}, {spec.Mask}, {spec.Layout}; {decode} decode steps"));
         long started = Stopwatch.GetTimestamp();
-        HostTensor q = TensorChecks.Synthetic(dtype, seed, tokens, hq, d);
-        HostTensor k = TensorChecks.Synthetic(dtype, seed + 1, tokens, hkv, d);
-        HostTensor v = TensorChecks.Synthetic(dtype, seed + 2, tokens, hkv, d);
-        long[] positions = Enumerable.Range(0, tokens).Select(i => (long)i).ToArray();
-        int[] documents = mask.Document ? positions.Select(p => (int)(p / 1024)).ToArray() : [];
-        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  inputs generated in {Stopwatch.GetElapsedTime(started).TotalSeconds:F2} s"));
+        await using LocalAttentionCluster cluster = await LocalAttentionCluster.StartAsync(silos).ConfigureAwait(false);
+        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  cluster up in {Stopwatch.GetElapsedTime(started).TotalSeconds:F2} s: {string.Join(", ", cluster.Endpoints)}"));
+        using var client = new LongClusterClient(new LongClusterClientOptions { Endpoints = cluster.Endpoints, Token = cluster.ApiToken });
+        int total = tokens + decode;
+        DType dtype = DTypes.TryParseFloat(spec.DType, out DType parsed) ? parsed : DType.F32;
+        var data = Enumerable.Range(0, spec.Layers).Select(l => (
+            Q: TensorChecks.Synthetic(dtype, seed + (10 * l), total, spec.QueryHeads, spec.HeadDim),
+            K: TensorChecks.Synthetic(dtype, seed + (10 * l) + 1, total, spec.KeyValueHeads, spec.HeadDim),
+            V: TensorChecks.Synthetic(dtype, seed + (10 * l) + 2, total, spec.KeyValueHeads, spec.HeadDim))).ToArray();
+        AttentionMask mask = AttentionMask.Parse(spec.Mask);
+        int[]? documents = mask.Document ? [.. Enumerable.Range(0, total).Select(t => t / 1024)] : null;
 
-        var o = new float[shape.QueryElements];
-        var lse = new float[shape.LseElements];
-        var attentionTokens = new AttentionTokens(positions, positions, documents, documents);
+        var progress = new ProgressBar(stdout, spec.Layers);
+        var layerWatch = new Stopwatch();
+        var layerSeconds = new List<double>();
         started = Stopwatch.GetTimestamp();
-        TensorChecks.Forward(q, k, v, shape, mask, attentionTokens, o, lse, new AttentionOptions { MaxThreads = threads });
-        double seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
-        long livePairs = mask.CountLivePairs(positions, positions, documents, documents);
-        stdout.WriteLine(string.Create(
-            CultureInfo.InvariantCulture,
-            $"  attention: {seconds * 1000:F1} ms, {shape.Flops(livePairs) / seconds / 1e9:F1} GFLOP/s over {livePairs} live pairs, {tokens / seconds:F0} tokens/s"));
+        (SequenceInfo info, IReadOnlyList<LayerOutput> outputs) = await client.CreateAndPrefillAsync(
+            spec,
+            "demo",
+            tokens,
+            (l, _) =>
+            {
+                if (l > 0)
+                {
+                    layerSeconds.Add(layerWatch.Elapsed.TotalSeconds);
+                }
 
-        (double outputError, double lseError) = Verify(q, k, v, shape, mask, positions, documents, o, lse, checkRows, seed);
-        bool ok = outputError <= Tolerance && lseError <= Tolerance;
-        stdout.WriteLine(string.Create(
-            CultureInfo.InvariantCulture,
-            $"  verified {checkRows} sampled (row, head) pairs against the float64 reference: O rel error {outputError:E2}, LSE rel error {lseError:E2} (tolerance {Tolerance:E0}): {(ok ? "OK" : "FAILED")}"));
+                layerWatch.Restart();
+                return new LayerInput(Rows(data[l].Q, 0, tokens), Rows(data[l].K, 0, tokens), Rows(data[l].V, 0, tokens));
+            },
+            documents?[..tokens],
+            progress).ConfigureAwait(false);
+        layerSeconds.Add(layerWatch.Elapsed.TotalSeconds);
+        double prefillSeconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
+        progress.Done();
+        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"  prefill: {tokens} tokens x {spec.Layers} layers on {info.Shards} shards in {prefillSeconds:F2} s: {(double)tokens * spec.Layers / prefillSeconds:F0} token-layers/s"));
+
+        bool ok = true;
+        double kernelSeconds = 0;
+        long[] positions = [.. Enumerable.Range(0, total).Select(i => (long)i)];
+        for (int l = 0; l < spec.Layers; l++)
+        {
+            LayerRunResult run = outputs[l].Run;
+            var shape = new AttentionShape(tokens, tokens, spec.QueryHeads, spec.KeyValueHeads, spec.HeadDim);
+            var o = new float[shape.QueryElements];
+            var lse = new float[shape.LseElements];
+            long kernelStarted = Stopwatch.GetTimestamp();
+            TensorChecks.Forward(
+                Rows(data[l].Q, 0, tokens), Rows(data[l].K, 0, tokens), Rows(data[l].V, 0, tokens), shape, mask,
+                new AttentionTokens(positions.AsSpan(0, tokens), positions.AsSpan(0, tokens), documents.AsSpan(0, documents is null ? 0 : tokens), documents.AsSpan(0, documents is null ? 0 : tokens)),
+                o, lse, AttentionOptions.Default);
+            double kernel = Stopwatch.GetElapsedTime(kernelStarted).TotalSeconds;
+            kernelSeconds += kernel;
+            (double errorO, double errorL) = (Error(o, outputs[l].Output), Error(lse, outputs[l].LogSumExp));
+            bool layerOk = errorO <= Tolerance && errorL <= Tolerance;
+            ok &= layerOk;
+            ShardTimings slowest = run.Shards.MaxBy(s => s.ComputeSeconds + s.WaitingSeconds)!;
+            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"  layer {l}: {layerSeconds[l]:F2} s end to end ({tokens / layerSeconds[l]:F0} tokens/s), layer run {run.Seconds:F2} s; slowest shard {slowest.Index}: compute {slowest.ComputeSeconds:F2} s, waiting {slowest.WaitingSeconds:F3} s, all-to-all {slowest.ScatterSeconds + slowest.GatherSeconds:F3} s, transfer {slowest.TransferSeconds:F3} s (overlapped, {slowest.BytesSent / 1e6:F0} MB sent)"));
+            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"           single-node kernel {kernel:F2} s ({tokens / kernel:F0} tokens/s); O rel error {errorO:E2}, LSE rel error {errorL:E2}: {(layerOk ? "OK" : "FAILED")}"));
+        }
+
+        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"  single-node kernel, all {Environment.ProcessorCount} cores: {(double)tokens * spec.Layers / kernelSeconds:F0} token-layers/s; cluster / kernel throughput = {kernelSeconds / prefillSeconds:F3}"));
+
+        if (decode > 0)
+        {
+            var decodeShape = new AttentionShape(decode, total, spec.QueryHeads, spec.KeyValueHeads, spec.HeadDim);
+            double worst = 0;
+            double decodeSeconds = 0;
+            var expected = new (float[] O, float[] Lse)[spec.Layers];
+            for (int l = 0; l < spec.Layers; l++)
+            {
+                expected[l] = (new float[decodeShape.QueryElements], new float[decodeShape.LseElements]);
+                TensorChecks.Forward(
+                    Rows(data[l].Q, tokens, decode), data[l].K, data[l].V, decodeShape, mask,
+                    new AttentionTokens(positions.AsSpan(tokens), positions, documents.AsSpan(documents is null ? 0 : tokens), documents), expected[l].O, expected[l].Lse, AttentionOptions.Default);
+            }
+
+            int rowO = spec.QueryHeads * spec.HeadDim;
+            for (int t = 0; t < decode; t++)
+            {
+                for (int l = 0; l < spec.Layers; l++)
+                {
+                    long decodeStarted = Stopwatch.GetTimestamp();
+                    DecodeOutput result = await client.DecodeAsync(
+                        "demo", l, Rows(data[l].Q, tokens + t, 1), Rows(data[l].K, tokens + t, 1), Rows(data[l].V, tokens + t, 1), documents?[tokens + t]).ConfigureAwait(false);
+                    decodeSeconds += Stopwatch.GetElapsedTime(decodeStarted).TotalSeconds;
+                    worst = Math.Max(worst, Math.Max(
+                        Error(expected[l].O.AsSpan(t * rowO, rowO), result.Output),
+                        Error(expected[l].Lse.AsSpan(t * spec.QueryHeads, spec.QueryHeads), result.LogSumExp)));
+                }
+            }
+
+            bool decodeOk = worst <= Tolerance;
+            ok &= decodeOk;
+            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"  decode: {decode} tokens x {spec.Layers} layers, {decodeSeconds / (decode * spec.Layers) * 1000:F1} ms per token-layer (query to every shard, partials merged by tree); max rel error {worst:E2}: {(decodeOk ? "OK" : "FAILED")}"));
+        }
+
+        SequenceInfo final = await client.GetSequenceAsync("demo").ConfigureAwait(false);
+        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"  sequence '{final.Id}': {final.State}, {final.Length} tokens, {final.ShardMap.Sum(s => s.ResidentBytes) / 1e6:F0} MB resident over {final.Shards} shards"));
+        await client.DeleteSequenceAsync("demo").ConfigureAwait(false);
+        stdout.WriteLine(ok ? "demo: OK" : "demo: FAILED (an output differs from the single-node kernel beyond the tolerance)");
         return ok ? CliApp.ExitOk : CliApp.ExitFailed;
     }
 
-    /// <summary>Checks sampled rows (the first, the last, and seeded random ones) against the reference; normwise relative errors.</summary>
-    private static (double Output, double Lse) Verify(
-        HostTensor q, HostTensor k, HostTensor v, AttentionShape shape, AttentionMask mask, long[] positions, int[] documents, float[] o, float[] lse, int rows, int seed)
+    /// <summary>Normwise relative error: max |actual − expected| / max |expected| (−∞ must match exactly).</summary>
+    internal static double Error(ReadOnlySpan<float> expected, ReadOnlySpan<float> actual)
     {
-        float[] qf = q.ToSingle();
-        float[] kf = k.ToSingle();
-        float[] vf = v.ToSingle();
-        var tokens = new AttentionTokens(positions, positions, documents, documents);
-        var random = new Random(seed);
-        var expected = new double[shape.HeadDim];
-        double maxError = 0;
-        double maxReference = 0;
-        double lseError = 0;
-        for (int i = 0; i < rows; i++)
+        double error = 0;
+        double scale = 0;
+        for (int i = 0; i < expected.Length; i++)
         {
-            int t = i == 0 ? 0 : i == 1 ? shape.QueryTokens - 1 : random.Next(shape.QueryTokens);
-            int h = random.Next(shape.QueryHeads);
-            double expectedLse = AttentionReference.Row<float>(qf, kf, vf, shape, mask, tokens, t, h, expected);
-            long row = ((long)t * shape.QueryHeads) + h;
-            for (int c = 0; c < shape.HeadDim; c++)
+            if (float.IsNegativeInfinity(expected[i]) || float.IsNegativeInfinity(actual[i]))
             {
-                maxError = Math.Max(maxError, Math.Abs(o[(row * shape.HeadDim) + c] - expected[c]));
-                maxReference = Math.Max(maxReference, Math.Abs(expected[c]));
+                error = expected[i] == actual[i] ? error : double.PositiveInfinity;
+                continue;
             }
 
-            lseError = Math.Max(lseError, double.IsNegativeInfinity(expectedLse)
-                ? (float.IsNegativeInfinity(lse[row]) ? 0 : double.PositiveInfinity)
-                : Math.Abs(lse[row] - expectedLse) / Math.Max(1, Math.Abs(expectedLse)));
+            error = Math.Max(error, Math.Abs(actual[i] - expected[i]));
+            scale = Math.Max(scale, Math.Abs(expected[i]));
         }
 
-        return (maxReference == 0 ? maxError : maxError / maxReference, lseError);
+        return scale == 0 ? error : error / scale;
+    }
+
+    /// <summary>Rows [start, start+count) of a [T, H, d] tensor.</summary>
+    internal static HostTensor Rows(HostTensor tensor, int start, int count)
+    {
+        int row = (int)(tensor.Shape[1] * tensor.Shape[2]) * tensor.DType.Size();
+        return new HostTensor(tensor.DType, [count, tensor.Shape[1], tensor.Shape[2]], tensor.Data.AsSpan(start * row, count * row).ToArray());
+    }
+
+    /// <summary>A one-line bar on a terminal; a line per layer phase otherwise (logs, tests).</summary>
+    private sealed class ProgressBar(TextWriter stdout, int layers) : IProgress<PrefillProgress>
+    {
+        private readonly bool _terminal = ReferenceEquals(stdout, Console.Out) && !Console.IsOutputRedirected;
+        private readonly Lock _lock = new();
+        private string _last = "";
+
+        public void Report(PrefillProgress value)
+        {
+            double fraction = (value.Layer + (value.Phase switch
+            {
+                "upload" => value.BytesTotal == 0 ? 0 : 0.1 * value.BytesUploaded / value.BytesTotal,
+                "run" => 0.1,
+                _ => 0.95,
+            })) / layers;
+            int filled = (int)(fraction * 30);
+            string line = string.Create(CultureInfo.InvariantCulture,
+                $"  [{new string('#', filled)}{new string('.', 30 - filled)}] layer {value.Layer + 1}/{layers} {value.Phase}{(value.Phase == "upload" ? $" {value.BytesUploaded / 1e6:F0}/{value.BytesTotal / 1e6:F0} MB" : "")}");
+            lock (_lock)
+            {
+                if (_terminal)
+                {
+                    stdout.Write($"\r{line.PadRight(_last.Length)}");
+                }
+                else if (value.Phase != "upload" || value.BytesUploaded == value.BytesTotal)
+                {
+                    stdout.WriteLine(line);
+                }
+
+                _last = line;
+            }
+        }
+
+        public void Done()
+        {
+            if (_terminal)
+            {
+                stdout.WriteLine();
+            }
+        }
     }
 }

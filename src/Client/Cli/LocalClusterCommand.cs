@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Security.Cryptography;
-using LongCluster.Runtime;
 using LongCluster.Runtime.Hosting;
+using LongCluster.Service;
 
 namespace LongCluster.Cli;
 
@@ -39,13 +39,13 @@ internal static class LocalClusterCommand
 
     private static async Task<int> RunInProcessAsync(int silos, int seconds, TextWriter stdout, CancellationToken stop)
     {
-        await using LocalCluster cluster = await LocalCluster.StartAsync(silos, new GrainTypeRegistry()).ConfigureAwait(false);
-        foreach (Silo silo in cluster.Silos)
+        await using LocalAttentionCluster service = await LocalAttentionCluster.StartAsync(silos).ConfigureAwait(false);
+        foreach (Silo silo in service.Cluster.Silos)
         {
-            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"silo {silo.Address}: http://127.0.0.1:{silo.HttpPort}/readyz"));
+            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"silo {silo.Address}: {silo.Context.HttpEndpoint} (/readyz, /v1/sequences)"));
         }
 
-        stdout.WriteLine($"{silos} silos in this process, in-memory membership; all ready");
+        stdout.WriteLine($"{silos} silos in this process, in-memory membership; all ready; API token {service.ApiToken}");
         await WaitAsync(seconds, stop).ConfigureAwait(false);
         stdout.WriteLine("stopping: every silo leaves the cluster");
         return CliApp.ExitOk;

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using LongCluster.Runtime.Membership;
 
 namespace LongCluster.Runtime.Hosting;
 
@@ -47,11 +48,17 @@ public sealed class SiloProcess : IDisposable
         return silo;
     }
 
-    /// <summary>Waits for the host's ready line and returns the silo address it names.</summary>
+    /// <summary>The silo's HTTP base URL (client API, health), known once <see cref="ReadyAsync"/> has returned.</summary>
+    public Uri? HttpEndpoint { get; private set; }
+
+    /// <summary>Waits for the host's ready line (<c>LongCluster silo ADDRESS ready; http port N</c>) and returns the silo address it names.</summary>
     public async Task<string> ReadyAsync(TimeSpan timeout)
     {
         string line = await WaitForLineAsync(l => l.StartsWith("LongCluster silo ", StringComparison.Ordinal), timeout).ConfigureAwait(false);
-        return line.Split(' ')[2];
+        string[] words = line.Split(' ');
+        string address = words[2];
+        HttpEndpoint = new Uri($"http://{SiloAddress.Parse(address).Host}:{words[^1]}");
+        return address;
     }
 
     /// <summary>The first output line (already seen or still to come) that matches.</summary>
