@@ -86,6 +86,16 @@ public sealed class CliTests : IDisposable
     [InlineData("hybrid:2", "4", "full")]
     public void Attend_Sharded_SameNumbersAsSingleNode(string layout, string shards, string mask)
     {
+        string stdout = AttendAgainstSingleNode(mask, "--shards", shards, "--layout", layout);
+        Assert.Contains($"shards={shards} layout={layout}", stdout);
+    }
+
+    /// <summary>
+    /// Runs attend on 45 tokens (4:2 heads, d = 16, documents of 10) on this node and again with <paramref name="extra"/>;
+    /// asserts both outputs agree to 1e-4 of the largest value and returns the second run's stdout.
+    /// </summary>
+    private string AttendAgainstSingleNode(string mask, params string[] extra)
+    {
         var shape = new AttentionShape(45, 45, 4, 2, 16);
         string input = WriteInput(new()
         {
@@ -95,19 +105,19 @@ public sealed class CliTests : IDisposable
             ["doc_ids"] = HostTensor.From<int>(Enumerable.Range(0, 45).Select(p => p / 10).ToArray(), 45),
         });
         string single = Path.Combine(_directory, "single.safetensors");
-        string sharded = Path.Combine(_directory, "sharded.safetensors");
+        string other = Path.Combine(_directory, "other.safetensors");
 
         Assert.Equal(0, Run("attend", "--input", input, "--output", single, "--mask", mask).Code);
-        (int code, string stdout, string stderr) = Run("attend", "--input", input, "--output", sharded, "--mask", mask, "--shards", shards, "--layout", layout);
+        (int code, string stdout, string stderr) = Run(["attend", "--input", input, "--output", other, "--mask", mask, .. extra]);
 
         Assert.True(code == 0, stderr);
-        Assert.Contains($"shards={shards} layout={layout}", stdout);
         using SafetensorsReader a = SafetensorsReader.Open(single);
-        using SafetensorsReader b = SafetensorsReader.Open(sharded);
+        using SafetensorsReader b = SafetensorsReader.Open(other);
         float[] o1 = a.Read("o").AsSpan<float>().ToArray();
         float[] o2 = b.Read("o").AsSpan<float>().ToArray();
         double maxRef = o1.Max(Math.Abs);
         Assert.All(Enumerable.Range(0, o1.Length), i => Assert.True(Math.Abs(o1[i] - o2[i]) <= 1e-4 * maxRef, $"O[{i}]"));
+        return stdout;
     }
 
     [Theory]
@@ -292,28 +302,8 @@ public sealed class CliTests : IDisposable
     [InlineData("ulysses", "document")]
     public void Attend_LocalCluster_SameNumbersAsSingleNode(string layout, string mask)
     {
-        var shape = new AttentionShape(45, 45, 4, 2, 16);
-        string input = WriteInput(new()
-        {
-            ["q"] = HostTensor.From<float>(Random(1, shape.QueryElements), 45, 4, 16),
-            ["k"] = HostTensor.From<float>(Random(2, shape.KeyValueElements), 45, 2, 16),
-            ["v"] = HostTensor.From<float>(Random(3, shape.KeyValueElements), 45, 2, 16),
-            ["doc_ids"] = HostTensor.From<int>(Enumerable.Range(0, 45).Select(p => p / 10).ToArray(), 45),
-        });
-        string single = Path.Combine(_directory, "single.safetensors");
-        string cluster = Path.Combine(_directory, "cluster.safetensors");
-
-        Assert.Equal(0, Run("attend", "--input", input, "--output", single, "--mask", mask).Code);
-        (int code, string stdout, string stderr) = Run("attend", "--input", input, "--output", cluster, "--mask", mask, "--layout", layout, "--shards", "2", "--local-cluster", "2");
-
-        Assert.True(code == 0, stderr);
+        string stdout = AttendAgainstSingleNode(mask, "--layout", layout, "--shards", "2", "--local-cluster", "2");
         Assert.Contains($"on a local cluster of 2 silos (2 shards, layout {layout})", stdout);
-        using SafetensorsReader a = SafetensorsReader.Open(single);
-        using SafetensorsReader b = SafetensorsReader.Open(cluster);
-        float[] o1 = a.Read("o").AsSpan<float>().ToArray();
-        float[] o2 = b.Read("o").AsSpan<float>().ToArray();
-        double maxRef = o1.Max(Math.Abs);
-        Assert.All(Enumerable.Range(0, o1.Length), i => Assert.True(Math.Abs(o1[i] - o2[i]) <= 1e-4 * maxRef, $"O[{i}]"));
     }
 
     [Fact]
