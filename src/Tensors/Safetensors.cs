@@ -346,17 +346,40 @@ public static class SafetensorsWriter
         File.Move(temporary, path, overwrite: true);
     }
 
+    /// <summary>The file's bytes in one exactly-sized array (request and response bodies): each tensor is copied once.</summary>
     public static byte[] ToBytes(IEnumerable<KeyValuePair<string, HostTensor>> tensors, IReadOnlyDictionary<string, string>? metadata = null)
     {
-        using var stream = new MemoryStream();
-        Write(stream, tensors, metadata);
-        return stream.ToArray();
+        List<KeyValuePair<string, HostTensor>> list = [.. tensors];
+        long size = 8 + Header(list, metadata).Length + list.Sum(t => t.Value.Data.LongLength);
+        if (size > Array.MaxLength)
+        {
+            throw new ArgumentException($"{size} bytes of safetensors do not fit in one array", nameof(tensors));
+        }
+
+        byte[] bytes = GC.AllocateUninitializedArray<byte>((int)size);
+        using var stream = new MemoryStream(bytes, writable: true);
+        Write(stream, list, metadata);
+        return bytes;
     }
 
     public static void Write(Stream stream, IEnumerable<KeyValuePair<string, HostTensor>> tensors, IReadOnlyDictionary<string, string>? metadata = null)
     {
         ArgumentNullException.ThrowIfNull(stream);
         List<KeyValuePair<string, HostTensor>> list = tensors.ToList();
+        byte[] header = Header(list, metadata);
+        Span<byte> prefix = stackalloc byte[8];
+        BinaryPrimitives.WriteUInt64LittleEndian(prefix, (ulong)header.Length);
+        stream.Write(prefix);
+        stream.Write(header);
+        foreach ((_, HostTensor tensor) in list)
+        {
+            stream.Write(tensor.Data);
+        }
+    }
+
+    /// <summary>The JSON header, padded with spaces to a multiple of 8 bytes.</summary>
+    private static byte[] Header(List<KeyValuePair<string, HostTensor>> list, IReadOnlyDictionary<string, string>? metadata)
+    {
         using var headerStream = new MemoryStream();
         using (var json = new Utf8JsonWriter(headerStream))
         {
@@ -378,7 +401,7 @@ public static class SafetensorsWriter
             {
                 if (name == "__metadata__" || !names.Add(name))
                 {
-                    throw new ArgumentException($"tensor name '{name}' is reserved or repeated", nameof(tensors));
+                    throw new ArgumentException($"tensor name '{name}' is reserved or repeated", "tensors");
                 }
 
                 json.WriteStartObject(name);
@@ -407,14 +430,6 @@ public static class SafetensorsWriter
             headerStream.WriteByte((byte)' ');
         }
 
-        Span<byte> prefix = stackalloc byte[8];
-        BinaryPrimitives.WriteUInt64LittleEndian(prefix, (ulong)headerStream.Length);
-        stream.Write(prefix);
-        headerStream.Position = 0;
-        headerStream.CopyTo(stream);
-        foreach ((_, HostTensor tensor) in list)
-        {
-            stream.Write(tensor.Data);
-        }
+        return headerStream.ToArray();
     }
 }
