@@ -207,6 +207,7 @@ internal sealed class CoordinatorGrain(SiloContext silo, SiloResources resources
         ShardTimings[] timings = await RunEverywhereAsync(
             shards.Select(s => s.RunLayerAsync(run, cancellationToken)).ToArray(),
             () => Task.WhenAll(shards.Select(s => IgnoreFailure(s.AbortRunAsync(run.Run, CancellationToken.None)))),
+            () => Task.WhenAll(shards.Select(s => IgnoreFailure(s.RollBackRunAsync(run.Run, CancellationToken.None)))),
             $"layer {layer} of chunk {chunk}").ConfigureAwait(false);
         await Guard(shards.Select(s => s.CommitLayerAsync(_epoch, chunk, layer, cancellationToken))).ConfigureAwait(false);
         _layersDone++;
@@ -265,6 +266,7 @@ internal sealed class CoordinatorGrain(SiloContext silo, SiloResources resources
         bool[] owners = [.. Enumerable.Range(0, shards.Length).Select(i => plan.RingOf(i) == ownerRing)];
         DecodePartial[] partials = await RunEverywhereAsync(
             shards.Select((s, i) => s.DecodeAsync(new ShardDecode(_epoch, layer, position, document, owners[i], query, key, value), cancellationToken)).ToArray(),
+            () => Task.CompletedTask,
             () => Task.WhenAll(shards.Where((_, i) => owners[i]).Select(s => IgnoreFailure(s.UndoDecodeAsync(_epoch, layer, position, CancellationToken.None)))),
             $"decode of token {position}, layer {layer}").ConfigureAwait(false);
 
@@ -334,11 +336,12 @@ internal sealed class CoordinatorGrain(SiloContext silo, SiloResources resources
     }
 
     /// <summary>
-    /// Awaits one call per shard. At the first failure the others are stopped (<paramref name="undo"/>: abort or roll
-    /// back everywhere), so a failed step leaves every shard as before it. A lost shard degrades the sequence;
-    /// anything else is a retryable <see cref="LayerFailedException"/>.
+    /// Awaits one call per shard. At the first failure the others are stopped (<paramref name="stop"/>), and once all
+    /// have ended what succeeded is undone (<paramref name="rollBack"/>), so a failed step leaves every shard as before
+    /// it. A lost shard degrades the sequence; a refusal is passed on; anything else is a retryable
+    /// <see cref="LayerFailedException"/>.
     /// </summary>
-    private async Task<T[]> RunEverywhereAsync<T>(Task<T>[] calls, Func<Task> undo, string what)
+    private async Task<T[]> RunEverywhereAsync<T>(Task<T>[] calls, Func<Task> stop, Func<Task> rollBack, string what)
     {
         var pending = new HashSet<Task<T>>(calls);
         Exception? first = null;
@@ -349,7 +352,7 @@ internal sealed class CoordinatorGrain(SiloContext silo, SiloResources resources
             if (!done.IsCompletedSuccessfully && first is null)
             {
                 first = done.Exception?.InnerException ?? new OperationCanceledException();
-                await undo().ConfigureAwait(false);
+                await stop().ConfigureAwait(false);
             }
         }
 
@@ -357,6 +360,8 @@ internal sealed class CoordinatorGrain(SiloContext silo, SiloResources resources
         {
             return [.. calls.Select(c => c.Result)];
         }
+
+        await rollBack().ConfigureAwait(false);
 
         Exception? lost = calls.Select(c => c.Exception?.InnerException).FirstOrDefault(e => e is not null && IsLost(e));
         if (lost is not null)

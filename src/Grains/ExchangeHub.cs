@@ -32,6 +32,9 @@ public sealed class ExchangeHub
 
     public SiloAddress Address => _silo.Address;
 
+    /// <summary>Tests fail a send on purpose: called with (source rank, destination rank) before each send; true fails it.</summary>
+    internal Func<int, int, bool>? FailSend { get; set; }
+
     /// <summary>Frames waiting in mailboxes (a test checks runs leave none behind).</summary>
     public int PendingFrames => _boxes.Values.Sum(b => b.Reader.Count);
 
@@ -153,6 +156,11 @@ public sealed class ClusterExchange : IExchange, IAsyncDisposable
         if (Volatile.Read(ref _failure) is { } failure)
         {
             throw new IOException($"an earlier send from rank {Rank} failed: {failure.Message}", failure);
+        }
+
+        if (_hub.FailSend?.Invoke(Rank, destination) == true)
+        {
+            throw new IOException($"send from rank {Rank} to rank {destination} failed (injected)");
         }
 
         if (_ranks[destination] == _hub.Address)

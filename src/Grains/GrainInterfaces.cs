@@ -42,9 +42,12 @@ public interface ISequenceShardGrain : IGrainWithStringKey
     [CallTimeout(3600)]
     Task<ShardTimings> RunLayerAsync(ShardRun run, CancellationToken cancellationToken);
 
-    /// <summary>Stops a run in progress, or rolls back a finished one, so the layer can run again.</summary>
+    /// <summary>Stops a run in progress (or one not started yet) at once: its receives fail, it rolls itself back.</summary>
     [Reentrant]
     Task AbortRunAsync(Guid run, CancellationToken cancellationToken);
+
+    /// <summary>Rolls back a run that finished here while another shard failed, so the layer can run again.</summary>
+    Task RollBackRunAsync(Guid run, CancellationToken cancellationToken);
 
     /// <summary>Every shard finished the layer: its uploads are no longer needed for a retry.</summary>
     Task CommitLayerAsync(string epoch, int chunk, int layer, CancellationToken cancellationToken);

@@ -9,8 +9,8 @@ namespace LongCluster.Grains;
 
 /// <summary>
 /// One shard of one sequence. Calls run one at a time (the runtime's turn guarantee), except
-/// <see cref="DescribeAsync"/> and <see cref="AbortRunAsync"/>, which touch only <see cref="_runLock"/>-guarded run
-/// state or counters. The KV segments live only here: an activation created after its silo failed has no setup and
+/// <see cref="DescribeAsync"/> (reads counters) and <see cref="AbortRunAsync"/> (touches only the
+/// <see cref="_runLock"/>-guarded run state and the hub). The KV segments live only here: an activation created after its silo failed has no setup and
 /// answers every call with <see cref="ShardLostException"/>.
 /// </summary>
 [KeepAlive]
@@ -179,6 +179,7 @@ internal sealed class SequenceShardGrain(SiloResources resources, ExchangeHub hu
 
     public Task AbortRunAsync(Guid run, CancellationToken cancellationToken)
     {
+        // Reentrant: it may run beside any call, so it touches only the run-state fields under the lock and the hub.
         lock (_runLock)
         {
             _aborted.Add(run);
@@ -186,17 +187,28 @@ internal sealed class SequenceShardGrain(SiloResources resources, ExchangeHub hu
             {
                 active.Cancel.Cancel();
             }
-            else if (_finished is { } done && done.Run == run)
-            {
-                _layers[done.Layer].Truncate(done.Segments);
-                _outputs.Remove(done.Layer);
-                _finished = null;
-            }
         }
 
-        if (_setup is not null)
+        if (_setup is { } setup)
         {
-            hub.Close(run, _setup.Index);
+            hub.Close(run, setup.Index);
+        }
+
+        return Task.CompletedTask;
+    }
+
+    public Task RollBackRunAsync(Guid run, CancellationToken cancellationToken)
+    {
+        lock (_runLock)
+        {
+            if (_finished is not { } done || done.Run != run)
+            {
+                return Task.CompletedTask;
+            }
+
+            _finished = null;
+            _layers[done.Layer].Truncate(done.Segments);
+            _outputs.Remove(done.Layer);
         }
 
         Account();

@@ -122,3 +122,71 @@ public sealed class FailureTests(ITestOutputHelper output)
         public void Report(PrefillProgress value) => report(value);
     }
 }
+
+/// <summary>A layer is the unit of retry: a rank that fails part-way fails the layer everywhere, and it runs again exactly.</summary>
+public sealed class LayerRetryTests(ClusterFixture fixture) : IClassFixture<ClusterFixture>
+{
+    [Fact]
+    public async Task RankFailsMidLayer_RetryableAndRolledBack_RerunIsExact()
+    {
+        var spec = new SequenceSpec { Layers = 2, QueryHeads = 4, KeyValueHeads = 2, HeadDim = 16, Layout = "zigzag", Mask = "causal", Shards = 3 };
+        const int Tokens = 90;
+        var layers = Enumerable.Range(0, 2).Select(l => Data.Layer(spec, Tokens, 70 + l)).ToArray();
+        using LongClusterClient client = fixture.Cluster.NewClient(retries: 0);
+        await client.CreateSequenceAsync(spec, "retry");
+        ExchangeHub[] hubs = [.. fixture.Cluster.Cluster.Silos.Select(s => (ExchangeHub)s.Services.GetService(typeof(ExchangeHub))!)];
+        try
+        {
+            ChunkPlan plan = await client.BeginChunkAsync("retry", new ChunkRequest(Tokens));
+            LayerOutput first = await client.PrefillLayerAsync(plan, 0, Data.Input(spec, layers[0], 0, Tokens), spec);
+            await client.UploadLayerAsync(plan, 1, Data.Input(spec, layers[1], 0, Tokens));
+
+            // Rank 2 fails its second send of layer 1 (after ring step 1 has run on some ranks).
+            int sends = 0;
+            foreach (ExchangeHub hub in hubs)
+            {
+                hub.FailSend = (source, _) => source == 2 && Interlocked.Increment(ref sends) == 2;
+            }
+
+            LongClusterException failed = await Assert.ThrowsAsync<LongClusterException>(() => client.RunLayerAsync("retry", plan.Index, 1));
+            Assert.Equal((503, true), (failed.Status, failed.IsRetryable));
+            Assert.Contains("rolled back on every shard", failed.Message, StringComparison.Ordinal);
+            SequenceInfo during = await client.GetSequenceAsync("retry");
+            Assert.Equal((SequenceState.Prefilling, 1), (during.State, during.Chunk!.LayersDone));
+
+            foreach (ExchangeHub hub in hubs)
+            {
+                hub.FailSend = null;
+            }
+
+            await client.RunLayerAsync("retry", plan.Index, 1);
+            (float[] o, float[] lse) = await client.ReadOutputAsync(plan, 1, spec);
+            (float[] expectedO, float[] expectedL) = Data.Kernel(spec, layers[1], Tokens);
+            Data.Equal(expectedO, o, 1e-4, "layer 1 O after the retry");
+            Data.Equal(expectedL, lse, 1e-4, "layer 1 LSE after the retry");
+
+            // The retried layer's KV went in once: decoding a token sees every prefilled row exactly once.
+            var longer = Data.Layer(spec, Tokens + 1, 70 + 1);
+            Array.Copy(layers[1].Q, longer.Q, layers[1].Q.Length);
+            Array.Copy(layers[1].K, longer.K, layers[1].K.Length);
+            Array.Copy(layers[1].V, longer.V, layers[1].V.Length);
+            LayerInput row0 = Data.Input(spec, layers[0], Tokens - 1, 1);
+            await client.DecodeAsync("retry", 0, row0.Query, row0.Key, row0.Value);
+            LayerInput row1 = Data.Input(spec, longer, Tokens, 1);
+            DecodeOutput decoded = await client.DecodeAsync("retry", 1, row1.Query, row1.Key, row1.Value);
+            (float[] refO, float[] refL) = Data.Kernel(spec, longer, Tokens + 1);
+            Data.Equal(refO.AsSpan(Tokens * 64, 64), decoded.Output, 1e-4, "decode O after the retried layer");
+            Data.Equal(refL.AsSpan(Tokens * 4, 4), decoded.LogSumExp, 1e-4, "decode LSE after the retried layer");
+            Assert.Equal(first.Output.Length, o.Length);
+        }
+        finally
+        {
+            foreach (ExchangeHub hub in hubs)
+            {
+                hub.FailSend = null;
+            }
+
+            await client.DeleteSequenceAsync("retry");
+        }
+    }
+}
