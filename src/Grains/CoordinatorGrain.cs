@@ -283,6 +283,16 @@ internal sealed class CoordinatorGrain(SiloContext silo, SiloResources resources
         return new DecodeResult(position, layer, output, lse, Stopwatch.GetElapsedTime(started).TotalSeconds);
     }
 
+    public Task<bool> HoldsAsync(string epoch, CancellationToken cancellationToken)
+    {
+        if (_model is null)
+        {
+            DeactivateOnIdle();
+        }
+
+        return Task.FromResult(_model is not null && _epoch == epoch);
+    }
+
     public async Task DeleteAsync(CancellationToken cancellationToken)
     {
         Require();
@@ -397,7 +407,17 @@ internal sealed class CoordinatorGrain(SiloContext silo, SiloResources resources
     private void Degrade(int shard, Exception cause) =>
         _problem ??= $"shard {shard} lost its KV segments ({Describe(cause)}); the sequence refuses to answer rather than answer wrongly: delete it and prefill again";
 
-    private SequenceModel Require() => _model ?? throw new SequenceNotFoundException(Id);
+    private SequenceModel Require()
+    {
+        if (_model is null)
+        {
+            // An activation made by asking for an unknown (or lost) sequence holds nothing: do not keep it.
+            DeactivateOnIdle();
+            throw new SequenceNotFoundException(Id);
+        }
+
+        return _model;
+    }
 
     private SequenceModel RequireHealthy()
     {

@@ -91,6 +91,10 @@ public interface ICoordinatorGrain : IGrainWithStringKey
     Task<DecodeResult> DecodeAsync(int layer, TensorRows query, TensorRows key, TensorRows value, int document, CancellationToken cancellationToken);
 
     Task DeleteAsync(CancellationToken cancellationToken);
+
+    /// <summary>Whether this coordinator holds the sequence incarnation <paramref name="epoch"/> (an idle shard asks before it lets itself be collected).</summary>
+    [Reentrant]
+    Task<bool> HoldsAsync(string epoch, CancellationToken cancellationToken);
 }
 
 /// <summary>Where the client API finds a shard: its grain key and the sequence's epoch.</summary>

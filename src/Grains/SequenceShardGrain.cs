@@ -11,9 +11,9 @@ namespace LongCluster.Grains;
 /// One shard of one sequence. Calls run one at a time (the runtime's turn guarantee), except
 /// <see cref="DescribeAsync"/> (reads counters) and <see cref="AbortRunAsync"/> (touches only the
 /// <see cref="_runLock"/>-guarded run state and the hub). The KV segments live only here: an activation created after its silo failed has no setup and
-/// answers every call with <see cref="ShardLostException"/>.
+/// answers every call with <see cref="ShardLostException"/>. An idle shard is kept while its coordinator holds its
+/// sequence; one whose coordinator lost the sequence (its silo failed) is collected, freeing its memory.
 /// </summary>
-[KeepAlive]
 internal sealed class SequenceShardGrain(SiloResources resources, ExchangeHub hub, Runtime.Hosting.SiloContext silo) : Grain, ISequenceShardGrain
 {
     private readonly Lock _runLock = new();
@@ -297,6 +297,23 @@ internal sealed class SequenceShardGrain(SiloResources resources, ExchangeHub hu
         Free();
         DeactivateOnIdle();
         return Task.CompletedTask;
+    }
+
+    protected override async Task<bool> KeepWhenIdleAsync(CancellationToken cancellationToken)
+    {
+        if (Volatile.Read(ref _setup) is not { } setup)
+        {
+            return false;
+        }
+
+        try
+        {
+            return await GrainFactory.GetGrain<ICoordinatorGrain>(setup.SequenceId).HoldsAsync(setup.Epoch, cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            return true; // the coordinator cannot be asked now: keep the data rather than lose it
+        }
     }
 
     public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)

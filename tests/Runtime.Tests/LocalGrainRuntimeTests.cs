@@ -39,6 +39,9 @@ public sealed class CounterGrain(ConcurrentBag<string> log) : Grain, ICounterGra
         return Task.CompletedTask;
     }
 
+    /// <summary>Grains keyed "keep…" still hold wanted state when idle.</summary>
+    protected internal override Task<bool> KeepWhenIdleAsync(CancellationToken cancellationToken) => Task.FromResult(GrainId.Key.StartsWith("keep", StringComparison.Ordinal));
+
     public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
     {
         log.Add($"deactivate {GrainId.Key} {reason}");
@@ -188,6 +191,18 @@ public sealed class LocalGrainRuntimeTests
         Assert.Equal(0, runtime.ActivationCount);
         Assert.Equal(1, await grain.IncrementAsync(default));
         Assert.Equal(2, _log.Count(l => l == "activate idle"));
+    }
+
+    [Fact]
+    public async Task IdleCollection_GrainAsksToBeKept_OnlyTheOthersAreCollected()
+    {
+        await using LocalGrainRuntime runtime = CreateRuntime();
+        await runtime.GetGrain<ICounterGrain>("keep-me").IncrementAsync(default);
+        await runtime.GetGrain<ICounterGrain>("drop-me").IncrementAsync(default);
+        _clock.Advance(TimeSpan.FromSeconds(61));
+        Assert.Equal(1, await runtime.CollectIdleAsync(default));
+        Assert.Equal([new GrainId("counter", "keep-me")], runtime.ActivationIds);
+        Assert.Equal(2, await runtime.GetGrain<ICounterGrain>("keep-me").IncrementAsync(default));
     }
 
     [Fact]

@@ -190,3 +190,43 @@ public sealed class LayerRetryTests(ClusterFixture fixture) : IClassFixture<Clus
         }
     }
 }
+
+/// <summary>Shards whose coordinator lost their sequence do not hold memory forever.</summary>
+public sealed class OrphanTests
+{
+    [Fact]
+    public async Task CoordinatorLost_IdleShardsAreCollected_AndHeldSequencesStay()
+    {
+        await using LocalAttentionCluster cluster = await LocalAttentionCluster.StartAsync(
+            3, configureSilo: s => s.Grains.IdleTimeout = TimeSpan.FromTicks(1));
+        using LongClusterClient client = cluster.NewClient(retries: 0);
+        var spec = new SequenceSpec { Layers = 1, QueryHeads = 4, KeyValueHeads = 2, HeadDim = 8, Shards = 3 };
+        var layer = Data.Layer(spec, 30, 5);
+        await client.CreateAndPrefillAsync(spec, "kept", 30, (_, _) => Data.Input(spec, layer, 0, 30));
+        await client.CreateAndPrefillAsync(spec, "orphaned", 30, (_, _) => Data.Input(spec, layer, 0, 30));
+        long bothHeld = Resident(cluster);
+
+        // The coordinator of "orphaned" loses its state, as when its silo fails; its shards live on elsewhere.
+        foreach (Silo silo in cluster.Cluster.Silos)
+        {
+            await silo.Grains.DeactivateWhereAsync(id => id == new GrainId("coordinator", "orphaned"), CancellationToken.None);
+        }
+
+        foreach (Silo silo in cluster.Cluster.Silos)
+        {
+            await silo.Grains.CollectIdleAsync(CancellationToken.None);
+        }
+
+        // Exactly half the bytes are left (both sequences have the same shape), and "kept" still answers exactly.
+        Assert.Equal(bothHeld / 2, Resident(cluster));
+        Assert.Equal(404, (await Assert.ThrowsAsync<LongClusterException>(() => client.GetSequenceAsync("orphaned"))).Status);
+        var longer = Data.Layer(spec, 31, 5);
+        LayerInput row = Data.Input(spec, longer, 30, 1);
+        DecodeOutput decoded = await client.DecodeAsync("kept", 0, row.Query, row.Key, row.Value);
+        (float[] o, _) = Data.Kernel(spec, longer, 31);
+        Data.Equal(o.AsSpan(30 * 32, 32), decoded.Output, 1e-4, "O of the sequence kept");
+    }
+
+    private static long Resident(LocalAttentionCluster cluster) =>
+        cluster.Cluster.Silos.Sum(s => ((SiloResources)s.Services.GetService(typeof(SiloResources))!).ResidentBytes);
+}

@@ -90,6 +90,13 @@ public abstract class Grain
 
     public virtual Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken) => Task.CompletedTask;
 
+    /// <summary>
+    /// Asked when the activation has been idle for the idle timeout, before it is collected: true keeps it. Grains
+    /// that own state no other place holds answer whether that state is still wanted (a shard asks its coordinator).
+    /// Runs outside the activation's turns, so it must only read state that does not change after activation.
+    /// </summary>
+    protected internal virtual Task<bool> KeepWhenIdleAsync(CancellationToken cancellationToken) => Task.FromResult(false);
+
     /// <summary>Deactivates this activation once the current call has finished.</summary>
     protected void DeactivateOnIdle() => DeactivationRequested = true;
 }

@@ -110,16 +110,32 @@ public sealed class LocalGrainRuntime : IGrainFactory, IGrainInvoker, IAsyncDisp
         return GrainProxy.Create<TGrain>(this, new GrainId(typeName, key));
     }
 
-    /// <summary>Deactivates activations idle for <see cref="GrainRuntimeOptions.IdleTimeout"/>; returns how many.</summary>
+    /// <summary>
+    /// Deactivates activations idle for <see cref="GrainRuntimeOptions.IdleTimeout"/>, except <see cref="KeepAliveAttribute"/>
+    /// grains and those whose <see cref="Grain.KeepWhenIdleAsync"/> says to keep them; returns how many.
+    /// </summary>
     public async Task<int> CollectIdleAsync(CancellationToken cancellationToken)
     {
         DateTimeOffset now = _time.GetUtcNow();
         var collected = new List<Task>();
         foreach (Activation activation in Created())
         {
-            if (now - activation.LastActive >= _options.IdleTimeout
-                && !activation.Grain.GetType().IsDefined(typeof(KeepAliveAttribute), inherit: false)
-                && activation.TryBeginDeactivation(requireIdle: true))
+            if (now - activation.LastActive < _options.IdleTimeout || activation.Grain.GetType().IsDefined(typeof(KeepAliveAttribute), inherit: false))
+            {
+                continue;
+            }
+
+            bool keep;
+            try
+            {
+                keep = await activation.Grain.KeepWhenIdleAsync(cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                keep = true; // cannot tell: keeping is the safe side
+            }
+
+            if (!keep && activation.TryBeginDeactivation(requireIdle: true))
             {
                 collected.Add(FinishDeactivationAsync(activation, DeactivationReason.IdleTimeout, cancellationToken));
             }

@@ -26,6 +26,7 @@ public sealed class Silo : IAsyncDisposable
     private readonly GrainRouter _router;
     private readonly CancellationTokenSource _closing = new();
     private Task _ownership = Task.CompletedTask;
+    private Task _collection = Task.CompletedTask;
     private int _stopping;
 
     private Silo(TransportServer transport, MembershipAgent membership, LocalGrainRuntime grains, GrainRouter router, WebApplication http)
@@ -134,6 +135,7 @@ public sealed class Silo : IAsyncDisposable
             await membership.JoinAsync(cancellationToken).ConfigureAwait(false);
             membership.Start();
             silo._ownership = silo.FollowOwnershipAsync(silo._closing.Token);
+            silo._collection = silo.CollectIdleAsync(options.Grains.IdleTimeout, time, silo._closing.Token);
             return silo;
         }
         catch
@@ -156,6 +158,7 @@ public sealed class Silo : IAsyncDisposable
 
         await _closing.CancelAsync().ConfigureAwait(false);
         await _ownership.ConfigureAwait(false);
+        await _collection.ConfigureAwait(false);
         await _membership.LeaveAsync(cancellationToken).ConfigureAwait(false);
         await _grains.DeactivateAllAsync(cancellationToken).ConfigureAwait(false);
         await _router.DisposeAsync().ConfigureAwait(false);
@@ -174,10 +177,28 @@ public sealed class Silo : IAsyncDisposable
 
         await _closing.CancelAsync().ConfigureAwait(false);
         await _ownership.ConfigureAwait(false);
+        await _collection.ConfigureAwait(false);
         await _membership.DisposeAsync().ConfigureAwait(false);
         await _router.DisposeAsync().ConfigureAwait(false);
         await _http.DisposeAsync().ConfigureAwait(false);
         _closing.Dispose();
+    }
+
+    /// <summary>Collects idle activations every half idle timeout (at most once a second), on the silo's clock.</summary>
+    private async Task CollectIdleAsync(TimeSpan idleTimeout, TimeProvider time, CancellationToken cancellationToken)
+    {
+        TimeSpan period = TimeSpan.FromTicks(Math.Max(idleTimeout.Ticks / 2, TimeSpan.TicksPerSecond));
+        try
+        {
+            while (true)
+            {
+                await Task.Delay(period, time, cancellationToken).ConfigureAwait(false);
+                await _grains.CollectIdleAsync(cancellationToken).ConfigureAwait(false);
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
     }
 
     /// <summary>After every membership change, deactivates grains that now belong to another silo.</summary>
