@@ -97,13 +97,13 @@ internal sealed class CoordinatorGrain(SiloContext silo, SiloResources resources
 
     public Task<ShardAddress> ShardAsync(int index, CancellationToken cancellationToken)
     {
-        Require();
+        SequenceSpec spec = Require().Spec;
         if (index < 0 || index >= _keys.Length)
         {
             throw new InvalidRequestException("shard", $"expected 0..{_keys.Length - 1}, got {index}");
         }
 
-        return Task.FromResult(new ShardAddress(_keys[index], _epoch, _keys.Length));
+        return Task.FromResult(new ShardAddress(_keys[index], _epoch, _keys.Length, spec.QueryHeads, spec.HeadDim));
     }
 
     public async Task<ChunkPlan> BeginChunkAsync(ChunkRequest request, CancellationToken cancellationToken)

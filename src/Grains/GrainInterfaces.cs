@@ -97,8 +97,8 @@ public interface ICoordinatorGrain : IGrainWithStringKey
     Task<bool> HoldsAsync(string epoch, CancellationToken cancellationToken);
 }
 
-/// <summary>Where the client API finds a shard: its grain key and the sequence's epoch.</summary>
-public sealed record ShardAddress(string Key, string Epoch, int Shards);
+/// <summary>Where the client API finds a shard (its grain key and the sequence's epoch), and the output row shape <c>[Hq, d]</c>.</summary>
+public sealed record ShardAddress(string Key, string Epoch, int Shards, int QueryHeads, int HeadDim);
 
 /// <summary>The ids of live sequences, for listing (key <c>all</c>).</summary>
 public interface ISequenceDirectoryGrain : IGrainWithStringKey

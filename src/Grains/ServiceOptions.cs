@@ -78,9 +78,6 @@ public sealed class SiloResources(AttentionServiceOptions options)
         }
     }
 
-    /// <summary>Shards of one silo that run a layer at the same time (they share its cores).</summary>
-    public int RunningShards;
-
     public AttentionServiceOptions Options => options;
 
     public void ReserveBytes(long bytes, string field)

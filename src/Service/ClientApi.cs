@@ -101,38 +101,33 @@ internal static partial class ClientApi
             Results.Json(await Coordinator(id).RunLayerAsync(chunk, layer, http.RequestAborted).ConfigureAwait(false), Json));
         app.MapGet("/v1/sequences/{id}/chunks/{chunk:int}/layers/{layer:int}/shards/{shard:int}/output", async (HttpContext http, string id, int chunk, int layer, int shard) =>
         {
-            ICoordinatorGrain coordinator = Coordinator(id);
-            ShardAddress address = await coordinator.ShardAsync(shard, http.RequestAborted).ConfigureAwait(false);
+            ShardAddress address = await Coordinator(id).ShardAsync(shard, http.RequestAborted).ConfigureAwait(false);
             ShardOutput output = await grains.GetGrain<ISequenceShardGrain>(address.Key).ReadOutputAsync(address.Epoch, chunk, layer, http.RequestAborted).ConfigureAwait(false);
-            SequenceInfo info = await coordinator.DescribeAsync(http.RequestAborted).ConfigureAwait(false);
-            return Tensors(OutputTensors(output.Rows, info.Spec, output.Output, output.LogSumExp), null);
+            return Tensors(OutputTensors(output.Rows, address, output.Output, output.LogSumExp), null);
         });
         app.MapGet("/v1/sequences/{id}/chunks/{chunk:int}/layers/{layer:int}/output", async (HttpContext http, string id, int chunk, int layer) =>
         {
             ICoordinatorGrain coordinator = Coordinator(id);
             ChunkPlan plan = await coordinator.CurrentChunkAsync(http.RequestAborted).ConfigureAwait(false)
                 ?? throw new SequenceStateException("chunk", "no chunk was started");
-            SequenceInfo info = await coordinator.DescribeAsync(http.RequestAborted).ConfigureAwait(false);
-            int rowO = info.Spec.QueryHeads * info.Spec.HeadDim * 4;
-            int rowL = info.Spec.QueryHeads * 4;
-            byte[] o = new byte[(long)plan.Tokens * rowO];
-            byte[] l = new byte[(long)plan.Tokens * rowL];
-            foreach (ShardRows rows in plan.Shards)
+            var shards = await Task.WhenAll(plan.Shards.Select(async rows =>
             {
                 ShardAddress address = await coordinator.ShardAsync(rows.Index, http.RequestAborted).ConfigureAwait(false);
                 ShardOutput output = await grains.GetGrain<ISequenceShardGrain>(address.Key).ReadOutputAsync(address.Epoch, chunk, layer, http.RequestAborted).ConfigureAwait(false);
-                int r = 0;
-                for (int run = 0; run < rows.Runs.Length; run += 2)
-                {
-                    int start = rows.Runs[run];
-                    int count = rows.Runs[run + 1];
-                    output.Output.AsSpan(r * rowO, count * rowO).CopyTo(o.AsSpan(start * rowO));
-                    output.LogSumExp.AsSpan(r * rowL, count * rowL).CopyTo(l.AsSpan(start * rowL));
-                    r += count;
-                }
+                return (Rows: rows, Address: address, Output: output);
+            })).ConfigureAwait(false);
+            ShardAddress shape = shards[0].Address;
+            int rowL = shape.QueryHeads * sizeof(float);
+            int rowO = rowL * shape.HeadDim;
+            byte[] o = new byte[(long)plan.Tokens * rowO];
+            byte[] l = new byte[(long)plan.Tokens * rowL];
+            foreach ((ShardRows rows, _, ShardOutput output) in shards)
+            {
+                rows.ToTokenOrder(output.Output, o, rowO);
+                rows.ToTokenOrder(output.LogSumExp, l, rowL);
             }
 
-            return Tensors(OutputTensors(plan.Tokens, info.Spec, o, l), null);
+            return Tensors(OutputTensors(plan.Tokens, shape, o, l), null);
         });
         app.MapPost("/v1/sequences/{id}/layers/{layer:int}/decode", async (HttpContext http, string id, int layer) =>
         {
@@ -177,9 +172,14 @@ internal static partial class ClientApi
         return (status, new ApiError(message, field, retryable, code));
     }
 
+    /// <summary>
+    /// The field a refusal names when only its type name and message are known (it came from another silo, or it is a
+    /// body refusal raised here): its message starts with <c>"field: "</c>.
+    /// </summary>
     private static string? FieldOf(string type, string message)
     {
-        if (!type.EndsWith("Exception", StringComparison.Ordinal) || !type.Contains("Request", StringComparison.Ordinal) && !type.Contains("Sequence", StringComparison.Ordinal) && !type.Contains("Limit", StringComparison.Ordinal))
+        if (type is not (nameof(InvalidRequestException) or nameof(SequenceNotFoundException) or nameof(SequenceStateException) or nameof(LimitExceededException)
+            or nameof(BadHttpRequestException)))
         {
             return null;
         }
@@ -276,10 +276,10 @@ internal static partial class ClientApi
         _ => throw new InvalidRequestException("doc_ids", $"expected I32 or I64 [1], got {docs.DType}[{string.Join(", ", docs.Shape)}]"),
     };
 
-    private static Dictionary<string, HostTensor> OutputTensors(int rows, SequenceSpec spec, byte[] output, byte[] lse) => new()
+    private static Dictionary<string, HostTensor> OutputTensors(int rows, ShardAddress shape, byte[] output, byte[] lse) => new()
     {
-        ["o"] = new HostTensor(DType.F32, [rows, spec.QueryHeads, spec.HeadDim], output),
-        ["lse"] = new HostTensor(DType.F32, [rows, spec.QueryHeads], lse),
+        ["o"] = new HostTensor(DType.F32, [rows, shape.QueryHeads, shape.HeadDim], output),
+        ["lse"] = new HostTensor(DType.F32, [rows, shape.QueryHeads], lse),
     };
 
     private static IResult Tensors(Dictionary<string, HostTensor> tensors, IReadOnlyDictionary<string, string>? metadata) =>

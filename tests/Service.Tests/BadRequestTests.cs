@@ -158,7 +158,7 @@ public sealed class BadRequestTests(ClusterFixture fixture) : IClassFixture<Clus
         }
     }
 
-    /// <summary>The prefilled rows are intact: the kernel's output for the first 60 tokens still matches a fresh read of layer outputs via decode of a probe.</summary>
+    /// <summary>The stored sequence is intact: it is ready, and decoding token 60 through both layers equals the kernel over 61 tokens.</summary>
     private async Task AssertStillAnswersAsync()
     {
         SequenceInfo info = await fixture.Client.GetSequenceAsync(Id);
@@ -169,8 +169,6 @@ public sealed class BadRequestTests(ClusterFixture fixture) : IClassFixture<Clus
             return; // a test appended a chunk of zero rows; the probe below assumes the original length
         }
 
-        // Decode token 60 through both layers and compare with the kernel over 61 tokens; then the state is unchanged
-        // for the next test except its length, which only the decode probe of this very assertion uses.
         for (int l = 0; l < Spec.Layers; l++)
         {
             LayerInput row = Data.Input(Spec, _layers[l], Tokens, 1);

@@ -29,11 +29,11 @@ public sealed class FailureTests(ITestOutputHelper output)
 
         // Kill a silo that hosts a shard but not the coordinator.
         int victim = VictimIndex(cluster, "lossy", info);
-        SiloAddressText dead = new(cluster.Cluster.Silos[victim].Address.ToString());
+        string dead = cluster.Cluster.Silos[victim].Address.ToString();
         await cluster.Cluster.CrashAsync(victim);
         foreach (Silo silo in cluster.Cluster.Silos)
         {
-            await silo.Membership.WaitForViewAsync(v => v.ActiveSilos.All(a => a.ToString() != dead.Text), CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(30));
+            await silo.Membership.WaitForViewAsync(v => v.ActiveSilos.All(a => a.ToString() != dead), CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(30));
         }
 
         using LongClusterClient survivor = cluster.NewClient(retries: 0);
@@ -113,8 +113,6 @@ public sealed class FailureTests(ITestOutputHelper output)
 
         throw new InvalidOperationException("no silo hosts a shard without the coordinator");
     }
-
-    private sealed record SiloAddressText(string Text);
 
     /// <summary>Reports on the caller's thread (Progress&lt;T&gt; posts to the thread pool, which would race the test).</summary>
     private sealed class SynchronousProgress(Action<PrefillProgress> report) : IProgress<PrefillProgress>

@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
+using System.Runtime.InteropServices;
 using System.Text.Json;
 using LongCluster.Grains;
 using LongCluster.Tensors;
@@ -160,17 +161,8 @@ public sealed class LongClusterClient : IDisposable
             byte[] body = await SendBytesAsync(
                 new Uri(shard.Endpoint), HttpMethod.Get, $"v1/sequences/{Escape(plan.SequenceId)}/chunks/{plan.Index}/layers/{layer}/shards/{shard.Index}/output", null, cancellationToken).ConfigureAwait(false);
             using SafetensorsReader reader = SafetensorsReader.FromBytes(body);
-            Span<float> o = reader.Read("o").AsSpan<float>();
-            Span<float> l = reader.Read("lse").AsSpan<float>();
-            int r = 0;
-            for (int run = 0; run < shard.Runs.Length; run += 2)
-            {
-                int start = shard.Runs[run];
-                int count = shard.Runs[run + 1];
-                o.Slice(r * rowO, count * rowO).CopyTo(output.AsSpan(start * rowO));
-                l.Slice(r * rowL, count * rowL).CopyTo(lse.AsSpan(start * rowL));
-                r += count;
-            }
+            shard.ToTokenOrder(reader.Read("o").Data, MemoryMarshal.AsBytes(output.AsSpan()), rowO * sizeof(float));
+            shard.ToTokenOrder(reader.Read("lse").Data, MemoryMarshal.AsBytes(lse.AsSpan()), rowL * sizeof(float));
         })).ConfigureAwait(false);
         return (output, lse);
     }
@@ -341,14 +333,7 @@ public sealed class LongClusterClient : IDisposable
     {
         int row = RowBytes(tensor);
         var data = new byte[(long)shard.Rows * row];
-        int r = 0;
-        for (int run = 0; run < shard.Runs.Length; run += 2)
-        {
-            int count = shard.Runs[run + 1];
-            tensor.Data.AsSpan(shard.Runs[run] * row, count * row).CopyTo(data.AsSpan(r * row));
-            r += count;
-        }
-
+        shard.FromTokenOrder(tensor.Data, data, row);
         return new HostTensor(tensor.DType, [shard.Rows, tensor.Shape[1], tensor.Shape[2]], data);
     }
 

@@ -105,24 +105,11 @@ public sealed class ContextParallelRank<T>
         {
             bool computed = false;
             TileRange queries = TileRange.Of(positions, mask.Document ? documents : default);
+            Span<float> po = partO.AsSpan(0, output.Length);
+            Span<float> pl = partL.AsSpan(0, logSumExp.Length);
             foreach ((long[] keyPositions, int[] keyDocuments, T[] key, T[] value) in _segments)
             {
-                if (keyPositions.Length == 0
-                    || mask.Classify(queries, TileRange.Of(keyPositions, mask.Document ? keyDocuments : default)) == TileVisibility.Hidden)
-                {
-                    continue;
-                }
-
-                var tokens = new AttentionTokens(positions, keyPositions, mask.Document ? documents : default, mask.Document ? keyDocuments : default);
-                Span<float> po = partO.AsSpan(0, output.Length);
-                Span<float> pl = partL.AsSpan(0, logSumExp.Length);
-                Attention.Forward<T>(query, key, value, shape with { KeyTokens = keyPositions.Length }, mask, tokens, computed ? po : output, computed ? pl : logSumExp, options);
-                if (computed)
-                {
-                    Attention.MergePartials(output, logSumExp, po, pl, output, logSumExp, _headDim);
-                }
-
-                computed = true;
+                computed |= AttendBlock(query, positions, documents, queries, keyPositions, keyDocuments, key, value, shape, mask, options, computed, output, logSumExp, po, pl);
             }
 
             if (!computed)
@@ -195,7 +182,9 @@ public sealed class ContextParallelRank<T>
                     }
 
                     long computing = Stopwatch.GetTimestamp();
-                    computed |= ComputeBlock(current, query, positions, documents, queries, shape, mask, options, computed, accO, accL, partO, partL);
+                    computed |= AttendBlock(
+                        query, positions, documents, queries, current.Section<long>(0), current.Section<int>(1), current.Section<T>(2), current.Section<T>(3), shape, mask, options, computed,
+                        accO.AsSpan(0, (int)shape.QueryElements), accL.AsSpan(0, (int)shape.LseElements), partO.AsSpan(0, (int)shape.QueryElements), partL.AsSpan(0, (int)shape.LseElements));
                     compute += Stopwatch.GetElapsedTime(computing);
                     if (s < ringSize - 1)
                     {
@@ -233,29 +222,29 @@ public sealed class ContextParallelRank<T>
         }
     }
 
-    /// <summary>Attends this rank's queries to one KV block. Returns false (and computes nothing) when the mask hides it entirely.</summary>
-    private static bool ComputeBlock(
-        Frame block, T[] query, long[] positions, int[] documents, TileRange queries, AttentionShape shape, AttentionMask mask, AttentionOptions options,
-        bool accumulate, float[] accO, float[] accL, float[] partO, float[] partL)
+    /// <summary>
+    /// Attends the queries to one KV block: into (<paramref name="output"/>, <paramref name="logSumExp"/>) directly for
+    /// the first visible block, otherwise into the partial buffers and merged by LSE. Returns false (and computes
+    /// nothing) when the mask hides the block entirely.
+    /// </summary>
+    private static bool AttendBlock(
+        ReadOnlySpan<T> query, long[] positions, int[] documents, TileRange queries,
+        ReadOnlySpan<long> keyPositions, ReadOnlySpan<int> keyDocuments, ReadOnlySpan<T> key, ReadOnlySpan<T> value,
+        AttentionShape shape, AttentionMask mask, AttentionOptions options, bool accumulate,
+        Span<float> output, Span<float> logSumExp, Span<float> partOutput, Span<float> partLogSumExp)
     {
-        ReadOnlySpan<long> keyPositions = block.Section<long>(0);
-        ReadOnlySpan<int> keyDocuments = block.Section<int>(1);
         if (keyPositions.IsEmpty || positions.Length == 0
             || mask.Classify(queries, TileRange.Of(keyPositions, mask.Document ? keyDocuments : default)) == TileVisibility.Hidden)
         {
             return false;
         }
 
-        AttentionShape blockShape = shape with { KeyTokens = keyPositions.Length };
         var tokens = new AttentionTokens(positions, keyPositions, mask.Document ? documents : default, mask.Document ? keyDocuments : default);
-        Span<float> o = accO.AsSpan(0, (int)shape.QueryElements);
-        Span<float> l = accL.AsSpan(0, (int)shape.LseElements);
-        Span<float> po = partO.AsSpan(0, o.Length);
-        Span<float> pl = partL.AsSpan(0, l.Length);
-        Attention.Forward<T>(query, block.Section<T>(2), block.Section<T>(3), blockShape, mask, tokens, accumulate ? po : o, accumulate ? pl : l, options);
+        Attention.Forward<T>(
+            query, key, value, shape with { KeyTokens = keyPositions.Length }, mask, tokens, accumulate ? partOutput : output, accumulate ? partLogSumExp : logSumExp, options);
         if (accumulate)
         {
-            Attention.MergePartials(o, l, po, pl, o, l, shape.HeadDim);
+            Attention.MergePartials(output, logSumExp, partOutput, partLogSumExp, output, logSumExp, shape.HeadDim);
         }
 
         return true;

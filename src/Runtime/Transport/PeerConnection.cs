@@ -136,25 +136,14 @@ public sealed class PeerConnection : IAsyncDisposable
     /// </summary>
     public async Task SendMessageAsync(ReadOnlyMemory<byte> head, ReadOnlyMemory<byte> body, CancellationToken cancellationToken = default)
     {
-        byte[] header = ArrayPool<byte>.Shared.Rent(FrameHeader.Size);
-        new FrameHeader(FrameKind.Message, 0, head.Length + (long)body.Length).Write(header);
         using var closing = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, _closed.Token);
-        await _writeLock.WaitAsync(closing.Token).ConfigureAwait(false);
         try
         {
-            await _output.WriteAsync(header.AsMemory(0, FrameHeader.Size), closing.Token).ConfigureAwait(false);
-            await _output.WriteAsync(head, closing.Token).ConfigureAwait(false);
-            await _output.WriteAsync(body, closing.Token).ConfigureAwait(false);
-            await _output.FlushAsync(closing.Token).ConfigureAwait(false);
+            await WriteAsync(new FrameHeader(FrameKind.Message, 0, head.Length + (long)body.Length), head, closing.Token, body).ConfigureAwait(false);
         }
         catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
         {
             throw new IOException("connection closed while sending a message");
-        }
-        finally
-        {
-            _writeLock.Release();
-            ArrayPool<byte>.Shared.Return(header);
         }
     }
 
@@ -434,7 +423,8 @@ public sealed class PeerConnection : IAsyncDisposable
         }
     }
 
-    private async Task WriteAsync(FrameHeader header, ReadOnlyMemory<byte> payload, CancellationToken cancellationToken)
+    /// <summary>Writes one frame: the header, then <paramref name="payload"/> and <paramref name="more"/> (the rest of the same payload).</summary>
+    private async Task WriteAsync(FrameHeader header, ReadOnlyMemory<byte> payload, CancellationToken cancellationToken, ReadOnlyMemory<byte> more = default)
     {
         byte[] bytes = ArrayPool<byte>.Shared.Rent(FrameHeader.Size);
         header.Write(bytes);
@@ -445,6 +435,11 @@ public sealed class PeerConnection : IAsyncDisposable
             if (!payload.IsEmpty)
             {
                 await _output.WriteAsync(payload, cancellationToken).ConfigureAwait(false);
+            }
+
+            if (!more.IsEmpty)
+            {
+                await _output.WriteAsync(more, cancellationToken).ConfigureAwait(false);
             }
 
             await _output.FlushAsync(cancellationToken).ConfigureAwait(false);
