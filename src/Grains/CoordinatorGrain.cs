@@ -3,6 +3,7 @@ using LongCluster.Kernels;
 using LongCluster.Kernels.ContextParallel;
 using LongCluster.Runtime;
 using LongCluster.Runtime.Hosting;
+using LongCluster.Runtime.Membership;
 using LongCluster.Runtime.Transport;
 
 namespace LongCluster.Grains;
@@ -13,7 +14,7 @@ namespace LongCluster.Grains;
 /// the state before or after it, never a torn chunk (each field is replaced whole).
 /// </summary>
 [KeepAlive]
-internal sealed class CoordinatorGrain(SiloContext silo, SiloResources resources) : Grain, ICoordinatorGrain
+internal sealed class CoordinatorGrain(SiloContext silo, SiloResources resources, ExchangeHub hub) : Grain, ICoordinatorGrain
 {
     internal const string ShardType = "shard";
 
@@ -206,16 +207,30 @@ internal sealed class CoordinatorGrain(SiloContext silo, SiloResources resources
         ISequenceShardGrain[] shards = [.. _keys.Select(Shard)];
         ShardTimings[] timings = await RunEverywhereAsync(
             shards.Select(s => s.RunLayerAsync(run, cancellationToken)).ToArray(),
-            () => Task.WhenAll(shards.Select(s => IgnoreFailure(s.AbortRunAsync(run.Run, CancellationToken.None)))),
+            [.. run.Ranks.Select(SiloAddress.Parse)],
+            () => Task.WhenAll(
+                hub.AbortRunAsync(run.Run, shards.Length, [.. run.Ranks.Select(SiloAddress.Parse)], TimeSpan.FromSeconds(10)),
+                Task.WhenAll(shards.Select(s => IgnoreFailure(s.AbortRunAsync(run.Run, CancellationToken.None))))),
             () => Task.WhenAll(shards.Select(s => IgnoreFailure(s.RollBackRunAsync(run.Run, CancellationToken.None)))),
             $"layer {layer} of chunk {chunk}").ConfigureAwait(false);
-        await Guard(shards.Select(s => s.CommitLayerAsync(_epoch, chunk, layer, cancellationToken))).ConfigureAwait(false);
+        // Every shard holds the layer's KV now: the layer is done, whatever happens to the clean-up below. Were a
+        // failed commit to fail the call, the shards that did commit would have dropped the uploads a retry needs.
         _layersDone++;
         if (_layersDone == model.Spec.Layers)
         {
             _length += _chunk.Tokens;
             _history.Add(_chunkPositions, _chunkDocuments);
             _state = SequenceState.Ready;
+        }
+
+        try
+        {
+            await Guard(shards.Select(s => s.CommitLayerAsync(_epoch, chunk, layer, cancellationToken))).ConfigureAwait(false);
+        }
+        catch (Exception e) when (IsUnreachable(e))
+        {
+            // A shard that cannot be told keeps its uploads until the next chunk; if its silo died, the next call
+            // that needs it finds the sequence degraded.
         }
 
         return new LayerRunResult(chunk, layer, Stopwatch.GetElapsedTime(started).TotalSeconds, timings, Info([]));
@@ -266,6 +281,7 @@ internal sealed class CoordinatorGrain(SiloContext silo, SiloResources resources
         bool[] owners = [.. Enumerable.Range(0, shards.Length).Select(i => plan.RingOf(i) == ownerRing)];
         DecodePartial[] partials = await RunEverywhereAsync(
             shards.Select((s, i) => s.DecodeAsync(new ShardDecode(_epoch, layer, position, document, owners[i], query, key, value), cancellationToken)).ToArray(),
+            [.. _keys.Select(k => silo.OwnerOf(new GrainId(ShardType, k)))],
             () => Task.CompletedTask,
             () => Task.WhenAll(shards.Where((_, i) => owners[i]).Select(s => IgnoreFailure(s.UndoDecodeAsync(_epoch, layer, position, CancellationToken.None)))),
             $"decode of token {position}, layer {layer}").ConfigureAwait(false);
@@ -351,19 +367,48 @@ internal sealed class CoordinatorGrain(SiloContext silo, SiloResources resources
     /// it. A lost shard degrades the sequence; a refusal is passed on; anything else is a retryable
     /// <see cref="LayerFailedException"/>.
     /// </summary>
-    private async Task<T[]> RunEverywhereAsync<T>(Task<T>[] calls, Func<Task> stop, Func<Task> rollBack, string what)
+    /// <summary>
+    /// Waits for one call per shard (call i runs on silo <paramref name="siloOf"/>[i]). At the first failure, or as
+    /// soon as membership says one of those silos left the cluster, the others are stopped; calls to a silo that left
+    /// are not waited for (it may never answer), the rest are. A failed step is rolled back on every shard.
+    /// </summary>
+    private async Task<T[]> RunEverywhereAsync<T>(Task<T>[] calls, SiloAddress[] siloOf, Func<Task> stop, Func<Task> rollBack, string what)
     {
-        var pending = new HashSet<Task<T>>(calls);
+        var pending = new List<int>(Enumerable.Range(0, calls.Length));
         Exception? first = null;
-        while (pending.Count > 0)
+        using var watching = new CancellationTokenSource();
+        Task<MembershipView> left = LeftAsync(pending, siloOf, watching.Token);
+        try
         {
-            Task<T> done = await Task.WhenAny(pending).ConfigureAwait(false);
-            pending.Remove(done);
-            if (!done.IsCompletedSuccessfully && first is null)
+            while (pending.Count > 0)
             {
-                first = done.Exception?.InnerException ?? new OperationCanceledException();
-                await stop().ConfigureAwait(false);
+                Task done = await Task.WhenAny(pending.Select(i => (Task)calls[i]).Append(left)).ConfigureAwait(false);
+                if (done == left)
+                {
+                    MembershipView view = await left.ConfigureAwait(false);
+                    SiloAddress[] gone = [.. pending.Select(i => siloOf[i]).Where(s => view.StatusOf(s) != SiloStatus.Active).Distinct()];
+                    pending.RemoveAll(i => gone.Contains(siloOf[i]));
+                    if (first is null)
+                    {
+                        first = new IOException($"silo {string.Join(", ", gone.Select(g => g.ToString()))} left the cluster");
+                        await stop().ConfigureAwait(false);
+                    }
+
+                    left = LeftAsync(pending, siloOf, watching.Token);
+                    continue;
+                }
+
+                pending.Remove(Array.IndexOf(calls, done));
+                if (!done.IsCompletedSuccessfully && first is null)
+                {
+                    first = done.Exception?.InnerException ?? new OperationCanceledException();
+                    await stop().ConfigureAwait(false);
+                }
             }
+        }
+        finally
+        {
+            await watching.CancelAsync().ConfigureAwait(false);
         }
 
         if (first is null)
@@ -391,6 +436,15 @@ internal sealed class CoordinatorGrain(SiloContext silo, SiloResources resources
         }
 
         throw new LayerFailedException($"{what} failed and was rolled back on every shard; it may be retried: {Describe(first)}", first);
+    }
+
+    /// <summary>Completes when a silo of a call still pending is no longer active in the membership view.</summary>
+    private Task<MembershipView> LeftAsync(List<int> pending, SiloAddress[] siloOf, CancellationToken cancellationToken)
+    {
+        SiloAddress[] watched = [.. pending.Select(i => siloOf[i]).Distinct()];
+        return watched.Length == 0
+            ? new TaskCompletionSource<MembershipView>().Task
+            : silo.Membership.WaitForViewAsync(v => watched.Any(s => v.StatusOf(s) != SiloStatus.Active), cancellationToken);
     }
 
     private SequenceInfo Info(IReadOnlyList<ShardInfo> map) => new(

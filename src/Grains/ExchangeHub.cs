@@ -3,6 +3,7 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Threading.Channels;
 using LongCluster.Kernels.ContextParallel;
+using LongCluster.Runtime;
 using LongCluster.Runtime.Hosting;
 using LongCluster.Runtime.Membership;
 
@@ -18,6 +19,8 @@ public sealed class ExchangeHub
 {
     private const int HeadBytes = 24;
     private const int RememberedRuns = 4096;
+    private const int AbortDestination = -1;
+    private const int MaxAbortRanks = 4096;
 
     private readonly ConcurrentDictionary<(Guid Run, int Destination, int Source), Channel<Frame>> _boxes = new();
     private readonly ConcurrentDictionary<(Guid Run, int Destination), byte> _closed = new();
@@ -69,6 +72,34 @@ public sealed class ExchangeHub
         }
     }
 
+    /// <summary>
+    /// Aborts run <paramref name="run"/> (of <paramref name="ranks"/> ranks) on every silo in <paramref name="silos"/>:
+    /// each closes the run's mailboxes, so its ranks' waiting receives fail at once. This reaches the ranks where
+    /// they run, whatever membership now says about where their grains belong. Unreachable silos are skipped.
+    /// </summary>
+    public async Task AbortRunAsync(Guid run, int ranks, IEnumerable<SiloAddress> silos, TimeSpan timeout)
+    {
+        byte[] head = Head(run, AbortDestination, ranks);
+        using var deadline = new CancellationTokenSource(timeout);
+        await Task.WhenAll(silos.Distinct().Select(async silo =>
+        {
+            if (silo == Address)
+            {
+                CloseRun(run, ranks);
+                return;
+            }
+
+            try
+            {
+                await _silo.SendMessageAsync(silo, head, ReadOnlyMemory<byte>.Empty, deadline.Token).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is SiloUnavailableException or IOException or OperationCanceledException)
+            {
+                // A silo that cannot be reached runs nothing the others wait for any more.
+            }
+        })).ConfigureAwait(false);
+    }
+
     internal void Deliver(Guid run, int destination, int source, Frame frame)
     {
         if (_closed.ContainsKey((run, destination)) || !Box(run, destination, source).Writer.TryWrite(frame))
@@ -82,13 +113,25 @@ public sealed class ExchangeHub
             ? ValueTask.FromException<Frame>(new OperationCanceledException($"run {run} was aborted for rank {destination}"))
             : Box(run, destination, source).Reader.ReadAsync(cancellationToken);
 
-    internal async Task SendRemoteAsync(SiloAddress silo, Guid run, int destination, int source, Frame frame, CancellationToken cancellationToken)
+    internal async Task SendRemoteAsync(SiloAddress silo, Guid run, int destination, int source, Frame frame, CancellationToken cancellationToken) =>
+        await _silo.SendMessageAsync(silo, Head(run, destination, source), frame.Memory, cancellationToken).ConfigureAwait(false);
+
+    /// <summary>A message's head: the run, the destination rank (<see cref="AbortDestination"/> for an abort) and the source rank (the rank count for an abort).</summary>
+    private static byte[] Head(Guid run, int destination, int source)
     {
         byte[] head = new byte[HeadBytes];
         run.TryWriteBytes(head);
         BinaryPrimitives.WriteInt32LittleEndian(head.AsSpan(16), destination);
         BinaryPrimitives.WriteInt32LittleEndian(head.AsSpan(20), source);
-        await _silo.SendMessageAsync(silo, head, frame.Memory, cancellationToken).ConfigureAwait(false);
+        return head;
+    }
+
+    private void CloseRun(Guid run, int ranks)
+    {
+        for (int rank = 0; rank < ranks; rank++)
+        {
+            Close(run, rank);
+        }
     }
 
     private Channel<Frame> Box(Guid run, int destination, int source) =>
@@ -106,6 +149,17 @@ public sealed class ExchangeHub
         var run = new Guid(head.AsSpan(0, 16));
         int destination = BinaryPrimitives.ReadInt32LittleEndian(head.AsSpan(16));
         int source = BinaryPrimitives.ReadInt32LittleEndian(head.AsSpan(20));
+        if (destination == AbortDestination)
+        {
+            if (length != HeadBytes)
+            {
+                throw new InvalidDataException($"an exchange abort is {HeadBytes} bytes, got {length}");
+            }
+
+            CloseRun(run, Math.Clamp(source, 0, MaxAbortRanks));
+            return;
+        }
+
         Frame frame = await Frame.ReadAsync(payload, length - HeadBytes, cancellationToken).ConfigureAwait(false);
         Deliver(run, destination, source, frame);
     }
@@ -182,15 +236,15 @@ public sealed class ClusterExchange : IExchange, IAsyncDisposable
 
     public ValueTask<Frame> ReceiveAsync(int source, CancellationToken cancellationToken) => _hub.ReceiveAsync(_run, Rank, source, cancellationToken);
 
-    /// <summary>Waits until every queued frame is on the wire; throws the first send failure.</summary>
-    public async Task CompleteAsync()
+    /// <summary>Waits until every queued frame is on the wire (or the run is aborted); throws the first send failure.</summary>
+    public async Task CompleteAsync(CancellationToken cancellationToken)
     {
         foreach (Channel<Frame>? queue in _outgoing)
         {
             queue?.Writer.TryComplete();
         }
 
-        await Task.WhenAll(_pumps.Where(p => p is not null)!).ConfigureAwait(false);
+        await Task.WhenAll(_pumps.Where(p => p is not null)!).WaitAsync(cancellationToken).ConfigureAwait(false);
         if (_failure is { } failure)
         {
             throw new IOException($"rank {Rank} could not send a block: {failure.Message}", failure);

@@ -137,7 +137,7 @@ internal sealed class SequenceShardGrain(SiloResources resources, ExchangeHub hu
                 exchange, plan, input.Query, input.Key, input.Value, _positions, _documents, _model.Mask, AttentionOptions.Default with { MaxThreads = threads }, cancel.Token).ConfigureAwait(false);
             try
             {
-                await exchange.CompleteAsync().ConfigureAwait(false);
+                await exchange.CompleteAsync(cancel.Token).ConfigureAwait(false);
                 int rows = _positions.Length;
                 int heads = _model.Spec.QueryHeads;
                 _outputs[run.Layer] = new ShardOutput(

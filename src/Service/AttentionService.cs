@@ -19,7 +19,7 @@ public sealed class AttentionService(AttentionServiceOptions options) : ISiloExt
     public void RegisterGrains(GrainTypeRegistry grainTypes)
     {
         ArgumentNullException.ThrowIfNull(grainTypes);
-        grainTypes.Add<ICoordinatorGrain, CoordinatorGrain>(s => new CoordinatorGrain(s.GetRequiredService<SiloContext>(), s.GetRequiredService<SiloResources>()), "coordinator");
+        grainTypes.Add<ICoordinatorGrain, CoordinatorGrain>(s => new CoordinatorGrain(s.GetRequiredService<SiloContext>(), s.GetRequiredService<SiloResources>(), s.GetRequiredService<ExchangeHub>()), "coordinator");
         grainTypes.Add<ISequenceShardGrain, SequenceShardGrain>(
             s => new SequenceShardGrain(s.GetRequiredService<SiloResources>(), s.GetRequiredService<ExchangeHub>(), s.GetRequiredService<SiloContext>()),
             CoordinatorGrain.ShardType);

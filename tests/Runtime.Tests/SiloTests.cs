@@ -1,4 +1,5 @@
 using System.Net;
+using System.Net.Http.Json;
 using System.Text;
 using LongCluster.Runtime.Hosting;
 using LongCluster.Runtime.Membership;
@@ -44,6 +45,10 @@ public sealed class SiloTests
             {
                 Assert.Equal("alive", await http.GetStringAsync($"http://127.0.0.1:{silo.HttpPort}/healthz"));
                 Assert.Equal(HttpStatusCode.OK, (await http.GetAsync($"http://127.0.0.1:{silo.HttpPort}/readyz")).StatusCode);
+                MembershipSummary summary = (await http.GetFromJsonAsync<MembershipSummary>($"http://127.0.0.1:{silo.HttpPort}/membership"))!;
+                Assert.Equal(silo.Address.ToString(), summary.Silo);
+                Assert.Equal(silo.Membership.View.Version, summary.Version);
+                Assert.Equal(silos.Select(s => s.Address.ToString()).Order(StringComparer.Ordinal), summary.Active);
             }
 
             await using (PeerConnection peer = await PeerConnection.ConnectAsync("127.0.0.1", silos[1].Address.Port, new TransportOptions { ClusterId = "silo-tests", Secret = Encoding.UTF8.GetBytes(Secret) }, null, default))

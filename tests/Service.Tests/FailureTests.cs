@@ -49,40 +49,68 @@ public sealed class FailureTests(ITestOutputHelper output)
         await survivor.DeleteSequenceAsync("lossy");
     }
 
-    [Fact]
-    public async Task SiloKilledDuringPrefill_FailsRetryablyOrSucceedsExactly()
+    [Theory]
+    [InlineData("upload")]
+    [InlineData("run")]
+    [InlineData("read")]
+    public async Task SiloKilledDuringPrefill_FailsRetryablyOrSucceedsExactly(string phase)
     {
         await using LocalAttentionCluster cluster = await StartAsync(4);
+        var timeline = new Timeline();
         using var client = new LongClusterClient(new LongClusterClientOptions
         {
             Endpoints = cluster.Endpoints,
             Token = cluster.ApiToken,
             MaxRetries = 5,
             RetryDelay = TimeSpan.FromMilliseconds(500),
-            RequestTimeout = TimeSpan.FromMinutes(2),
+            RequestTimeout = TimeSpan.FromMinutes(1),
+            OnRetry = r => timeline.Add($"retry {r.Attempt} of {r.What} in {r.Delay.TotalSeconds:0.0} s: {r.Failure.Status} {r.Failure.Code}: {r.Failure.Message}"),
         });
         var spec = new SequenceSpec { Layers = 4, QueryHeads = 8, KeyValueHeads = 2, HeadDim = 64, Shards = 0 };
         const int Tokens = 4096;
         var layers = Enumerable.Range(0, spec.Layers).Select(l => Data.Layer(spec, Tokens, 10 * l)).ToArray();
-        var firstLayerRan = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var reached = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var progress = new SynchronousProgress(p =>
         {
-            if (p.Layer == 1 && p.Phase == "run")
+            timeline.Add($"layer {p.Layer} {p.Phase} {p.BytesUploaded}/{p.BytesTotal}");
+            if (p.Layer == 1 && p.Phase == phase)
             {
-                firstLayerRan.TrySetResult();
+                reached.TrySetResult();
             }
         });
         Task<(SequenceInfo Sequence, IReadOnlyList<LayerOutput> Layers)> prefill = client.CreateAndPrefillAsync(
             spec, "killed", Tokens, (l, _) => Data.Input(spec, layers[l], 0, Tokens), progress: progress);
-        await firstLayerRan.Task.WaitAsync(TimeSpan.FromMinutes(2));
+        await reached.Task.WaitAsync(TimeSpan.FromMinutes(2));
         SequenceInfo info = await client.GetSequenceAsync("killed");
-        await cluster.Cluster.CrashAsync(VictimIndex(cluster, "killed", info));
+        int victim = VictimIndex(cluster, "killed", info);
+        timeline.Add($"crashing silo {victim} ({cluster.Cluster.Silos[victim].Address})");
+        await cluster.Cluster.CrashAsync(victim);
+        timeline.Add("crashed");
+
+        // Every request has a 1-minute deadline and at most 5 retries; the whole prefill is retried at most 5 times.
+        // A correct cluster ends well within 3 minutes here (tens of seconds); past that, show where it stood.
+        if (await Task.WhenAny(prefill, Task.Delay(TimeSpan.FromMinutes(3))) != prefill)
+        {
+            string state;
+            try
+            {
+                using LongClusterClient probe = cluster.NewClient(retries: 0);
+                SequenceInfo now = await probe.GetSequenceAsync("killed").WaitAsync(TimeSpan.FromSeconds(30));
+                state = $"{now.State}, {now.Shards} shards, chunk {now.Chunk?.Index} with {now.Chunk?.LayersDone} layers done, problem: {now.Problem}";
+            }
+            catch (Exception e)
+            {
+                state = $"describe failed: {e.GetType().Name}: {e.Message}";
+            }
+
+            Assert.Fail($"the prefill neither ended nor failed 3 minutes after the kill; the sequence: {state}\n{timeline}");
+        }
 
         try
         {
-            (SequenceInfo done, IReadOnlyList<LayerOutput> outputs) = await prefill.WaitAsync(TimeSpan.FromMinutes(5));
+            (SequenceInfo done, IReadOnlyList<LayerOutput> outputs) = await prefill;
             Assert.Equal(SequenceState.Ready, done.State);
-            output.WriteLine($"prefill succeeded after the kill on {done.Shards} shards; checking every layer against the kernel");
+            output.WriteLine($"prefill succeeded after the kill on {done.Shards} shards; checking every layer against the kernel\n{timeline}");
             for (int l = 0; l < spec.Layers; l++)
             {
                 (float[] o, float[] lse) = Data.Kernel(spec, layers[l], Tokens);
@@ -92,8 +120,51 @@ public sealed class FailureTests(ITestOutputHelper output)
         }
         catch (LongClusterException e)
         {
-            output.WriteLine($"prefill failed after the kill: {e.Status} {e.Code} retryable={e.IsRetryable}: {e.Message}");
-            Assert.True(e.IsRetryable || e.Code == "degraded", $"a killed silo must give a retryable failure, got {e.Status} {e.Code}: {e.Message}");
+            output.WriteLine($"prefill failed after the kill: {e.Status} {e.Code} retryable={e.IsRetryable}: {e.Message}\n{timeline}");
+            Assert.True(e.IsRetryable || e.Code == "degraded", $"a killed silo must give a retryable failure, got {e.Status} {e.Code}: {e.Message}\n{timeline}");
+        }
+    }
+
+    [Fact]
+    public async Task SiloHangsMidLayer_LeavesMembership_LayerFailsRetryablyWithoutWaitingForIt()
+    {
+        // Frames that never come would hold the other ranks for the whole receive timeout (5 minutes here); the
+        // coordinator must give up on the layer as soon as membership says the silo is gone.
+        await using LocalAttentionCluster cluster = await LocalAttentionCluster.StartAsync(
+            3,
+            o => o.ReceiveTimeout = TimeSpan.FromMinutes(5),
+            s =>
+            {
+                s.Timing.HeartbeatInterval = TimeSpan.FromMilliseconds(200);
+                s.Timing.DeathTimeout = TimeSpan.FromSeconds(2);
+            });
+        using LongClusterClient client = cluster.NewClient(retries: 0);
+        var spec = new SequenceSpec { Layers = 2, QueryHeads = 4, KeyValueHeads = 2, HeadDim = 16, Layout = "zigzag", Mask = "causal", Shards = 3 };
+        const int Tokens = 96;
+        var layers = Enumerable.Range(0, 2).Select(l => Data.Layer(spec, Tokens, 90 + l)).ToArray();
+        SequenceInfo info = await client.CreateSequenceAsync(spec, "hung");
+        ChunkPlan plan = await client.BeginChunkAsync("hung", new ChunkRequest(Tokens));
+        await client.PrefillLayerAsync(plan, 0, Data.Input(spec, layers[0], 0, Tokens), spec);
+        await client.UploadLayerAsync(plan, 1, Data.Input(spec, layers[1], 0, Tokens));
+
+        Silo victim = cluster.Cluster.Silos[VictimIndex(cluster, "hung", info)];
+        var hub = (ExchangeHub)victim.Services.GetService(typeof(ExchangeHub))!;
+        using var release = new ManualResetEventSlim();
+        hub.FailSend = (_, _) => !release.Wait(TimeSpan.FromMinutes(5)) && false; // the hung rank never sends
+        try
+        {
+            Task<LayerRunResult> run = client.RunLayerAsync("hung", plan.Index, 1);
+            await Task.Delay(300);
+            Assert.False(run.IsCompleted, "the layer should be waiting on the hung rank");
+            await victim.Membership.DisposeAsync(); // its heartbeats stop: the others declare it dead
+
+            LongClusterException failed = await Assert.ThrowsAsync<LongClusterException>(() => run.WaitAsync(TimeSpan.FromMinutes(1)));
+            Assert.Equal((503, true), (failed.Status, failed.IsRetryable));
+            Assert.Contains($"silo {victim.Address} left the cluster", failed.Message, StringComparison.Ordinal);
+        }
+        finally
+        {
+            release.Set();
         }
     }
 
@@ -112,6 +183,17 @@ public sealed class FailureTests(ITestOutputHelper output)
         }
 
         throw new InvalidOperationException("no silo hosts a shard without the coordinator");
+    }
+
+    /// <summary>What happened when, from the test's start: printed when the test fails (or passes, in its output).</summary>
+    private sealed class Timeline
+    {
+        private readonly System.Diagnostics.Stopwatch _clock = System.Diagnostics.Stopwatch.StartNew();
+        private readonly System.Collections.Concurrent.ConcurrentQueue<string> _events = new();
+
+        public void Add(string what) => _events.Enqueue($"{_clock.Elapsed.TotalSeconds,7:0.00} s  {what}");
+
+        public override string ToString() => string.Join('\n', _events);
     }
 
     /// <summary>Reports on the caller's thread (Progress&lt;T&gt; posts to the thread pool, which would race the test).</summary>

@@ -40,4 +40,29 @@ public sealed class LimitTests
         await client.CreateSequenceAsync(spec, "three");
         Assert.Equal(["three", "two"], (await client.ListSequencesAsync()).Select(s => s.Id).Order());
     }
+
+    [Fact]
+    public async Task Upload_OverRequestLimit_SdkGets413NotRetryable_NothingStored()
+    {
+        await using LocalAttentionCluster cluster = await LocalAttentionCluster.StartAsync(1, o => o.MaxRequestBytes = 96 * 1024);
+        using LongClusterClient client = cluster.NewClient(retries: 3);
+        var spec = new SequenceSpec { Layers = 1, QueryHeads = 4, KeyValueHeads = 2, HeadDim = 8 };
+        var layer = Data.Layer(spec, 1000, 3);
+        await client.CreateSequenceAsync(spec, "big-body");
+
+        // 1000 rows of q, k, v in f32 are 256,000 bytes: over the 98,304-byte limit, and sent only after the silo
+        // agreed to take them, so the refusal comes back as itself instead of a broken connection.
+        ChunkPlan plan = await client.BeginChunkAsync("big-body", new ChunkRequest(1000));
+        LongClusterException refused = await Assert.ThrowsAsync<LongClusterException>(() => client.UploadLayerAsync(plan, 0, Data.Input(spec, layer, 0, 1000)));
+        Assert.Equal((413, "body", false), (refused.Status, refused.Field, refused.IsRetryable));
+        Assert.Contains("98304", refused.Message, StringComparison.Ordinal);
+
+        LongClusterException notRun = await Assert.ThrowsAsync<LongClusterException>(() => client.RunLayerAsync("big-body", plan.Index, 0));
+        Assert.Equal(409, notRun.Status);
+        SequenceInfo info = await client.GetSequenceAsync("big-body");
+        Assert.Equal(0, info.Length);
+        Assert.All(info.ShardMap, s => Assert.Equal(0, s.ResidentBytes));
+        await client.DeleteSequenceAsync("big-body");
+        Assert.Empty(await client.ListSequencesAsync());
+    }
 }

@@ -52,7 +52,12 @@ internal static class DemoCommand
         long started = Stopwatch.GetTimestamp();
         await using LocalAttentionCluster cluster = await LocalAttentionCluster.StartAsync(silos).ConfigureAwait(false);
         stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  cluster up in {Stopwatch.GetElapsedTime(started).TotalSeconds:F2} s: {string.Join(", ", cluster.Endpoints)}"));
-        using var client = new LongClusterClient(new LongClusterClientOptions { Endpoints = cluster.Endpoints, Token = cluster.ApiToken });
+        using var client = new LongClusterClient(new LongClusterClientOptions
+        {
+            Endpoints = cluster.Endpoints,
+            Token = cluster.ApiToken,
+            OnRetry = r => stdout.WriteLine($"\nretry {r.Attempt} of {r.What} in {r.Delay.TotalSeconds:0.0} s: {r.Failure.Message}"),
+        });
         int total = tokens + decode;
         DType dtype = DTypes.TryParseFloat(spec.DType, out DType parsed) ? parsed : DType.F32;
         var data = Enumerable.Range(0, spec.Layers).Select(l => (

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
@@ -25,6 +26,9 @@ public sealed class LongClusterClientOptions
 
     /// <summary>Wait before the first retry; doubled for each further one.</summary>
     public TimeSpan RetryDelay { get; set; } = TimeSpan.FromMilliseconds(250);
+
+    /// <summary>Told of every retry before its wait (to log it, or show it beside a progress bar); called on the retrying task.</summary>
+    public Action<RetryNotice>? OnRetry { get; set; }
 
     internal void Validate()
     {
@@ -61,6 +65,12 @@ public sealed class LongClusterException(int status, ApiError error, Exception? 
     public bool IsRetryable { get; } = error.Retryable;
 }
 
+/// <summary>
+/// A retry about to happen: what is retried (a request as <c>METHOD path</c>, or <c>prefill id</c> when a sequence
+/// is deleted and built again), its attempt number (1 = the first retry), the wait before it, and the failure.
+/// </summary>
+public sealed record RetryNotice(string What, int Attempt, TimeSpan Delay, LongClusterException Failure);
+
 /// <summary>Progress of a prefill: the phase (upload, run, read) of a layer, and bytes uploaded of the layer's total.</summary>
 public sealed record PrefillProgress(int Layer, int Layers, string Phase, long BytesUploaded, long BytesTotal);
 
@@ -82,8 +92,16 @@ public sealed record DecodeOutput(long Position, float[] Output, float[] LogSumE
 public sealed class LongClusterClient : IDisposable
 {
     private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
+
+    /// <summary>Bodies larger than this are sent after the silo answers <c>100 Continue</c> (one round trip), so a refusal arrives intact.</summary>
+    private const long ExpectContinueBytes = 64 * 1024;
+
+    /// <summary>How long a gateway that refused a connection is passed over while others answer.</summary>
+    private static readonly TimeSpan GatewayRest = TimeSpan.FromSeconds(10);
     private readonly LongClusterClientOptions _options;
     private readonly HttpClient _http;
+    private readonly Uri[] _gateways;
+    private readonly long[] _gatewayRestsUntil;
     private int _nextEndpoint;
 
     public LongClusterClient(LongClusterClientOptions options)
@@ -91,6 +109,8 @@ public sealed class LongClusterClient : IDisposable
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
         _options = options;
+        _gateways = [.. options.Endpoints];
+        _gatewayRestsUntil = new long[_gateways.Length];
         _http = new HttpClient(new SocketsHttpHandler { PooledConnectionLifetime = TimeSpan.FromMinutes(5), MaxConnectionsPerServer = 64 })
         {
             Timeout = Timeout.InfiniteTimeSpan,
@@ -221,6 +241,8 @@ public sealed class LongClusterClient : IDisposable
             }
             catch (LongClusterException e) when (attempt < _options.MaxRetries && (e.Code is "degraded" or "not_found" || e.IsRetryable))
             {
+                TimeSpan delay = _options.RetryDelay * (1 << attempt);
+                _options.OnRetry?.Invoke(new RetryNotice($"prefill {id}", attempt + 1, delay, e));
                 try
                 {
                     await DeleteSequenceAsync(id, cancellationToken).ConfigureAwait(false);
@@ -229,7 +251,7 @@ public sealed class LongClusterClient : IDisposable
                 {
                 }
 
-                await Task.Delay(_options.RetryDelay * (1 << attempt), cancellationToken).ConfigureAwait(false);
+                await Task.Delay(delay, cancellationToken).ConfigureAwait(false);
             }
         }
     }
@@ -259,21 +281,58 @@ public sealed class LongClusterClient : IDisposable
         return JsonSerializer.Deserialize<T>(body, Json) ?? throw new LongClusterException(0, new ApiError($"{path}: empty answer", null, true, "internal"));
     }
 
-    /// <summary>Sends to <paramref name="endpoint"/> (or the gateways in turn) and retries retryable failures with backoff.</summary>
+    /// <summary>
+    /// Sends to <paramref name="endpoint"/> (the silo that hosts a shard), or to the gateways in turn, and retries
+    /// retryable failures with backoff. A refused connection never reached the silo, so the request goes elsewhere at
+    /// once without using up a retry: from a shard's silo to the gateways (any silo routes to the shard), and from a
+    /// gateway to the next one (the refusing gateway rests for <see cref="GatewayRest"/>).
+    /// </summary>
     private async Task<byte[]> SendBytesAsync(Uri? endpoint, HttpMethod method, string path, Func<HttpContent>? content, CancellationToken cancellationToken)
     {
+        int switched = 0;
         for (int attempt = 0; ; attempt++)
         {
-            Uri baseUri = endpoint ?? _options.Endpoints[(int)((uint)Interlocked.Increment(ref _nextEndpoint) % _options.Endpoints.Count)];
+            int gateway = endpoint is null ? NextGateway() : -1;
+            Uri baseUri = endpoint ?? _gateways[gateway];
             try
             {
                 return await SendOnceAsync(new Uri(baseUri, path), method, content, cancellationToken).ConfigureAwait(false);
             }
+            catch (LongClusterException e) when (e.InnerException is HttpRequestException { HttpRequestError: HttpRequestError.ConnectionError } && (gateway < 0 || switched < _gateways.Length - 1))
+            {
+                if (gateway >= 0)
+                {
+                    Volatile.Write(ref _gatewayRestsUntil[gateway], Stopwatch.GetTimestamp() + (long)(GatewayRest.TotalSeconds * Stopwatch.Frequency));
+                    switched++;
+                }
+
+                endpoint = null;
+                attempt--;
+            }
             catch (LongClusterException e) when (e.IsRetryable && attempt < _options.MaxRetries)
             {
-                await Task.Delay(_options.RetryDelay * (1 << attempt), cancellationToken).ConfigureAwait(false);
+                TimeSpan delay = _options.RetryDelay * (1 << attempt);
+                _options.OnRetry?.Invoke(new RetryNotice($"{method} {path}", attempt + 1, delay, e));
+                await Task.Delay(delay, cancellationToken).ConfigureAwait(false);
             }
         }
+    }
+
+    /// <summary>The next gateway in turn that is not resting (or the next one, when all are).</summary>
+    private int NextGateway()
+    {
+        int count = _gateways.Length;
+        long now = Stopwatch.GetTimestamp();
+        for (int tried = 0; tried < count; tried++)
+        {
+            int i = (int)((uint)Interlocked.Increment(ref _nextEndpoint) % count);
+            if (Volatile.Read(ref _gatewayRestsUntil[i]) <= now)
+            {
+                return i;
+            }
+        }
+
+        return (int)((uint)Interlocked.Increment(ref _nextEndpoint) % count);
     }
 
     private async Task<byte[]> SendOnceAsync(Uri uri, HttpMethod method, Func<HttpContent>? content, CancellationToken cancellationToken)
@@ -281,6 +340,13 @@ public sealed class LongClusterClient : IDisposable
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         deadline.CancelAfter(_options.RequestTimeout);
         using var request = new HttpRequestMessage(method, uri) { Content = content?.Invoke() };
+        if (request.Content?.Headers.ContentLength > ExpectContinueBytes)
+        {
+            // The silo may refuse a large body by its headers alone (413 over MaxRequestBytes); without asking first,
+            // it would close the connection under a body still being sent, and the refusal would read as a broken pipe.
+            request.Headers.ExpectContinue = true;
+        }
+
         HttpResponseMessage response;
         try
         {

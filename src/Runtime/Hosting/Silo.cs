@@ -122,6 +122,8 @@ public sealed class Silo : IAsyncDisposable
         var silo = new Silo(transport, membership, grains, router, http) { Context = context };
         http.MapGet("/healthz", () => Results.Text("alive"));
         http.MapGet("/readyz", () => silo.IsReady ? Results.Text("ready") : Results.Text("not ready", statusCode: StatusCodes.Status503ServiceUnavailable));
+        http.MapGet("/membership", () => Results.Json(new MembershipSummary(
+            address.ToString(), membership.View.Version, [.. membership.View.ActiveSilos.Select(a => a.ToString())])));
         foreach (ISiloExtension extension in extensions)
         {
             extension.Configure(http, context);
@@ -219,3 +221,6 @@ public sealed class Silo : IAsyncDisposable
         }
     }
 }
+
+/// <summary>What <c>GET /membership</c> answers: this silo, the version of its membership view, and the active silos in it.</summary>
+public sealed record MembershipSummary(string Silo, long Version, IReadOnlyList<string> Active);

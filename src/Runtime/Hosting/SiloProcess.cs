@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Net.Http.Json;
 using LongCluster.Runtime.Membership;
 
 namespace LongCluster.Runtime.Hosting;
@@ -172,6 +173,7 @@ public sealed class SiloProcessCluster : IAsyncDisposable
             }
 
             string[] addresses = await Task.WhenAll(started.Select(s => s.ReadyAsync(timeout))).ConfigureAwait(false);
+            await WaitForOneViewAsync(started, addresses, timeout).ConfigureAwait(false);
             return new SiloProcessCluster(redis, started, addresses);
         }
         catch
@@ -179,6 +181,38 @@ public sealed class SiloProcessCluster : IAsyncDisposable
             started.ForEach(s => s.Dispose());
             await redis.DisposeAsync().ConfigureAwait(false);
             throw;
+        }
+    }
+
+    /// <summary>
+    /// Waits until every silo's view (<c>GET /membership</c>) holds exactly the silos started: before that, two
+    /// gateways may place a grain on different silos.
+    /// </summary>
+    private static async Task WaitForOneViewAsync(IReadOnlyList<SiloProcess> silos, IReadOnlyList<string> addresses, TimeSpan timeout)
+    {
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
+        using var deadline = new CancellationTokenSource(timeout);
+        string[] expected = [.. addresses.Order(StringComparer.Ordinal)];
+        foreach (SiloProcess silo in silos)
+        {
+            while (true)
+            {
+                MembershipSummary? view = null;
+                try
+                {
+                    view = await http.GetFromJsonAsync<MembershipSummary>(new Uri(silo.HttpEndpoint!, "membership"), deadline.Token).ConfigureAwait(false);
+                }
+                catch (HttpRequestException)
+                {
+                }
+
+                if (view is not null && view.Active.Order(StringComparer.Ordinal).SequenceEqual(expected))
+                {
+                    break;
+                }
+
+                await Task.Delay(50, deadline.Token).ConfigureAwait(false);
+            }
         }
     }
 

@@ -168,8 +168,6 @@ public sealed class PeerConnection : IAsyncDisposable
                 int read = await source.ReadAsync(chunk.AsMemory(0, (int)Math.Min(chunk.Length, length - sent)), cancellationToken).ConfigureAwait(false);
                 if (read == 0)
                 {
-                    // The frame header promised more: the connection cannot be resynchronised, so close it.
-                    Abort();
                     throw new EndOfStreamException($"source ended after {sent} of {length} bytes; connection closed");
                 }
 
@@ -178,6 +176,13 @@ public sealed class PeerConnection : IAsyncDisposable
             }
 
             await _output.FlushAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            // The header promised the whole payload: after a short source, a failed read or a cancelled write the
+            // connection cannot be resynchronised, so close it.
+            Abort();
+            throw;
         }
         finally
         {
@@ -443,6 +448,13 @@ public sealed class PeerConnection : IAsyncDisposable
             }
 
             await _output.FlushAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            // Part of the frame may be on the wire (a deadline or abort cancelled the write): the peer could not
+            // find the next frame's start, so the connection closes instead of going on out of step.
+            Abort();
+            throw;
         }
         finally
         {
