@@ -3,7 +3,6 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Threading.Channels;
 using LongCluster.Kernels.ContextParallel;
-using LongCluster.Runtime;
 using LongCluster.Runtime.Hosting;
 using LongCluster.Runtime.Membership;
 
@@ -93,9 +92,10 @@ public sealed class ExchangeHub
             {
                 await _silo.SendMessageAsync(silo, head, ReadOnlyMemory<byte>.Empty, deadline.Token).ConfigureAwait(false);
             }
-            catch (Exception e) when (e is SiloUnavailableException or IOException or OperationCanceledException)
+            catch (Exception)
             {
-                // A silo that cannot be reached runs nothing the others wait for any more.
+                // Best effort, like every clean-up after a failed run: a silo that cannot be reached runs nothing the
+                // others wait for any more, and the grain aborts sent beside this one still reach the live ranks.
             }
         })).ConfigureAwait(false);
     }

@@ -119,6 +119,19 @@ public sealed class TransportTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Request_FailurePassedOnFromAFurtherHop_KeepsItsFirstType()
+    {
+        // A's handler asks B, whose handler throws; A lets B's failure through. The caller of A sees B's type, as a
+        // caller of B would (a grain that rethrows a remote refusal must not turn it into "RemoteException").
+        await using PeerConnection toB = await ConnectAsync(_options);
+        await using TransportServer a = await TransportServer.StartAsync(
+            new IPEndPoint(IPAddress.Loopback, 0), _options, async (payload, ct) => await toB.RequestAsync(payload, ct), default);
+        await using PeerConnection toA = await PeerConnection.ConnectAsync("127.0.0.1", a.Port, _options, null, default);
+        RemoteException error = await Assert.ThrowsAsync<RemoteException>(() => toA.RequestAsync(Encoding.UTF8.GetBytes("fail")));
+        Assert.Equal(("InvalidOperationException", "asked to fail"), (error.RemoteType, error.RemoteMessage));
+    }
+
+    [Fact]
     public async Task Request_NoAnswer_TimesOutAtDeadline()
     {
         await using PeerConnection client = await ConnectAsync(new TransportOptions { ClusterId = _options.ClusterId, Secret = Secret, RequestTimeout = TimeSpan.FromMilliseconds(300) });

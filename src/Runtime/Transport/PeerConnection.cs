@@ -18,6 +18,13 @@ public sealed class RemoteException(string remoteType, string message) : Excepti
     /// <summary>The peer's exception message alone.</summary>
     public string RemoteMessage { get; } = message;
 
+    /// <summary>
+    /// How a failure travels: <c>"Type: message"</c>. A <see cref="RemoteException"/> passed on from a further hop
+    /// keeps the type it was first thrown as, so a caller two silos away classifies it as the caller one silo away
+    /// would.
+    /// </summary>
+    internal static string Describe(Exception e) => e is RemoteException remote ? remote.Message : $"{e.GetType().Name}: {e.Message}";
+
     internal static RemoteException Parse(string text)
     {
         int colon = text.IndexOf(": ", StringComparison.Ordinal);
@@ -411,7 +418,7 @@ public sealed class PeerConnection : IAsyncDisposable
         catch (Exception e)
         {
             kind = FrameKind.Failure;
-            reply = Encoding.UTF8.GetBytes($"{e.GetType().Name}: {e.Message}");
+            reply = Encoding.UTF8.GetBytes(RemoteException.Describe(e));
         }
         finally
         {
@@ -436,6 +443,22 @@ public sealed class PeerConnection : IAsyncDisposable
         await _writeLock.WaitAsync(cancellationToken).ConfigureAwait(false);
         try
         {
+            // Nothing is written yet: a cancelled or closed connection fails the frame without touching the stream.
+            cancellationToken.ThrowIfCancellationRequested();
+            if (_closed.IsCancellationRequested)
+            {
+                throw new IOException("connection closed");
+            }
+        }
+        catch
+        {
+            _writeLock.Release();
+            ArrayPool<byte>.Shared.Return(bytes);
+            throw;
+        }
+
+        try
+        {
             await _output.WriteAsync(bytes.AsMemory(0, FrameHeader.Size), cancellationToken).ConfigureAwait(false);
             if (!payload.IsEmpty)
             {
@@ -449,11 +472,16 @@ public sealed class PeerConnection : IAsyncDisposable
 
             await _output.FlushAsync(cancellationToken).ConfigureAwait(false);
         }
-        catch
+        catch (Exception e)
         {
             // Part of the frame may be on the wire (a deadline or abort cancelled the write): the peer could not
             // find the next frame's start, so the connection closes instead of going on out of step.
             Abort();
+            if (e is ObjectDisposedException)
+            {
+                throw new IOException("connection closed while writing a frame", e);
+            }
+
             throw;
         }
         finally
