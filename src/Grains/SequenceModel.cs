@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using LongCluster.Kernels;
 using LongCluster.Kernels.ContextParallel;
 using LongCluster.Tensors;
@@ -105,51 +104,10 @@ internal sealed record SequenceModel(SequenceSpec Spec, ContextLayout Layout, At
             throw new InvalidRequestException(field, $"expected {bytes} bytes for shape {expectedShape}, got {tensor.Data?.Length ?? 0}");
         }
 
-        long bad = FirstNonFinite(DType, tensor.Data);
+        long bad = DType.FirstNonFinite(tensor.Data);
         if (bad >= 0)
         {
             throw new InvalidRequestException(field, $"element {bad} (row {bad / ((long)heads * Spec.HeadDim)}) is not finite; every value must be finite");
-        }
-    }
-
-    private static long FirstNonFinite(DType dtype, byte[] data)
-    {
-        switch (dtype)
-        {
-            case DType.F32:
-                ReadOnlySpan<float> f = MemoryMarshal.Cast<byte, float>(data);
-                for (int i = 0; i < f.Length; i++)
-                {
-                    if (!float.IsFinite(f[i]))
-                    {
-                        return i;
-                    }
-                }
-
-                return -1;
-            case DType.F16:
-                ReadOnlySpan<Half> h = MemoryMarshal.Cast<byte, Half>(data);
-                for (int i = 0; i < h.Length; i++)
-                {
-                    if (!Half.IsFinite(h[i]))
-                    {
-                        return i;
-                    }
-                }
-
-                return -1;
-            default:
-                // bf16: exponent bits all ones is inf or NaN.
-                ReadOnlySpan<ushort> b = MemoryMarshal.Cast<byte, ushort>(data);
-                for (int i = 0; i < b.Length; i++)
-                {
-                    if ((b[i] & 0x7F80) == 0x7F80)
-                    {
-                        return i;
-                    }
-                }
-
-                return -1;
         }
     }
 }

@@ -1,3 +1,5 @@
+using System.Runtime.InteropServices;
+
 namespace LongCluster.Tensors;
 
 /// <summary>Element types LongCluster stores and moves. Compute is always f32 whatever the storage type.</summary>
@@ -69,4 +71,29 @@ public static class DTypes
         DType.I64 => typeof(long),
         _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "unknown dtype"),
     };
+
+    /// <summary>
+    /// Index of the first NaN or infinite element of <paramref name="data"/> stored as <paramref name="dtype"/>, or −1
+    /// (integer dtypes are always finite). Shared by every place that refuses non-finite input.
+    /// </summary>
+    public static long FirstNonFinite(this DType dtype, ReadOnlySpan<byte> data) => dtype switch
+    {
+        DType.F32 => FirstWhere(MemoryMarshal.Cast<byte, float>(data), static x => !float.IsFinite(x)),
+        DType.F16 => FirstWhere(MemoryMarshal.Cast<byte, Half>(data), static x => !Half.IsFinite(x)),
+        DType.BF16 => FirstWhere(MemoryMarshal.Cast<byte, ushort>(data), static x => (x & 0x7F80) == 0x7F80), // exponent all ones: inf or NaN
+        _ => -1,
+    };
+
+    private static long FirstWhere<T>(ReadOnlySpan<T> values, Func<T, bool> match)
+    {
+        for (int i = 0; i < values.Length; i++)
+        {
+            if (match(values[i]))
+            {
+                return i;
+            }
+        }
+
+        return -1;
+    }
 }

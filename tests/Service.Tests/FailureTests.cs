@@ -150,11 +150,18 @@ public sealed class FailureTests(ITestOutputHelper output)
         Silo victim = cluster.Cluster.Silos[VictimIndex(cluster, "hung", info)];
         var hub = (ExchangeHub)victim.Services.GetService(typeof(ExchangeHub))!;
         using var release = new ManualResetEventSlim();
-        hub.FailSend = (_, _) => !release.Wait(TimeSpan.FromMinutes(5)) && false; // the hung rank never sends
+        var hung = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        hub.FailSend = (_, _) =>
+        {
+            // The hung rank never sends: its first send blocks until the test ends.
+            hung.TrySetResult();
+            release.Wait(TimeSpan.FromMinutes(5));
+            return false;
+        };
         try
         {
             Task<LayerRunResult> run = client.RunLayerAsync("hung", plan.Index, 1);
-            await Task.Delay(300);
+            await hung.Task.WaitAsync(TimeSpan.FromMinutes(1));
             Assert.False(run.IsCompleted, "the layer should be waiting on the hung rank");
             await victim.Membership.DisposeAsync(); // its heartbeats stop: the others declare it dead
 

@@ -10,13 +10,7 @@ internal static class TensorChecks
     /// <summary>Throws naming the first element that is NaN or infinite, with its index in the tensor's shape.</summary>
     public static void RequireFinite(string name, HostTensor tensor)
     {
-        long bad = tensor.DType switch
-        {
-            DType.F32 => FirstNonFinite(tensor.AsSpan<float>(), x => float.IsFinite(x)),
-            DType.F16 => FirstNonFinite(tensor.AsSpan<Half>(), Half.IsFinite),
-            DType.BF16 => FirstNonFinite(tensor.AsSpan<BFloat16>(), x => float.IsFinite((float)x)),
-            _ => -1,
-        };
+        long bad = tensor.DType.FirstNonFinite(tensor.Data);
         if (bad < 0)
         {
             return;
@@ -32,19 +26,6 @@ internal static class TensorChecks
 
         float value = tensor.ToSingle()[bad];
         throw new InputException($"tensor '{name}' has a non-finite value {value} at [{string.Join(", ", index)}]; inputs must be finite");
-    }
-
-    private static long FirstNonFinite<T>(ReadOnlySpan<T> values, Func<T, bool> isFinite)
-    {
-        for (int i = 0; i < values.Length; i++)
-        {
-            if (!isFinite(values[i]))
-            {
-                return i;
-            }
-        }
-
-        return -1;
     }
 
     /// <summary>

@@ -441,6 +441,7 @@ public sealed class PeerConnection : IAsyncDisposable
         byte[] bytes = ArrayPool<byte>.Shared.Rent(FrameHeader.Size);
         header.Write(bytes);
         await _writeLock.WaitAsync(cancellationToken).ConfigureAwait(false);
+        bool writing = false;
         try
         {
             // Nothing is written yet: a cancelled or closed connection fails the frame without touching the stream.
@@ -449,16 +450,8 @@ public sealed class PeerConnection : IAsyncDisposable
             {
                 throw new IOException("connection closed");
             }
-        }
-        catch
-        {
-            _writeLock.Release();
-            ArrayPool<byte>.Shared.Return(bytes);
-            throw;
-        }
 
-        try
-        {
+            writing = true;
             await _output.WriteAsync(bytes.AsMemory(0, FrameHeader.Size), cancellationToken).ConfigureAwait(false);
             if (!payload.IsEmpty)
             {
@@ -472,7 +465,7 @@ public sealed class PeerConnection : IAsyncDisposable
 
             await _output.FlushAsync(cancellationToken).ConfigureAwait(false);
         }
-        catch (Exception e)
+        catch (Exception e) when (writing)
         {
             // Part of the frame may be on the wire (a deadline or abort cancelled the write): the peer could not
             // find the next frame's start, so the connection closes instead of going on out of step.
