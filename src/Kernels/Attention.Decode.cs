@@ -9,8 +9,9 @@ public static partial class Attention
 
     /// <summary>
     /// Attention for a few query rows against a long K/V (decode): the keys are cut into fixed chunks of
-    /// <see cref="DecodeChunk"/>, each (chunk, KV head) is computed on some thread as a partial (O, LSE), and the
-    /// partials are merged by LSE in chunk order. Same contract as <see cref="Forward{T}"/>; the result does not
+    /// <see cref="DecodeChunk"/>, each (chunk, KV head) is computed on some thread as a partial (O, LSE) — split-K,
+    /// all query heads of the KV head in one pass over its K and V — and the partials are merged by LSE in chunk
+    /// order. Decode reads every K and V byte once, so it is bound by memory bandwidth. Same contract as <see cref="Forward{T}"/>; the result does not
     /// depend on the thread count. Extra memory: one partial per chunk, O(Tk / chunk · Tq · Hq · d).
     /// </summary>
     public static void Decode<T>(
@@ -47,7 +48,7 @@ public static partial class Attention
                 fixed (T* q = query, k = key, v = value)
                 fixed (float* po = partialO, plse = partialLse)
                 {
-                    var job = new DecodeJob<T>(q, k, v, po, plse, shape, mask, resolved, scale * Log2E);
+                    var job = new DecodeJob<T>(q, k, v, po, plse, shape, mask, resolved, scale * Log2E, options.ResolveSimd());
                     WorkQueue.Run(chunks * shape.KeyValueHeads, threads, job.RunItem);
                 }
             }
@@ -74,7 +75,12 @@ public static partial class Attention
     }
 }
 
-/// <summary>One decode call: work items are (key chunk, KV head), each writing its partial (O, LSE) for all query rows of the head group.</summary>
+/// <summary>
+/// One decode call: work items are (key chunk, KV head), each writing its partial (O, LSE) for all query rows of the
+/// head group. Per tile of keys: scores by one dot product per (key, row) with the key row read once for all rows,
+/// the online-softmax step, then O += P·V on the micro-kernel straight from V's rows (f32) or from the tile
+/// widened once (f16, bf16) — no transposed copy of K, which a handful of rows would not amortize.
+/// </summary>
 internal sealed unsafe class DecodeJob<T>
     where T : unmanaged
 {
@@ -89,9 +95,10 @@ internal sealed unsafe class DecodeJob<T>
     private readonly AttentionMask _mask;
     private readonly ResolvedTokens _tokens;
     private readonly float _scaleLog2;
+    private readonly SimdLevel _level;
     private readonly TileRange _queryRange;
 
-    public DecodeJob(T* q, T* k, T* v, float* partialO, float* partialLse, AttentionShape shape, AttentionMask mask, ResolvedTokens tokens, float scaleLog2)
+    public DecodeJob(T* q, T* k, T* v, float* partialO, float* partialLse, AttentionShape shape, AttentionMask mask, ResolvedTokens tokens, float scaleLog2, SimdLevel level)
     {
         _q = q;
         _k = k;
@@ -102,6 +109,7 @@ internal sealed unsafe class DecodeJob<T>
         _mask = mask;
         _tokens = tokens;
         _scaleLog2 = scaleLog2;
+        _level = level;
         _queryRange = tokens.QueryRange(0, shape.QueryTokens);
     }
 
@@ -110,17 +118,16 @@ internal sealed unsafe class DecodeJob<T>
         int chunk = item / _shape.KeyValueHeads;
         int kvHead = item % _shape.KeyValueHeads;
         int d = _shape.HeadDim;
+        int dp = Attention.RoundUp(d, 8);
         int tq = _shape.QueryTokens;
         int group = _shape.GroupSize;
         int rows = group * tq;
-        int dp = Attention.RoundUp(d, 8);
         ForwardScratch scratch = ForwardScratch.For(rows, dp);
         float* qs = scratch.Queries;
         float* acc = scratch.Accumulator;
         float* s = scratch.Scores;
         float* m = scratch.RowMax;
         float* l = scratch.RowSum;
-        float* row = scratch.Values;
         long[] rowPositions = scratch.RowPositions;
         int[] rowDocuments = scratch.RowDocuments;
 
@@ -131,19 +138,23 @@ internal sealed unsafe class DecodeJob<T>
             {
                 int r = (g * tq) + i;
                 Widen.ToSingleScaled(
-                    new ReadOnlySpan<T>(_q + (((long)i * _shape.QueryHeads) + head) * d, d), _scaleLog2, new Span<float>(qs + ((long)r * d), d));
+                    new ReadOnlySpan<T>(_q + (((long)i * _shape.QueryHeads) + head) * d, d), _scaleLog2, new Span<float>(qs + ((long)r * dp), d));
                 rowPositions[r] = _tokens.QueryPositions[i];
                 rowDocuments[r] = _tokens.HasDocuments ? _tokens.QueryDocuments[i] : 0;
             }
         }
 
-        new Span<float>(acc, rows * d).Clear();
+        new Span<float>(acc, rows * dp).Clear();
         new Span<float>(l, rows).Clear();
         new Span<float>(m, rows).Fill(float.NegativeInfinity);
 
         int chunkStart = chunk * Attention.DecodeChunk;
         int chunkEnd = Math.Min(_shape.KeyTokens, chunkStart + Attention.DecodeChunk);
         int kvStride = _shape.KeyValueHeads * d;
+
+        // f32 rows are read in place; V only when its rows need no padding to the micro-kernel's 8 columns.
+        bool keysInPlace = typeof(T) == typeof(float);
+        bool valuesInPlace = keysInPlace && dp == d;
         for (int k0 = chunkStart; k0 < chunkEnd; k0 += Block)
         {
             int keys = Math.Min(Block, chunkEnd - k0);
@@ -153,37 +164,53 @@ internal sealed unsafe class DecodeJob<T>
                 continue;
             }
 
-            int paddedKeys = Attention.RoundUp(keys, 8);
+            long tileOffset = ((long)k0 * kvStride) + (kvHead * d);
+            float* keyRows = scratch.KeysTransposed;
+            int keyStride = dp;
+            if (keysInPlace)
+            {
+                keyRows = (float*)(_k + tileOffset);
+                keyStride = kvStride;
+            }
+            else
+            {
+                Widen.Rows(_k + tileOffset, kvStride, keys, d, keyRows, dp);
+            }
+
             for (int j = 0; j < keys; j++)
             {
-                float* krow = KeyValueRow(_k, ((long)(k0 + j) * kvStride) + (kvHead * d), row);
+                float* keyRow = keyRows + ((long)j * keyStride);
                 for (int r = 0; r < rows; r++)
                 {
-                    float score = VectorMath.Dot(qs + ((long)r * d), krow, d);
-                    bool visible = visibility == TileVisibility.Visible
-                        || _mask.IsVisible(rowPositions[r], _tokens.KeyPositions[k0 + j], rowDocuments[r], _tokens.HasDocuments ? _tokens.KeyDocuments[k0 + j] : 0);
-                    s[(r * Block) + j] = visible ? score : float.NegativeInfinity;
+                    s[(r * Block) + j] = VectorMath.Dot(_level, qs + ((long)r * dp), keyRow, d);
                 }
             }
 
+            if (visibility == TileVisibility.Partial)
+            {
+                ScoreMask.Apply(_mask, _tokens, s, Block, rows, k0, keys, rowPositions, rowDocuments);
+            }
+
+            int paddedKeys = Attention.RoundUp(keys, 8);
             for (int r = 0; r < rows; r++)
             {
                 new Span<float>(s + (r * Block) + keys, paddedKeys - keys).Fill(float.NegativeInfinity);
             }
 
-            OnlineSoftmax.Update(s, Block, rows, paddedKeys, m, l, acc, d, d);
-            for (int j = 0; j < keys; j++)
+            OnlineSoftmax.Update(_level, s, Block, rows, paddedKeys, m, l, acc, dp, dp);
+            float* valueRows = scratch.Values;
+            int valueStride = dp;
+            if (valuesInPlace)
             {
-                float* vrow = KeyValueRow(_v, ((long)(k0 + j) * kvStride) + (kvHead * d), row);
-                for (int r = 0; r < rows; r++)
-                {
-                    float p = s[(r * Block) + j];
-                    if (p != 0f)
-                    {
-                        VectorMath.Axpy(acc + ((long)r * d), p, vrow, d);
-                    }
-                }
+                valueRows = (float*)(_v + tileOffset);
+                valueStride = kvStride;
             }
+            else
+            {
+                Widen.Rows(_v + tileOffset, kvStride, keys, d, valueRows, dp);
+            }
+
+            MicroGemm.Run(_level, s, Block, valueRows, valueStride, acc, dp, rows, dp, keys, accumulate: true);
         }
 
         long partialRows = _shape.LseElements;
@@ -194,19 +221,8 @@ internal sealed unsafe class DecodeJob<T>
             {
                 int r = (g * tq) + i;
                 long rowIndex = (chunk * partialRows) + ((long)i * _shape.QueryHeads) + head;
-                OnlineSoftmax.Finish(acc + ((long)r * d), m[r], l[r], _partialO + (rowIndex * d), d, _partialLse + rowIndex);
+                OnlineSoftmax.Finish(acc + ((long)r * dp), m[r], l[r], _partialO + (rowIndex * d), d, _partialLse + rowIndex);
             }
         }
-    }
-
-    private float* KeyValueRow(T* source, long offset, float* row)
-    {
-        if (typeof(T) == typeof(float))
-        {
-            return (float*)(source + offset);
-        }
-
-        Widen.ToSingle(new ReadOnlySpan<T>(source + offset, _shape.HeadDim), new Span<float>(row, _shape.HeadDim));
-        return row;
     }
 }

@@ -49,7 +49,7 @@ public static partial class Attention
             fixed (T* q = query, k = key, v = value)
             fixed (float* o = output, lse = logSumExp)
             {
-                var job = new FlashForwardJob<T>(q, k, v, o, lse, shape, mask, resolved, scale * Log2E);
+                var job = new FlashForwardJob<T>(q, k, v, o, lse, shape, mask, resolved, scale * Log2E, options.ResolveSimd());
                 job.Run(threads);
             }
         }
@@ -72,12 +72,13 @@ internal sealed unsafe class FlashForwardJob<T>
     private readonly AttentionMask _mask;
     private readonly ResolvedTokens _tokens;
     private readonly float _scaleLog2;
+    private readonly SimdLevel _level;
     private readonly int _paddedDim;
     private readonly int _queryTile;
     private readonly int _queryTiles;
     private readonly TileRange[] _keyRanges;
 
-    public FlashForwardJob(T* q, T* k, T* v, float* o, float* lse, AttentionShape shape, AttentionMask mask, ResolvedTokens tokens, float scaleLog2)
+    public FlashForwardJob(T* q, T* k, T* v, float* o, float* lse, AttentionShape shape, AttentionMask mask, ResolvedTokens tokens, float scaleLog2, SimdLevel level)
     {
         _q = q;
         _k = k;
@@ -88,11 +89,14 @@ internal sealed unsafe class FlashForwardJob<T>
         _mask = mask;
         _tokens = tokens;
         _scaleLog2 = scaleLog2;
+        _level = level;
         _paddedDim = Attention.RoundUp(shape.HeadDim, 8);
 
-        // About 120 stacked rows per item (60 for d > 128) keeps Q, the accumulator, S and the K/V tiles in L2, and
-        // a multiple of 6 feeds the 6-row micro-kernel without remainder rows.
-        int rowTarget = shape.HeadDim > 128 ? 60 : 120;
+        // About 240 stacked rows per item (120 for d > 128): every item packs each K/V tile it needs once, so more
+        // rows per item means fewer packings of the same tile (packing was a fifth of the time at 120 rows, d = 128,
+        // measured with perf), while Q, the accumulator, S and the K/V tiles (about 360 KiB) still fit in L2. A
+        // multiple of 6 feeds the 6-row micro-kernel without remainder rows.
+        int rowTarget = shape.HeadDim > 128 ? 120 : 240;
         _queryTile = Math.Clamp(rowTarget / shape.GroupSize, 1, Math.Max(1, shape.QueryTokens));
         _queryTiles = (shape.QueryTokens + _queryTile - 1) / _queryTile;
         int keyTiles = (shape.KeyTokens + Attention.KeyTile - 1) / Attention.KeyTile;
@@ -165,10 +169,10 @@ internal sealed unsafe class FlashForwardJob<T>
             int keys = Math.Min(Bc, _shape.KeyTokens - k0);
             int paddedKeys = Attention.RoundUp(keys, 8);
             PackKeyValueTile(kvHead, k0, keys, kt, vp, scratch.Row);
-            MicroGemm.Run(qs, dp, kt, Bc, s, Bc, rows, paddedKeys, dp, accumulate: false);
+            MicroGemm.Run(_level, qs, dp, kt, Bc, s, Bc, rows, paddedKeys, dp, accumulate: false);
             if (visibility == TileVisibility.Partial)
             {
-                ApplyMask(s, rows, k0, keys, rowPositions, rowDocuments);
+                ScoreMask.Apply(_mask, _tokens, s, Bc, rows, k0, keys, rowPositions, rowDocuments);
             }
 
             if (paddedKeys != keys)
@@ -179,8 +183,8 @@ internal sealed unsafe class FlashForwardJob<T>
                 }
             }
 
-            OnlineSoftmax.Update(s, Bc, rows, paddedKeys, m, l, acc, dp, dp);
-            MicroGemm.Run(s, Bc, vp, dp, acc, dp, rows, dp, keys, accumulate: true);
+            OnlineSoftmax.Update(_level, s, Bc, rows, paddedKeys, m, l, acc, dp, dp);
+            MicroGemm.Run(_level, s, Bc, vp, dp, acc, dp, rows, dp, keys, accumulate: true);
         }
 
         for (int g = 0; g < group; g++)
@@ -306,43 +310,6 @@ internal sealed unsafe class FlashForwardJob<T>
         Avx.Store(destination + (6 * stride), Avx.Permute2x128(u2, u6, 0x31));
         Avx.Store(destination + (7 * stride), Avx.Permute2x128(u3, u7, 0x31));
     }
-
-    private void ApplyMask(float* s, int rows, int k0, int keys, long[] rowPositions, int[] rowDocuments)
-    {
-        const int Bc = Attention.KeyTile;
-        long[] keyPositions = _tokens.KeyPositions;
-        int[] keyDocuments = _tokens.KeyDocuments;
-        bool documents = _tokens.HasDocuments;
-        for (int r = 0; r < rows; r++)
-        {
-            float* sr = s + ((long)r * Bc);
-            long qp = rowPositions[r];
-            if (!documents)
-            {
-                // Every positional mask is an interval of key positions per query row.
-                (long lo, long hi) = _mask.VisibleRange(qp);
-                for (int j = 0; j < keys; j++)
-                {
-                    long kp = keyPositions[k0 + j];
-                    if (kp < lo || kp > hi)
-                    {
-                        sr[j] = float.NegativeInfinity;
-                    }
-                }
-
-                continue;
-            }
-
-            int qd = rowDocuments[r];
-            for (int j = 0; j < keys; j++)
-            {
-                if (!_mask.IsVisible(qp, keyPositions[k0 + j], qd, keyDocuments[k0 + j]))
-                {
-                    sr[j] = float.NegativeInfinity;
-                }
-            }
-        }
-    }
 }
 
 /// <summary>
@@ -361,21 +328,26 @@ internal sealed unsafe class ForwardScratch
         Rows = rows;
         PaddedDim = paddedDim;
         const int Bc = Attention.KeyTile;
-        int rowBlock = rows * paddedDim;
-        int total = (2 * rowBlock) + (rows * Bc) + (2 * Bc * paddedDim) + (2 * rows) + (8 * paddedDim);
+
+        // Every section starts on a 64-byte line: a zmm load that straddles two lines costs two.
+        int rowBlock = Line(rows * paddedDim);
+        int total = (2 * rowBlock) + Line(rows * Bc) + (2 * Line(Bc * paddedDim)) + (2 * Line(rows)) + (8 * paddedDim) + FloatsPerLine;
         _buffer = GC.AllocateArray<float>(total, pinned: true);
         float* p = (float*)Unsafe.AsPointer(ref _buffer[0]);
+        p += (FloatsPerLine - (int)((nuint)p % 64 / sizeof(float))) % FloatsPerLine;
         Queries = p;
         Accumulator = p += rowBlock;
         Scores = p += rowBlock;
-        KeysTransposed = p += rows * Bc;
-        Values = p += Bc * paddedDim;
-        RowMax = p += Bc * paddedDim;
-        RowSum = p += rows;
-        Row = p + rows;
+        KeysTransposed = p += Line(rows * Bc);
+        Values = p += Line(Bc * paddedDim);
+        RowMax = p += Line(Bc * paddedDim);
+        RowSum = p += Line(rows);
+        Row = p + Line(rows);
         RowPositions = new long[rows];
         RowDocuments = new int[rows];
     }
+
+    private const int FloatsPerLine = 16;
 
     public int Rows { get; }
 
@@ -401,6 +373,8 @@ internal sealed unsafe class ForwardScratch
     public long[] RowPositions { get; }
 
     public int[] RowDocuments { get; }
+
+    private static int Line(int floats) => Attention.RoundUp(floats, FloatsPerLine);
 
     public static ForwardScratch For(int rows, int paddedDim)
     {

@@ -54,7 +54,7 @@ public static partial class Attention
                     float w1 = MathF.Exp(l1 - m);
                     float w2 = MathF.Exp(l2 - m);
                     float sum = w1 + w2;
-                    VectorMath.Blend(o + offset, w1 / sum, o1 + offset, w2 / sum, o2 + offset, headDim);
+                    VectorMath.Blend(Simd.Best, o + offset, w1 / sum, o1 + offset, w2 / sum, o2 + offset, headDim);
                     logSumExp[r] = m + MathF.Log(sum);
                 }
             }

@@ -11,6 +11,20 @@ public sealed record AttentionOptions
     /// <summary>Worker threads; 0 means one per core. Results do not depend on it.</summary>
     public int MaxThreads { get; init; }
 
+    /// <summary>Pins the vector width (tests compare the paths in one process); null means <see cref="Simd.Best"/>.</summary>
+    internal SimdLevel? Simd { get; init; }
+
+    internal SimdLevel ResolveSimd()
+    {
+        SimdLevel level = Simd ?? Kernels.Simd.Best;
+        if (level > Kernels.Simd.Best)
+        {
+            throw new ArgumentException($"Simd {level} is not accelerated in this process (best: {Kernels.Simd.Best})", "options");
+        }
+
+        return level;
+    }
+
     internal float ResolveScale(int headDim)
     {
         float scale = Scale ?? (1f / MathF.Sqrt(headDim));

@@ -7,6 +7,7 @@ namespace LongCluster.Kernels;
 /// 2^x for the softmax. The kernels fold log2(e) into the query scale so softmax needs exp2 only. Vector forms:
 /// split x = n + f with f in [−0.5, 0.5], a degree-6 polynomial for 2^f (Cephes exp2f coefficients, relative
 /// error about 2e−7) and 2^n built in the exponent bits. Inputs are clamped to [−127, 127]; −∞ gives exactly 0.
+/// Every vector width runs the same operations per lane, so Vector512, Vector256 and Vector128 agree bit for bit.
 /// </summary>
 internal static class Exp2
 {
@@ -19,6 +20,23 @@ internal static class Exp2
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Scalar(float x) => float.Exp2(x);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Vector(Vector512<float> x)
+    {
+        x = Vector512.Min(Vector512.Max(x, Vector512.Create(-127f)), Vector512.Create(127f));
+        Vector512<float> n = Vector512.Floor(x + Vector512.Create(0.5f));
+        Vector512<float> f = x - n;
+        Vector512<float> p = Vector512.Create(P0);
+        p = Vector512.MultiplyAddEstimate(p, f, Vector512.Create(P1));
+        p = Vector512.MultiplyAddEstimate(p, f, Vector512.Create(P2));
+        p = Vector512.MultiplyAddEstimate(p, f, Vector512.Create(P3));
+        p = Vector512.MultiplyAddEstimate(p, f, Vector512.Create(P4));
+        p = Vector512.MultiplyAddEstimate(p, f, Vector512.Create(P5));
+        p = Vector512.MultiplyAddEstimate(p, f, Vector512<float>.One);
+        Vector512<int> exponent = Vector512.ShiftLeft(Vector512.ConvertToInt32(n) + Vector512.Create(127), 23);
+        return p * exponent.AsSingle();
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> Vector(Vector256<float> x)

@@ -7,25 +7,311 @@ namespace LongCluster.Kernels;
 /// The small GEMM both halves of a flash-attention tile are made of: <c>C[rows × cols] (+)= A[rows × k] · B[k × cols]</c>,
 /// row-major with leading dimensions, <c>cols</c> a multiple of 8 (callers pad). For S = Q·Kᵀ, A is the scaled query
 /// block and B the packed Kᵀ tile; for O += P·V, A is the probability block and B the packed V tile.
-/// Register blocking: 4 rows × 16 columns of accumulators (8 ymm), each step one broadcast of A per row and two
-/// loads of B. Vector256 → Vector128 → scalar.
+/// Register blocking: Vector512 6 rows × 64 columns (24 zmm accumulators of the 32, plus 4 for B and one broadcast);
+/// Vector256 6 × 16 (12 ymm); Vector128 4 × 8. Every vector path computes each element of C as one fused
+/// multiply-add per k in increasing k from its start value, so Vector512 and Vector256 (and Vector128) give the same
+/// bits; the scalar path rounds the product and the sum separately.
 /// </summary>
 internal static unsafe class MicroGemm
 {
-    public static void Run(float* a, int lda, float* b, int ldb, float* c, int ldc, int rows, int cols, int k, bool accumulate)
+    public static void Run(float* a, int lda, float* b, int ldb, float* c, int ldc, int rows, int cols, int k, bool accumulate) =>
+        Run(Simd.Best, a, lda, b, ldb, c, ldc, rows, cols, k, accumulate);
+
+    public static void Run(SimdLevel level, float* a, int lda, float* b, int ldb, float* c, int ldc, int rows, int cols, int k, bool accumulate)
     {
-        if (Vector256.IsHardwareAccelerated)
+        switch (level)
         {
-            Run256(a, lda, b, ldb, c, ldc, rows, cols, k, accumulate);
+            case SimdLevel.Vector512:
+                Run512(a, lda, b, ldb, c, ldc, rows, cols, k, accumulate);
+                break;
+            case SimdLevel.Vector256:
+                Run256(a, lda, b, ldb, c, ldc, rows, cols, k, accumulate);
+                break;
+            case SimdLevel.Vector128:
+                Run128(a, lda, b, ldb, c, ldc, rows, cols, k, accumulate);
+                break;
+            default:
+                RunScalar(a, lda, b, ldb, c, ldc, rows, cols, k, accumulate);
+                break;
         }
-        else if (Vector128.IsHardwareAccelerated)
+    }
+
+    private static void Run512(float* a, int lda, float* b, int ldb, float* c, int ldc, int rows, int cols, int k, bool accumulate)
+    {
+        int r = 0;
+        for (; r + 6 <= rows; r += 6)
         {
-            Run128(a, lda, b, ldb, c, ldc, rows, cols, k, accumulate);
+            float* ar = a + (r * lda);
+            float* cr = c + (r * ldc);
+            int j = 0;
+            for (; j + 64 <= cols; j += 64)
+            {
+                Block6x64(ar, lda, b + j, ldb, cr + j, ldc, k, accumulate);
+            }
+
+            for (; j + 16 <= cols; j += 16)
+            {
+                Block6x16x512(ar, lda, b + j, ldb, cr + j, ldc, k, accumulate);
+            }
+
+            if (j < cols)
+            {
+                for (int i = 0; i < 6; i++)
+                {
+                    Block1x8(ar + (i * lda), b + j, ldb, cr + (i * ldc) + j, k, accumulate);
+                }
+            }
+        }
+
+        if (r + 4 <= rows)
+        {
+            // Decode's usual group of 4 query heads per KV head lands here.
+            int j = 0;
+            for (; j + 64 <= cols; j += 64)
+            {
+                Block4x64(a + (r * lda), lda, b + j, ldb, c + (r * ldc) + j, ldc, k, accumulate);
+            }
+
+            for (int i = 0; i < 4; i++)
+            {
+                RowFrom512(a + ((r + i) * lda), b, ldb, c + ((r + i) * ldc), j, cols, k, accumulate);
+            }
+
+            r += 4;
+        }
+
+        for (; r < rows; r++)
+        {
+            RowFrom512(a + (r * lda), b, ldb, c + (r * ldc), 0, cols, k, accumulate);
+        }
+    }
+
+    /// <summary>One row of C from column <paramref name="j"/> on.</summary>
+    private static void RowFrom512(float* a, float* b, int ldb, float* c, int j, int cols, int k, bool accumulate)
+    {
+        for (; j + 64 <= cols; j += 64)
+        {
+            Block1x64(a, b + j, ldb, c + j, k, accumulate);
+        }
+
+        for (; j + 16 <= cols; j += 16)
+        {
+            Block1x16x512(a, b + j, ldb, c + j, k, accumulate);
+        }
+
+        if (j < cols)
+        {
+            Block1x8(a, b + j, ldb, c + j, k, accumulate);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Block4x64(float* a, int lda, float* b, int ldb, float* c, int ldc, int k, bool accumulate)
+    {
+        Vector512<float> c00, c01, c02, c03, c10, c11, c12, c13, c20, c21, c22, c23, c30, c31, c32, c33;
+        float* c0 = c;
+        float* c1 = c + ldc;
+        float* c2 = c1 + ldc;
+        float* c3 = c2 + ldc;
+        if (accumulate)
+        {
+            c00 = Vector512.Load(c0); c01 = Vector512.Load(c0 + 16); c02 = Vector512.Load(c0 + 32); c03 = Vector512.Load(c0 + 48);
+            c10 = Vector512.Load(c1); c11 = Vector512.Load(c1 + 16); c12 = Vector512.Load(c1 + 32); c13 = Vector512.Load(c1 + 48);
+            c20 = Vector512.Load(c2); c21 = Vector512.Load(c2 + 16); c22 = Vector512.Load(c2 + 32); c23 = Vector512.Load(c2 + 48);
+            c30 = Vector512.Load(c3); c31 = Vector512.Load(c3 + 16); c32 = Vector512.Load(c3 + 32); c33 = Vector512.Load(c3 + 48);
         }
         else
         {
-            RunScalar(a, lda, b, ldb, c, ldc, rows, cols, k, accumulate);
+            c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = c20 = c21 = c22 = c23 = c30 = c31 = c32 = c33 = Vector512<float>.Zero;
         }
+
+        float* a0 = a;
+        float* a1 = a + lda;
+        float* a2 = a1 + lda;
+        float* a3 = a2 + lda;
+        for (int p = 0; p < k; p++)
+        {
+            Vector512<float> b0 = Vector512.Load(b);
+            Vector512<float> b1 = Vector512.Load(b + 16);
+            Vector512<float> b2 = Vector512.Load(b + 32);
+            Vector512<float> b3 = Vector512.Load(b + 48);
+            b += ldb;
+            Vector512<float> x = Vector512.Create(a0[p]);
+            c00 = Vector512.MultiplyAddEstimate(x, b0, c00);
+            c01 = Vector512.MultiplyAddEstimate(x, b1, c01);
+            c02 = Vector512.MultiplyAddEstimate(x, b2, c02);
+            c03 = Vector512.MultiplyAddEstimate(x, b3, c03);
+            x = Vector512.Create(a1[p]);
+            c10 = Vector512.MultiplyAddEstimate(x, b0, c10);
+            c11 = Vector512.MultiplyAddEstimate(x, b1, c11);
+            c12 = Vector512.MultiplyAddEstimate(x, b2, c12);
+            c13 = Vector512.MultiplyAddEstimate(x, b3, c13);
+            x = Vector512.Create(a2[p]);
+            c20 = Vector512.MultiplyAddEstimate(x, b0, c20);
+            c21 = Vector512.MultiplyAddEstimate(x, b1, c21);
+            c22 = Vector512.MultiplyAddEstimate(x, b2, c22);
+            c23 = Vector512.MultiplyAddEstimate(x, b3, c23);
+            x = Vector512.Create(a3[p]);
+            c30 = Vector512.MultiplyAddEstimate(x, b0, c30);
+            c31 = Vector512.MultiplyAddEstimate(x, b1, c31);
+            c32 = Vector512.MultiplyAddEstimate(x, b2, c32);
+            c33 = Vector512.MultiplyAddEstimate(x, b3, c33);
+        }
+
+        c00.Store(c0); c01.Store(c0 + 16); c02.Store(c0 + 32); c03.Store(c0 + 48);
+        c10.Store(c1); c11.Store(c1 + 16); c12.Store(c1 + 32); c13.Store(c1 + 48);
+        c20.Store(c2); c21.Store(c2 + 16); c22.Store(c2 + 32); c23.Store(c2 + 48);
+        c30.Store(c3); c31.Store(c3 + 16); c32.Store(c3 + 32); c33.Store(c3 + 48);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Block6x64(float* a, int lda, float* b, int ldb, float* c, int ldc, int k, bool accumulate)
+    {
+        Vector512<float> c00, c01, c02, c03, c10, c11, c12, c13, c20, c21, c22, c23;
+        Vector512<float> c30, c31, c32, c33, c40, c41, c42, c43, c50, c51, c52, c53;
+        float* c0 = c;
+        float* c1 = c + ldc;
+        float* c2 = c1 + ldc;
+        float* c3 = c2 + ldc;
+        float* c4 = c3 + ldc;
+        float* c5 = c4 + ldc;
+        if (accumulate)
+        {
+            c00 = Vector512.Load(c0); c01 = Vector512.Load(c0 + 16); c02 = Vector512.Load(c0 + 32); c03 = Vector512.Load(c0 + 48);
+            c10 = Vector512.Load(c1); c11 = Vector512.Load(c1 + 16); c12 = Vector512.Load(c1 + 32); c13 = Vector512.Load(c1 + 48);
+            c20 = Vector512.Load(c2); c21 = Vector512.Load(c2 + 16); c22 = Vector512.Load(c2 + 32); c23 = Vector512.Load(c2 + 48);
+            c30 = Vector512.Load(c3); c31 = Vector512.Load(c3 + 16); c32 = Vector512.Load(c3 + 32); c33 = Vector512.Load(c3 + 48);
+            c40 = Vector512.Load(c4); c41 = Vector512.Load(c4 + 16); c42 = Vector512.Load(c4 + 32); c43 = Vector512.Load(c4 + 48);
+            c50 = Vector512.Load(c5); c51 = Vector512.Load(c5 + 16); c52 = Vector512.Load(c5 + 32); c53 = Vector512.Load(c5 + 48);
+        }
+        else
+        {
+            c00 = c01 = c02 = c03 = c10 = c11 = c12 = c13 = c20 = c21 = c22 = c23 = Vector512<float>.Zero;
+            c30 = c31 = c32 = c33 = c40 = c41 = c42 = c43 = c50 = c51 = c52 = c53 = Vector512<float>.Zero;
+        }
+
+        float* a0 = a;
+        float* a1 = a + lda;
+        float* a2 = a1 + lda;
+        float* a3 = a2 + lda;
+        float* a4 = a3 + lda;
+        float* a5 = a4 + lda;
+        for (int p = 0; p < k; p++)
+        {
+            Vector512<float> b0 = Vector512.Load(b);
+            Vector512<float> b1 = Vector512.Load(b + 16);
+            Vector512<float> b2 = Vector512.Load(b + 32);
+            Vector512<float> b3 = Vector512.Load(b + 48);
+            b += ldb;
+            Vector512<float> x = Vector512.Create(a0[p]);
+            c00 = Vector512.MultiplyAddEstimate(x, b0, c00);
+            c01 = Vector512.MultiplyAddEstimate(x, b1, c01);
+            c02 = Vector512.MultiplyAddEstimate(x, b2, c02);
+            c03 = Vector512.MultiplyAddEstimate(x, b3, c03);
+            x = Vector512.Create(a1[p]);
+            c10 = Vector512.MultiplyAddEstimate(x, b0, c10);
+            c11 = Vector512.MultiplyAddEstimate(x, b1, c11);
+            c12 = Vector512.MultiplyAddEstimate(x, b2, c12);
+            c13 = Vector512.MultiplyAddEstimate(x, b3, c13);
+            x = Vector512.Create(a2[p]);
+            c20 = Vector512.MultiplyAddEstimate(x, b0, c20);
+            c21 = Vector512.MultiplyAddEstimate(x, b1, c21);
+            c22 = Vector512.MultiplyAddEstimate(x, b2, c22);
+            c23 = Vector512.MultiplyAddEstimate(x, b3, c23);
+            x = Vector512.Create(a3[p]);
+            c30 = Vector512.MultiplyAddEstimate(x, b0, c30);
+            c31 = Vector512.MultiplyAddEstimate(x, b1, c31);
+            c32 = Vector512.MultiplyAddEstimate(x, b2, c32);
+            c33 = Vector512.MultiplyAddEstimate(x, b3, c33);
+            x = Vector512.Create(a4[p]);
+            c40 = Vector512.MultiplyAddEstimate(x, b0, c40);
+            c41 = Vector512.MultiplyAddEstimate(x, b1, c41);
+            c42 = Vector512.MultiplyAddEstimate(x, b2, c42);
+            c43 = Vector512.MultiplyAddEstimate(x, b3, c43);
+            x = Vector512.Create(a5[p]);
+            c50 = Vector512.MultiplyAddEstimate(x, b0, c50);
+            c51 = Vector512.MultiplyAddEstimate(x, b1, c51);
+            c52 = Vector512.MultiplyAddEstimate(x, b2, c52);
+            c53 = Vector512.MultiplyAddEstimate(x, b3, c53);
+        }
+
+        c00.Store(c0); c01.Store(c0 + 16); c02.Store(c0 + 32); c03.Store(c0 + 48);
+        c10.Store(c1); c11.Store(c1 + 16); c12.Store(c1 + 32); c13.Store(c1 + 48);
+        c20.Store(c2); c21.Store(c2 + 16); c22.Store(c2 + 32); c23.Store(c2 + 48);
+        c30.Store(c3); c31.Store(c3 + 16); c32.Store(c3 + 32); c33.Store(c3 + 48);
+        c40.Store(c4); c41.Store(c4 + 16); c42.Store(c4 + 32); c43.Store(c4 + 48);
+        c50.Store(c5); c51.Store(c5 + 16); c52.Store(c5 + 32); c53.Store(c5 + 48);
+    }
+
+    private static void Block6x16x512(float* a, int lda, float* b, int ldb, float* c, int ldc, int k, bool accumulate)
+    {
+        Vector512<float> c0, c1, c2, c3, c4, c5;
+        if (accumulate)
+        {
+            c0 = Vector512.Load(c);
+            c1 = Vector512.Load(c + ldc);
+            c2 = Vector512.Load(c + (2 * ldc));
+            c3 = Vector512.Load(c + (3 * ldc));
+            c4 = Vector512.Load(c + (4 * ldc));
+            c5 = Vector512.Load(c + (5 * ldc));
+        }
+        else
+        {
+            c0 = c1 = c2 = c3 = c4 = c5 = Vector512<float>.Zero;
+        }
+
+        for (int p = 0; p < k; p++)
+        {
+            Vector512<float> b0 = Vector512.Load(b);
+            b += ldb;
+            c0 = Vector512.MultiplyAddEstimate(Vector512.Create(a[p]), b0, c0);
+            c1 = Vector512.MultiplyAddEstimate(Vector512.Create(a[lda + p]), b0, c1);
+            c2 = Vector512.MultiplyAddEstimate(Vector512.Create(a[(2 * lda) + p]), b0, c2);
+            c3 = Vector512.MultiplyAddEstimate(Vector512.Create(a[(3 * lda) + p]), b0, c3);
+            c4 = Vector512.MultiplyAddEstimate(Vector512.Create(a[(4 * lda) + p]), b0, c4);
+            c5 = Vector512.MultiplyAddEstimate(Vector512.Create(a[(5 * lda) + p]), b0, c5);
+        }
+
+        c0.Store(c);
+        c1.Store(c + ldc);
+        c2.Store(c + (2 * ldc));
+        c3.Store(c + (3 * ldc));
+        c4.Store(c + (4 * ldc));
+        c5.Store(c + (5 * ldc));
+    }
+
+    private static void Block1x64(float* a, float* b, int ldb, float* c, int k, bool accumulate)
+    {
+        Vector512<float> c0 = accumulate ? Vector512.Load(c) : Vector512<float>.Zero;
+        Vector512<float> c1 = accumulate ? Vector512.Load(c + 16) : Vector512<float>.Zero;
+        Vector512<float> c2 = accumulate ? Vector512.Load(c + 32) : Vector512<float>.Zero;
+        Vector512<float> c3 = accumulate ? Vector512.Load(c + 48) : Vector512<float>.Zero;
+        for (int p = 0; p < k; p++)
+        {
+            Vector512<float> x = Vector512.Create(a[p]);
+            c0 = Vector512.MultiplyAddEstimate(x, Vector512.Load(b), c0);
+            c1 = Vector512.MultiplyAddEstimate(x, Vector512.Load(b + 16), c1);
+            c2 = Vector512.MultiplyAddEstimate(x, Vector512.Load(b + 32), c2);
+            c3 = Vector512.MultiplyAddEstimate(x, Vector512.Load(b + 48), c3);
+            b += ldb;
+        }
+
+        c0.Store(c);
+        c1.Store(c + 16);
+        c2.Store(c + 32);
+        c3.Store(c + 48);
+    }
+
+    private static void Block1x16x512(float* a, float* b, int ldb, float* c, int k, bool accumulate)
+    {
+        Vector512<float> c0 = accumulate ? Vector512.Load(c) : Vector512<float>.Zero;
+        for (int p = 0; p < k; p++)
+        {
+            c0 = Vector512.MultiplyAddEstimate(Vector512.Create(a[p]), Vector512.Load(b), c0);
+            b += ldb;
+        }
+
+        c0.Store(c);
     }
 
     internal static void RunScalar(float* a, int lda, float* b, int ldb, float* c, int ldc, int rows, int cols, int k, bool accumulate)

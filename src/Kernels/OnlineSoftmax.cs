@@ -17,12 +17,12 @@ internal static unsafe class OnlineSoftmax
     /// <param name="m">Running max per row (log2 domain).</param>
     /// <param name="l">Running sum of probabilities per row.</param>
     /// <param name="o">Output accumulator <c>[rows × ldo]</c>; <paramref name="oCols"/> (a multiple of 8) are rescaled.</param>
-    public static void Update(float* s, int lds, int rows, int cols, float* m, float* l, float* o, int ldo, int oCols)
+    public static void Update(SimdLevel level, float* s, int lds, int rows, int cols, float* m, float* l, float* o, int ldo, int oCols)
     {
         for (int r = 0; r < rows; r++)
         {
             float* sr = s + ((long)r * lds);
-            float rowMax = Max(sr, cols);
+            float rowMax = Max(level, sr, cols);
             float mOld = m[r];
             float mNew = MathF.Max(mOld, rowMax);
             if (mNew == float.NegativeInfinity)
@@ -31,7 +31,7 @@ internal static unsafe class OnlineSoftmax
                 continue;
             }
 
-            float sum = ExpInPlace(sr, cols, mNew);
+            float sum = ExpInPlace(level, sr, cols, mNew);
             if (mOld == mNew)
             {
                 l[r] += sum;
@@ -40,7 +40,7 @@ internal static unsafe class OnlineSoftmax
             {
                 float alpha = Exp2.Scalar(mOld - mNew);
                 l[r] = (l[r] * alpha) + sum;
-                Scale(o + ((long)r * ldo), oCols, alpha);
+                Scale(level, o + ((long)r * ldo), oCols, alpha);
                 m[r] = mNew;
             }
         }
@@ -66,11 +66,22 @@ internal static unsafe class OnlineSoftmax
         }
     }
 
-    private static float Max(float* x, int n)
+    private static float Max(SimdLevel level, float* x, int n)
     {
         int i = 0;
         float result = float.NegativeInfinity;
-        if (Vector256.IsHardwareAccelerated && n >= 8)
+        if (level == SimdLevel.Vector512 && n >= 16)
+        {
+            Vector512<float> acc = Vector512.Load(x);
+            for (i = 16; i + 16 <= n; i += 16)
+            {
+                acc = Vector512.Max(acc, Vector512.Load(x + i));
+            }
+
+            Vector256<float> half = Vector256.Max(acc.GetLower(), acc.GetUpper());
+            result = Max4(Vector128.Max(half.GetLower(), half.GetUpper()));
+        }
+        else if (level >= SimdLevel.Vector256 && n >= 8)
         {
             Vector256<float> acc = Vector256.Load(x);
             for (i = 8; i + 8 <= n; i += 8)
@@ -78,10 +89,9 @@ internal static unsafe class OnlineSoftmax
                 acc = Vector256.Max(acc, Vector256.Load(x + i));
             }
 
-            Vector128<float> half = Vector128.Max(acc.GetLower(), acc.GetUpper());
-            result = MathF.Max(MathF.Max(half[0], half[1]), MathF.Max(half[2], half[3]));
+            result = Max4(Vector128.Max(acc.GetLower(), acc.GetUpper()));
         }
-        else if (Vector128.IsHardwareAccelerated && n >= 4)
+        else if (level >= SimdLevel.Vector128 && n >= 4)
         {
             Vector128<float> acc = Vector128.Load(x);
             for (i = 4; i + 4 <= n; i += 4)
@@ -89,7 +99,7 @@ internal static unsafe class OnlineSoftmax
                 acc = Vector128.Max(acc, Vector128.Load(x + i));
             }
 
-            result = MathF.Max(MathF.Max(acc[0], acc[1]), MathF.Max(acc[2], acc[3]));
+            result = Max4(acc);
         }
 
         for (; i < n; i++)
@@ -100,24 +110,65 @@ internal static unsafe class OnlineSoftmax
         return result;
     }
 
-    private static float ExpInPlace(float* x, int n, float max)
+    private static float Max4(Vector128<float> v) => MathF.Max(MathF.Max(v[0], v[1]), MathF.Max(v[2], v[3]));
+
+    /// <summary>
+    /// x = 2^(x − max) in place, returning Σ x. The Vector512 and Vector256 paths add in the same order — element i
+    /// into lane i mod 16 of a 16-lane sum, which Vector256 keeps as two accumulators over alternate 8-blocks, then
+    /// the upper 8 lanes onto the lower, then <see cref="Vector256.Sum{T}"/> — so they return the same bits.
+    /// </summary>
+    private static float ExpInPlace(SimdLevel level, float* x, int n, float max)
     {
         int i = 0;
         float sum = 0f;
-        if (Vector256.IsHardwareAccelerated)
+        if (level == SimdLevel.Vector512)
         {
-            Vector256<float> m = Vector256.Create(max);
-            Vector256<float> acc = Vector256<float>.Zero;
-            for (; i + 8 <= n; i += 8)
+            Vector512<float> m = Vector512.Create(max);
+            Vector512<float> acc = Vector512<float>.Zero;
+            for (; i + 16 <= n; i += 16)
             {
-                Vector256<float> p = Exp2.Vector(Vector256.Load(x + i) - m);
+                Vector512<float> p = Exp2.Vector(Vector512.Load(x + i) - m);
                 p.Store(x + i);
                 acc += p;
             }
 
-            sum = Vector256.Sum(acc);
+            Vector256<float> lower = acc.GetLower();
+            if (i + 8 <= n)
+            {
+                Vector256<float> p = Exp2.Vector(Vector256.Load(x + i) - Vector256.Create(max));
+                p.Store(x + i);
+                lower += p;
+                i += 8;
+            }
+
+            sum = Vector256.Sum(lower + acc.GetUpper());
         }
-        else if (Vector128.IsHardwareAccelerated)
+        else if (level == SimdLevel.Vector256)
+        {
+            Vector256<float> m = Vector256.Create(max);
+            Vector256<float> even = Vector256<float>.Zero;
+            Vector256<float> odd = Vector256<float>.Zero;
+            for (; i + 16 <= n; i += 16)
+            {
+                Vector256<float> p0 = Exp2.Vector(Vector256.Load(x + i) - m);
+                Vector256<float> p1 = Exp2.Vector(Vector256.Load(x + i + 8) - m);
+                p0.Store(x + i);
+                p1.Store(x + i + 8);
+                even += p0;
+                odd += p1;
+            }
+
+            if (i + 8 <= n)
+            {
+                Vector256<float> p = Exp2.Vector(Vector256.Load(x + i) - m);
+                p.Store(x + i);
+                even += p;
+                i += 8;
+            }
+
+            sum = Vector256.Sum(even + odd);
+        }
+        else if (level == SimdLevel.Vector128)
         {
             Vector128<float> m = Vector128.Create(max);
             Vector128<float> acc = Vector128<float>.Zero;
@@ -141,10 +192,19 @@ internal static unsafe class OnlineSoftmax
         return sum;
     }
 
-    private static void Scale(float* x, int n, float factor)
+    private static void Scale(SimdLevel level, float* x, int n, float factor)
     {
         int i = 0;
-        if (Vector256.IsHardwareAccelerated)
+        if (level == SimdLevel.Vector512)
+        {
+            Vector512<float> f = Vector512.Create(factor);
+            for (; i + 16 <= n; i += 16)
+            {
+                (Vector512.Load(x + i) * f).Store(x + i);
+            }
+        }
+
+        if (level >= SimdLevel.Vector256)
         {
             Vector256<float> f = Vector256.Create(factor);
             for (; i + 8 <= n; i += 8)
@@ -152,7 +212,7 @@ internal static unsafe class OnlineSoftmax
                 (Vector256.Load(x + i) * f).Store(x + i);
             }
         }
-        else if (Vector128.IsHardwareAccelerated)
+        else if (level == SimdLevel.Vector128)
         {
             Vector128<float> f = Vector128.Create(factor);
             for (; i + 4 <= n; i += 4)
