@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The kernel benchmark of the foundation issue: the forward kernel against an OpenBLAS f32 GEMM measured in the
-# same run, on this machine. Installs its own yardstick (Debian's python3-numpy on OpenBLAS) and prints figures;
-# it asserts nothing, because timings on a shared 2-core machine belong in a report, not in a test.
+# The kernel benchmark of issue 11: prefill against an OpenBLAS SGEMM and decode against an OpenBLAS SGEMV's read
+# bandwidth, both measured in the same run on this machine, on the fastest OpenBLAS core type that fits the CPU
+# (tried in the yardstick's own environment; the machine's OPENBLAS_* settings are left alone). Installs its own
+# yardstick (Debian's python3-numpy on OpenBLAS) and prints figures and verdicts; it exits 0 whatever they say,
+# because timings on a shared 2-core machine belong in a report, not in a test. A few minutes; --quick repeats less.
 #   bench/kernel.sh [--quick]
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"

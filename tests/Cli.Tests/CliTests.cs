@@ -231,6 +231,10 @@ public sealed class CliTests : IDisposable
     [InlineData(new[] { "attend", "--input", "/nonexistent/x.safetensors", "--output", "b" }, "cannot open")]
     [InlineData(new[] { "frobnicate" }, "unknown command 'frobnicate'")]
     [InlineData(new[] { "bench", "kernel", "--hq", "6", "--hkv", "4" }, "--hq (6) must be a multiple of --hkv (4)")]
+    [InlineData(new[] { "bench", "decode", "--tk", "0" }, "--tk must be an integer >= 1")]
+    [InlineData(new[] { "bench", "decode", "--hq", "4" }, "--hq (4) must be a multiple of --hkv (8)")]
+    [InlineData(new[] { "bench", "decode", "--dtype", "f64" }, "--dtype must be f32, f16 or bf16")]
+    [InlineData(new[] { "bench" }, "'bench decode', 'bench ring' or 'bench transport'")]
     [InlineData(new[] { "demo", "--dtype", "f64" }, "--dtype must be f32, f16 or bf16")]
     [InlineData(new[] { "demo", "--mask", "full" }, "decode needs a mask under which earlier tokens cannot see later ones")]
     [InlineData(new[] { "silo", "--redis", "127.0.0.1:6379" }, "with --redis, every silo needs the same --secret and --token")]
@@ -283,6 +287,24 @@ public sealed class CliTests : IDisposable
         Assert.True(json.RootElement.GetProperty("ms").GetDouble() > 0);
         Assert.Equal(100 * 300 - (100 * 99 / 2), json.RootElement.GetProperty("live_pairs").GetInt64());
         Assert.Equal("causal", json.RootElement.GetProperty("mask").GetString());
+    }
+
+    [Fact]
+    public void BenchDecode_SmallShape_LastLineIsJsonWithBytesOfKAndV()
+    {
+        // 3000 keys: not a multiple of the kernel's 1024-key decode chunk, so a short last chunk is timed too.
+        (int code, string stdout, string stderr) = Run("bench", "decode", "--tk", "3000", "--hq", "4", "--hkv", "2", "--d", "64", "--repeat", "2", "--threads", "2");
+        Assert.True(code == 0, stderr);
+        string last = stdout.TrimEnd().Split('\n')[^1];
+        using JsonDocument json = JsonDocument.Parse(last);
+        Assert.True(json.RootElement.GetProperty("gbps").GetDouble() > 0);
+        Assert.True(json.RootElement.GetProperty("ms").GetDouble() > 0);
+        long kAndV = 2L * 3000 * 2 * 64 * 2; // K and V · Tk · Hkv · d · 2 bytes per bf16
+        Assert.Equal(kAndV, json.RootElement.GetProperty("bytes").GetInt64());
+        Assert.Equal(3000, json.RootElement.GetProperty("live_keys").GetInt64());
+        Assert.Equal("bf16", json.RootElement.GetProperty("dtype").GetString());
+        Assert.Equal(2, json.RootElement.GetProperty("threads").GetInt32());
+        Assert.Contains(json.RootElement.GetProperty("vector_bits").GetInt32(), new[] { 0, 128, 256, 512 });
     }
 
     [Fact]

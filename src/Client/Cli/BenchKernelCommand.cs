@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Runtime.Intrinsics;
 using System.Text.Json;
 using LongCluster.Kernels;
 using LongCluster.Tensors;
@@ -73,8 +74,19 @@ internal static class BenchKernelCommand
             ["threads"] = threads,
             ["live_pairs"] = livePairs,
             ["repeat"] = repeat,
+            ["vector_bits"] = VectorBits,
         };
         stdout.WriteLine(JsonSerializer.Serialize(summary));
         return CliApp.ExitOk;
     }
+
+    /// <summary>
+    /// The widest vector the JIT accelerates in this process (512, 256, 128, or 0 for scalar), so a report can show
+    /// that a run under <c>DOTNET_EnableAVX512=0</c> or similar took the path it meant to measure.
+    /// </summary>
+    public static int VectorBits =>
+        Vector512.IsHardwareAccelerated ? 512
+        : Vector256.IsHardwareAccelerated ? 256
+        : Vector128.IsHardwareAccelerated ? 128
+        : 0;
 }

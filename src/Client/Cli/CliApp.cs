@@ -35,6 +35,9 @@ public static class CliApp
               Per-step, per-shard live work, load imbalance and bytes sent, from positions alone.
           longcluster bench kernel [--tq N] [--tk N] [--hq N] [--hkv N] [--d N] [--mask M] [--dtype T] [--threads N] [--repeat N]
               Times the forward kernel; the last line is a JSON object with gflops and ms.
+          longcluster bench decode [--tk 262144] [--hq 32] [--hkv 8] [--d 128] [--mask full] [--dtype bf16] [--threads N] [--repeat 5]
+              Times the decode kernel for one query row at position Tk-1; the last line is a JSON object with the
+              GB/s of K and V read (2 * Tk * Hkv * d * sizeof(dtype) bytes over the median time) and ms.
           longcluster bench ring [--tokens 16384] [--shards 2] [--layout zigzag] [--mask causal] [--hq 8] [--hkv Hq] [--d 128] [--repeat 3]
               The in-process context-parallel driver (P ranks x 1 thread) against the kernel on 1 thread.
           longcluster bench transport [--frames 64] [--frame-mib 16] [--calls 20000] [--protocol tcp|http2]
@@ -74,11 +77,12 @@ public static class CliApp
                 "local-cluster" => LocalClusterCommand.Run(rest, stdout),
                 "silo" => SiloCommand.Run(rest, stdout),
                 "bench" when rest.Length > 0 && rest[0] == "kernel" => BenchKernelCommand.Run(rest[1..], stdout),
+                "bench" when rest.Length > 0 && rest[0] == "decode" => BenchDecodeCommand.Run(rest[1..], stdout),
                 "bench" when rest.Length > 0 && rest[0] == "ring" => BenchRingCommand.Run(rest[1..], stdout),
                 "bench" when rest.Length > 0 && rest[0] == "transport" => BenchTransportCommand.Run(rest[1..], stdout),
                 "bench" when rest.Length == 3 && rest[0] == "transport-server" => BenchTransportCommand.Serve(rest[1..], stdout),
                 "bench" when rest.Length == 3 && rest[0] == "http2-server" => BenchTransportCommand.ServeHttp2(stdout),
-                "bench" => throw new UsageException("bench: say what to benchmark: 'longcluster bench kernel' or 'longcluster bench ring'"),
+                "bench" => throw new UsageException("bench: say what to benchmark: 'longcluster bench kernel', 'bench decode', 'bench ring' or 'bench transport'"),
                 _ => throw new UsageException($"unknown command '{args[0]}' (commands: demo, attend, plan, local-cluster, silo, bench; see --help)"),
             };
         }

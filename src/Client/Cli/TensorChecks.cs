@@ -57,6 +57,35 @@ internal static class TensorChecks
         }
     }
 
+    /// <summary>
+    /// Runs the decode kernel (<see cref="Attention.Decode{T}"/>: few query rows, long K/V) on tensors of any storage
+    /// dtype, dispatched as <see cref="Forward"/> is.
+    /// </summary>
+    public static void Decode(
+        HostTensor q, HostTensor k, HostTensor v, AttentionShape shape, AttentionMask mask, scoped AttentionTokens tokens, float[] o, float[] lse, AttentionOptions options)
+    {
+        if (q.DType != k.DType || k.DType != v.DType)
+        {
+            Attention.Decode<float>(q.ToSingle(), k.ToSingle(), v.ToSingle(), shape, mask, tokens, o, lse, options);
+            return;
+        }
+
+        switch (q.DType)
+        {
+            case DType.F32:
+                Attention.Decode<float>(q.AsSpan<float>(), k.AsSpan<float>(), v.AsSpan<float>(), shape, mask, tokens, o, lse, options);
+                break;
+            case DType.F16:
+                Attention.Decode<Half>(q.AsSpan<Half>(), k.AsSpan<Half>(), v.AsSpan<Half>(), shape, mask, tokens, o, lse, options);
+                break;
+            case DType.BF16:
+                Attention.Decode<BFloat16>(q.AsSpan<BFloat16>(), k.AsSpan<BFloat16>(), v.AsSpan<BFloat16>(), shape, mask, tokens, o, lse, options);
+                break;
+            default:
+                throw new InputException($"q, k and v must be F32, F16 or BF16, not {q.DType.SafetensorsName()}");
+        }
+    }
+
     /// <summary>The same computation as <see cref="Forward"/>, by <paramref name="shards"/> in-process ranks under <paramref name="layout"/>.</summary>
     public static void ShardedForward(
         HostTensor q, HostTensor k, HostTensor v, AttentionShape shape, AttentionMask mask, ContextLayout layout, int shards, long[] positions, int[] documents, float[] o, float[] lse, AttentionOptions options)
