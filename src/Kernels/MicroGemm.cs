@@ -5,7 +5,8 @@ namespace LongCluster.Kernels;
 
 /// <summary>
 /// The small GEMM both halves of a flash-attention tile are made of: <c>C[rows × cols] (+)= A[rows × k] · B[k × cols]</c>,
-/// row-major with leading dimensions, <c>cols</c> a multiple of 8 (callers pad). For S = Q·Kᵀ, A is the scaled query
+/// row-major with leading dimensions, <c>cols</c> a multiple of 8 (callers pad); B is f32, or bf16 read in place
+/// and widened in registers (<see cref="WideLoad"/>). For S = Q·Kᵀ, A is the scaled query
 /// block and B the packed Kᵀ tile; for O += P·V, A is the probability block and B the packed V tile.
 /// Register blocking: Vector512 6 rows × 64 columns (24 zmm accumulators of the 32, plus 4 for B and one broadcast);
 /// Vector256 6 × 16 (12 ymm); Vector128 4 × 8. Every vector path computes each element of C as one fused
@@ -14,11 +15,11 @@ namespace LongCluster.Kernels;
 /// </summary>
 internal static unsafe class MicroGemm
 {
-    public static void Run(float* a, int lda, float* b, int ldb, float* c, int ldc, int rows, int cols, int k, bool accumulate) =>
-        Run(Simd.Best, a, lda, b, ldb, c, ldc, rows, cols, k, accumulate);
-
-    public static void Run(SimdLevel level, float* a, int lda, float* b, int ldb, float* c, int ldc, int rows, int cols, int k, bool accumulate)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Run<TB>(SimdLevel level, float* a, int lda, TB* b, int ldb, float* c, int ldc, int rows, int cols, int k, bool accumulate)
+        where TB : unmanaged
     {
+        WideLoad.EnsureSupported<TB>();
         switch (level)
         {
             case SimdLevel.Vector512:
@@ -36,7 +37,9 @@ internal static unsafe class MicroGemm
         }
     }
 
-    private static void Run512(float* a, int lda, float* b, int ldb, float* c, int ldc, int rows, int cols, int k, bool accumulate)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Run512<TB>(float* a, int lda, TB* b, int ldb, float* c, int ldc, int rows, int cols, int k, bool accumulate)
+        where TB : unmanaged
     {
         int r = 0;
         for (; r + 6 <= rows; r += 6)
@@ -87,7 +90,9 @@ internal static unsafe class MicroGemm
     }
 
     /// <summary>One row of C from column <paramref name="j"/> on.</summary>
-    private static void RowFrom512(float* a, float* b, int ldb, float* c, int j, int cols, int k, bool accumulate)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void RowFrom512<TB>(float* a, TB* b, int ldb, float* c, int j, int cols, int k, bool accumulate)
+        where TB : unmanaged
     {
         for (; j + 64 <= cols; j += 64)
         {
@@ -106,7 +111,8 @@ internal static unsafe class MicroGemm
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Block4x64(float* a, int lda, float* b, int ldb, float* c, int ldc, int k, bool accumulate)
+    private static void Block4x64<TB>(float* a, int lda, TB* b, int ldb, float* c, int ldc, int k, bool accumulate)
+        where TB : unmanaged
     {
         Vector512<float> c00, c01, c02, c03, c10, c11, c12, c13, c20, c21, c22, c23, c30, c31, c32, c33;
         float* c0 = c;
@@ -131,10 +137,10 @@ internal static unsafe class MicroGemm
         float* a3 = a2 + lda;
         for (int p = 0; p < k; p++)
         {
-            Vector512<float> b0 = Vector512.Load(b);
-            Vector512<float> b1 = Vector512.Load(b + 16);
-            Vector512<float> b2 = Vector512.Load(b + 32);
-            Vector512<float> b3 = Vector512.Load(b + 48);
+            Vector512<float> b0 = WideLoad.Load16(b);
+            Vector512<float> b1 = WideLoad.Load16(b + 16);
+            Vector512<float> b2 = WideLoad.Load16(b + 32);
+            Vector512<float> b3 = WideLoad.Load16(b + 48);
             b += ldb;
             Vector512<float> x = Vector512.Create(a0[p]);
             c00 = Vector512.MultiplyAddEstimate(x, b0, c00);
@@ -165,7 +171,8 @@ internal static unsafe class MicroGemm
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Block6x64(float* a, int lda, float* b, int ldb, float* c, int ldc, int k, bool accumulate)
+    private static void Block6x64<TB>(float* a, int lda, TB* b, int ldb, float* c, int ldc, int k, bool accumulate)
+        where TB : unmanaged
     {
         Vector512<float> c00, c01, c02, c03, c10, c11, c12, c13, c20, c21, c22, c23;
         Vector512<float> c30, c31, c32, c33, c40, c41, c42, c43, c50, c51, c52, c53;
@@ -198,10 +205,10 @@ internal static unsafe class MicroGemm
         float* a5 = a4 + lda;
         for (int p = 0; p < k; p++)
         {
-            Vector512<float> b0 = Vector512.Load(b);
-            Vector512<float> b1 = Vector512.Load(b + 16);
-            Vector512<float> b2 = Vector512.Load(b + 32);
-            Vector512<float> b3 = Vector512.Load(b + 48);
+            Vector512<float> b0 = WideLoad.Load16(b);
+            Vector512<float> b1 = WideLoad.Load16(b + 16);
+            Vector512<float> b2 = WideLoad.Load16(b + 32);
+            Vector512<float> b3 = WideLoad.Load16(b + 48);
             b += ldb;
             Vector512<float> x = Vector512.Create(a0[p]);
             c00 = Vector512.MultiplyAddEstimate(x, b0, c00);
@@ -243,7 +250,9 @@ internal static unsafe class MicroGemm
         c50.Store(c5); c51.Store(c5 + 16); c52.Store(c5 + 32); c53.Store(c5 + 48);
     }
 
-    private static void Block6x16x512(float* a, int lda, float* b, int ldb, float* c, int ldc, int k, bool accumulate)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Block6x16x512<TB>(float* a, int lda, TB* b, int ldb, float* c, int ldc, int k, bool accumulate)
+        where TB : unmanaged
     {
         Vector512<float> c0, c1, c2, c3, c4, c5;
         if (accumulate)
@@ -262,7 +271,7 @@ internal static unsafe class MicroGemm
 
         for (int p = 0; p < k; p++)
         {
-            Vector512<float> b0 = Vector512.Load(b);
+            Vector512<float> b0 = WideLoad.Load16(b);
             b += ldb;
             c0 = Vector512.MultiplyAddEstimate(Vector512.Create(a[p]), b0, c0);
             c1 = Vector512.MultiplyAddEstimate(Vector512.Create(a[lda + p]), b0, c1);
@@ -280,7 +289,9 @@ internal static unsafe class MicroGemm
         c5.Store(c + (5 * ldc));
     }
 
-    private static void Block1x64(float* a, float* b, int ldb, float* c, int k, bool accumulate)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Block1x64<TB>(float* a, TB* b, int ldb, float* c, int k, bool accumulate)
+        where TB : unmanaged
     {
         Vector512<float> c0 = accumulate ? Vector512.Load(c) : Vector512<float>.Zero;
         Vector512<float> c1 = accumulate ? Vector512.Load(c + 16) : Vector512<float>.Zero;
@@ -289,10 +300,10 @@ internal static unsafe class MicroGemm
         for (int p = 0; p < k; p++)
         {
             Vector512<float> x = Vector512.Create(a[p]);
-            c0 = Vector512.MultiplyAddEstimate(x, Vector512.Load(b), c0);
-            c1 = Vector512.MultiplyAddEstimate(x, Vector512.Load(b + 16), c1);
-            c2 = Vector512.MultiplyAddEstimate(x, Vector512.Load(b + 32), c2);
-            c3 = Vector512.MultiplyAddEstimate(x, Vector512.Load(b + 48), c3);
+            c0 = Vector512.MultiplyAddEstimate(x, WideLoad.Load16(b), c0);
+            c1 = Vector512.MultiplyAddEstimate(x, WideLoad.Load16(b + 16), c1);
+            c2 = Vector512.MultiplyAddEstimate(x, WideLoad.Load16(b + 32), c2);
+            c3 = Vector512.MultiplyAddEstimate(x, WideLoad.Load16(b + 48), c3);
             b += ldb;
         }
 
@@ -302,19 +313,23 @@ internal static unsafe class MicroGemm
         c3.Store(c + 48);
     }
 
-    private static void Block1x16x512(float* a, float* b, int ldb, float* c, int k, bool accumulate)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Block1x16x512<TB>(float* a, TB* b, int ldb, float* c, int k, bool accumulate)
+        where TB : unmanaged
     {
         Vector512<float> c0 = accumulate ? Vector512.Load(c) : Vector512<float>.Zero;
         for (int p = 0; p < k; p++)
         {
-            c0 = Vector512.MultiplyAddEstimate(Vector512.Create(a[p]), Vector512.Load(b), c0);
+            c0 = Vector512.MultiplyAddEstimate(Vector512.Create(a[p]), WideLoad.Load16(b), c0);
             b += ldb;
         }
 
         c0.Store(c);
     }
 
-    internal static void RunScalar(float* a, int lda, float* b, int ldb, float* c, int ldc, int rows, int cols, int k, bool accumulate)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    internal static void RunScalar<TB>(float* a, int lda, TB* b, int ldb, float* c, int ldc, int rows, int cols, int k, bool accumulate)
+        where TB : unmanaged
     {
         for (int r = 0; r < rows; r++)
         {
@@ -327,16 +342,18 @@ internal static unsafe class MicroGemm
             for (int p = 0; p < k; p++)
             {
                 float x = a[(r * lda) + p];
-                float* bp = b + (p * ldb);
+                TB* bp = b + (p * ldb);
                 for (int j = 0; j < cols; j++)
                 {
-                    cr[j] += x * bp[j];
+                    cr[j] += x * WideLoad.Single(bp[j]);
                 }
             }
         }
     }
 
-    private static void Run256(float* a, int lda, float* b, int ldb, float* c, int ldc, int rows, int cols, int k, bool accumulate)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Run256<TB>(float* a, int lda, TB* b, int ldb, float* c, int ldc, int rows, int cols, int k, bool accumulate)
+        where TB : unmanaged
     {
         int r = 0;
         for (; r + 6 <= rows; r += 6)
@@ -389,7 +406,8 @@ internal static unsafe class MicroGemm
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Block4x16(float* a, int lda, float* b, int ldb, float* c, int ldc, int k, bool accumulate)
+    private static void Block4x16<TB>(float* a, int lda, TB* b, int ldb, float* c, int ldc, int k, bool accumulate)
+        where TB : unmanaged
     {
         Vector256<float> c00, c01, c10, c11, c20, c21, c30, c31;
         if (accumulate)
@@ -414,8 +432,8 @@ internal static unsafe class MicroGemm
         float* a3 = a + (3 * lda);
         for (int p = 0; p < k; p++)
         {
-            Vector256<float> b0 = Vector256.Load(b);
-            Vector256<float> b1 = Vector256.Load(b + 8);
+            Vector256<float> b0 = WideLoad.Load8(b);
+            Vector256<float> b1 = WideLoad.Load8(b + 8);
             b += ldb;
             Vector256<float> x = Vector256.Create(a0[p]);
             c00 = Vector256.MultiplyAddEstimate(x, b0, c00);
@@ -442,7 +460,8 @@ internal static unsafe class MicroGemm
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Block6x16(float* a, int lda, float* b, int ldb, float* c, int ldc, int k, bool accumulate)
+    private static void Block6x16<TB>(float* a, int lda, TB* b, int ldb, float* c, int ldc, int k, bool accumulate)
+        where TB : unmanaged
     {
         Vector256<float> c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
         if (accumulate)
@@ -473,8 +492,8 @@ internal static unsafe class MicroGemm
         float* a5 = a + (5 * lda);
         for (int p = 0; p < k; p++)
         {
-            Vector256<float> b0 = Vector256.Load(b);
-            Vector256<float> b1 = Vector256.Load(b + 8);
+            Vector256<float> b0 = WideLoad.Load8(b);
+            Vector256<float> b1 = WideLoad.Load8(b + 8);
             b += ldb;
             Vector256<float> x = Vector256.Create(a0[p]);
             c00 = Vector256.MultiplyAddEstimate(x, b0, c00);
@@ -510,15 +529,17 @@ internal static unsafe class MicroGemm
         c51.Store(c + (5 * ldc) + 8);
     }
 
-    private static void Block1x16(float* a, float* b, int ldb, float* c, int k, bool accumulate)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Block1x16<TB>(float* a, TB* b, int ldb, float* c, int k, bool accumulate)
+        where TB : unmanaged
     {
         Vector256<float> c0 = accumulate ? Vector256.Load(c) : Vector256<float>.Zero;
         Vector256<float> c1 = accumulate ? Vector256.Load(c + 8) : Vector256<float>.Zero;
         for (int p = 0; p < k; p++)
         {
             Vector256<float> x = Vector256.Create(a[p]);
-            c0 = Vector256.MultiplyAddEstimate(x, Vector256.Load(b), c0);
-            c1 = Vector256.MultiplyAddEstimate(x, Vector256.Load(b + 8), c1);
+            c0 = Vector256.MultiplyAddEstimate(x, WideLoad.Load8(b), c0);
+            c1 = Vector256.MultiplyAddEstimate(x, WideLoad.Load8(b + 8), c1);
             b += ldb;
         }
 
@@ -526,19 +547,23 @@ internal static unsafe class MicroGemm
         c1.Store(c + 8);
     }
 
-    private static void Block1x8(float* a, float* b, int ldb, float* c, int k, bool accumulate)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Block1x8<TB>(float* a, TB* b, int ldb, float* c, int k, bool accumulate)
+        where TB : unmanaged
     {
         Vector256<float> c0 = accumulate ? Vector256.Load(c) : Vector256<float>.Zero;
         for (int p = 0; p < k; p++)
         {
-            c0 = Vector256.MultiplyAddEstimate(Vector256.Create(a[p]), Vector256.Load(b), c0);
+            c0 = Vector256.MultiplyAddEstimate(Vector256.Create(a[p]), WideLoad.Load8(b), c0);
             b += ldb;
         }
 
         c0.Store(c);
     }
 
-    private static void Run128(float* a, int lda, float* b, int ldb, float* c, int ldc, int rows, int cols, int k, bool accumulate)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Run128<TB>(float* a, int lda, TB* b, int ldb, float* c, int ldc, int rows, int cols, int k, bool accumulate)
+        where TB : unmanaged
     {
         int r = 0;
         for (; r + 4 <= rows; r += 4)
@@ -555,14 +580,14 @@ internal static unsafe class MicroGemm
             {
                 float* ar = a + (r * lda);
                 float* cr = c + (r * ldc) + j;
-                float* bp = b + j;
+                TB* bp = b + j;
                 Vector128<float> c0 = accumulate ? Vector128.Load(cr) : Vector128<float>.Zero;
                 Vector128<float> c1 = accumulate ? Vector128.Load(cr + 4) : Vector128<float>.Zero;
                 for (int p = 0; p < k; p++)
                 {
                     Vector128<float> x = Vector128.Create(ar[p]);
-                    c0 = Vector128.MultiplyAddEstimate(x, Vector128.Load(bp), c0);
-                    c1 = Vector128.MultiplyAddEstimate(x, Vector128.Load(bp + 4), c1);
+                    c0 = Vector128.MultiplyAddEstimate(x, WideLoad.Load4(bp), c0);
+                    c1 = Vector128.MultiplyAddEstimate(x, WideLoad.Load4(bp + 4), c1);
                     bp += ldb;
                 }
 
@@ -572,7 +597,9 @@ internal static unsafe class MicroGemm
         }
     }
 
-    private static void Block4x8x128(float* a, int lda, float* b, int ldb, float* c, int ldc, int k, bool accumulate)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Block4x8x128<TB>(float* a, int lda, TB* b, int ldb, float* c, int ldc, int k, bool accumulate)
+        where TB : unmanaged
     {
         Vector128<float> c00, c01, c10, c11, c20, c21, c30, c31;
         if (accumulate)
@@ -593,8 +620,8 @@ internal static unsafe class MicroGemm
 
         for (int p = 0; p < k; p++)
         {
-            Vector128<float> b0 = Vector128.Load(b);
-            Vector128<float> b1 = Vector128.Load(b + 4);
+            Vector128<float> b0 = WideLoad.Load4(b);
+            Vector128<float> b1 = WideLoad.Load4(b + 4);
             b += ldb;
             Vector128<float> x = Vector128.Create(a[p]);
             c00 = Vector128.MultiplyAddEstimate(x, b0, c00);

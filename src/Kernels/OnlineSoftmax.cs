@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace LongCluster.Kernels;
@@ -17,6 +18,7 @@ internal static unsafe class OnlineSoftmax
     /// <param name="m">Running max per row (log2 domain).</param>
     /// <param name="l">Running sum of probabilities per row.</param>
     /// <param name="o">Output accumulator <c>[rows × ldo]</c>; <paramref name="oCols"/> (a multiple of 8) are rescaled.</param>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Update(SimdLevel level, float* s, int lds, int rows, int cols, float* m, float* l, float* o, int ldo, int oCols)
     {
         for (int r = 0; r < rows; r++)
@@ -47,6 +49,7 @@ internal static unsafe class OnlineSoftmax
     }
 
     /// <summary>Writes the final rows: O = acc / l and LSE = ln(Σ e^s) = m·ln2 + ln(l); a row with l = 0 gets O = 0, LSE = −∞.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Finish(float* acc, float m, float l, float* output, int headDim, float* lse)
     {
         if (l > 0f)
@@ -66,6 +69,7 @@ internal static unsafe class OnlineSoftmax
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float Max(SimdLevel level, float* x, int n)
     {
         int i = 0;
@@ -117,6 +121,7 @@ internal static unsafe class OnlineSoftmax
     /// into lane i mod 16 of a 16-lane sum, which Vector256 keeps as two accumulators over alternate 8-blocks, then
     /// the upper 8 lanes onto the lower, then <see cref="Vector256.Sum{T}"/> — so they return the same bits.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float ExpInPlace(SimdLevel level, float* x, int n, float max)
     {
         int i = 0;
@@ -192,6 +197,7 @@ internal static unsafe class OnlineSoftmax
         return sum;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Scale(SimdLevel level, float* x, int n, float factor)
     {
         int i = 0;

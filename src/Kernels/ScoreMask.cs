@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace LongCluster.Kernels;
 
 /// <summary>Hides, per element, the scores of a partly visible tile that the mask does not let a row see (−∞).</summary>
@@ -6,6 +8,7 @@ internal static unsafe class ScoreMask
     /// <param name="s">Scores <c>[rows × lds]</c>; columns 0..keys−1 are keys k0..k0+keys−1.</param>
     /// <param name="rowPositions">Global position of each score row's query.</param>
     /// <param name="rowDocuments">Document of each score row's query (read only when the tokens have documents).</param>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Apply(
         AttentionMask mask, ResolvedTokens tokens, float* s, int lds, int rows, int k0, int keys, long[] rowPositions, int[] rowDocuments)
     {

@@ -40,11 +40,12 @@ internal static class Widen
 
     /// <summary>
     /// Widens <paramref name="rows"/> rows of <paramref name="count"/> elements, <paramref name="sourceStride"/>
-    /// elements apart, into rows <paramref name="destinationStride"/> floats apart, zeroing each destination row
-    /// from <paramref name="count"/> to <paramref name="destinationStride"/>. One call per tile, not per row: the
-    /// decode kernel widens whole K/V tiles and a call per 128-element row would cost a fifth of its time.
+    /// elements apart, into rows <paramref name="destinationStride"/> floats apart, zeroing each destination row from
+    /// <paramref name="count"/> up to <paramref name="paddedCount"/>. One call per tile, not per row: a call per
+    /// 128-element row costs the decode kernel a fifth of its time.
     /// </summary>
-    public static unsafe void Rows<T>(T* source, long sourceStride, int rows, int count, float* destination, int destinationStride)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static unsafe void Rows<T>(T* source, long sourceStride, int rows, int count, float* destination, int destinationStride, int paddedCount)
         where T : unmanaged
     {
         for (int r = 0; r < rows; r++)
@@ -60,7 +61,7 @@ internal static class Widen
                 ToSingle(new ReadOnlySpan<T>(from, count), new Span<float>(to, count));
             }
 
-            new Span<float>(to + count, destinationStride - count).Clear();
+            new Span<float>(to + count, paddedCount - count).Clear();
         }
     }
 

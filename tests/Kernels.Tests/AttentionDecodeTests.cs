@@ -29,6 +29,7 @@ public sealed class AttentionDecodeTests
     [Fact]
     public void Decode_ThreadCount_DoesNotChangeOneBit()
     {
+        // Five chunks: on one thread an item takes every KV head of a chunk, on more threads one head each.
         var shape = new AttentionShape(2, 5000, 8, 2, 64);
         float[] q = TestData.Random(1, shape.QueryElements);
         float[] k = TestData.Random(2, shape.KeyValueElements);

@@ -56,6 +56,10 @@ public sealed class SimdPathTests
         Run<float>(level, new AttentionShape(1, 2100, 8, 2, d), AttentionMask.Causal, Decode, 1e-4, seed: d);
         Run<BFloat16>(level, new AttentionShape(2, 2100, 6, 2, d), AttentionMask.Parse("document-causal"), Decode, 1e-4, seed: d + 1);
         Run<Half>(level, new AttentionShape(1, 1100, 4, 4, d), AttentionMask.Parse("window:700"), Decode, 1e-4, seed: d + 2);
+
+        // Five chunks on one thread: each work item takes every KV head of its chunk (whole K/V rows).
+        Run<BFloat16>(level, new AttentionShape(1, 4500, 8, 4, d), AttentionMask.Causal, Decode, 1e-4, seed: d + 3, threads: 1);
+        Run<float>(level, new AttentionShape(2, 4500, 6, 3, d), AttentionMask.Parse("prefix:3000"), Decode, 1e-4, seed: d + 4, threads: 1);
     }
 
     [Fact]
@@ -130,14 +134,14 @@ public sealed class SimdPathTests
     private static void Decode<T>(T[] q, T[] k, T[] v, AttentionShape shape, AttentionMask mask, AttentionTokens tokens, float[] o, float[] lse, AttentionOptions options)
         where T : unmanaged => Attention.Decode<T>(q, k, v, shape, mask, tokens, o, lse, options);
 
-    private static void Run<T>(SimdLevel level, AttentionShape shape, AttentionMask mask, Kernel<T> kernel, double tolerance, int seed)
+    private static void Run<T>(SimdLevel level, AttentionShape shape, AttentionMask mask, Kernel<T> kernel, double tolerance, int seed, int threads = 2)
         where T : unmanaged
     {
         (T[] q, T[] k, T[] v, long[] qPositions, long[] kPositions) = Inputs<T>(shape, seed);
         var tokens = new AttentionTokens(qPositions, kPositions, TestData.Documents(qPositions), TestData.Documents(kPositions));
         var o = new float[shape.QueryElements];
         var lse = new float[shape.LseElements];
-        kernel(q, k, v, shape, mask, tokens, o, lse, new AttentionOptions { Simd = level, MaxThreads = 2 });
+        kernel(q, k, v, shape, mask, tokens, o, lse, new AttentionOptions { Simd = level, MaxThreads = threads });
         (double[] refO, double[] refLse) = AttentionReference.Forward<T>(q, k, v, shape, mask, tokens);
         TestData.AssertClose(o, lse, refO, refLse, tolerance, $"{level} {typeof(T).Name} {mask} {shape}");
     }
