@@ -1,4 +1,6 @@
+using System.Buffers;
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
@@ -49,7 +51,7 @@ public static partial class Attention
             fixed (T* q = query, k = key, v = value)
             fixed (float* o = output, lse = logSumExp)
             {
-                var job = new FlashForwardJob<T>(q, k, v, o, lse, shape, mask, resolved, scale * Log2E, options.ResolveSimd());
+                var job = new FlashForwardJob<T>(q, k, v, o, lse, shape, mask, resolved, scale * Log2E, options.ResolveSimd(), options.PackBudgetBytes);
                 job.Run(threads);
             }
         }
@@ -58,7 +60,9 @@ public static partial class Attention
 
 /// <summary>
 /// One flash-attention forward call: the work items are (KV head, query tile); each stacks the query rows of all
-/// the heads of its group so that a packed K/V tile serves the whole group (GQA packs once, not G times).
+/// the heads of its group so that a packed K/V tile serves the whole group (GQA packs once, not G times). When the
+/// packed tiles of the whole call fit <see cref="AttentionOptions.PackBudgetBytes"/>, every visible tile is packed once up front
+/// (in parallel) and shared by all query tiles; otherwise each item packs the tiles it needs. Both give the same bits.
 /// </summary>
 internal sealed unsafe class FlashForwardJob<T>
     where T : unmanaged
@@ -77,9 +81,15 @@ internal sealed unsafe class FlashForwardJob<T>
     private readonly int _queryTile;
     private readonly int _queryTiles;
     private readonly TileRange[] _keyRanges;
+    private readonly TileRange _allQueries;
+    private float* _packed;
 
-    public FlashForwardJob(T* q, T* k, T* v, float* o, float* lse, AttentionShape shape, AttentionMask mask, ResolvedTokens tokens, float scaleLog2, SimdLevel level)
+    private readonly long _packBudgetBytes;
+
+    public FlashForwardJob(
+        T* q, T* k, T* v, float* o, float* lse, AttentionShape shape, AttentionMask mask, ResolvedTokens tokens, float scaleLog2, SimdLevel level, long packBudgetBytes)
     {
+        _packBudgetBytes = packBudgetBytes;
         _q = q;
         _k = k;
         _v = v;
@@ -106,11 +116,55 @@ internal sealed unsafe class FlashForwardJob<T>
             int start = t * Attention.KeyTile;
             _keyRanges[t] = tokens.KeyRange(start, Math.Min(Attention.KeyTile, shape.KeyTokens - start));
         }
+
+        _allQueries = tokens.QueryRange(0, shape.QueryTokens);
     }
 
     public int ItemCount => _queryTiles * _shape.KeyValueHeads;
 
-    public void Run(int threads) => WorkQueue.Run(ItemCount, threads, RunItem);
+    private int PackedTileFloats => 2 * Attention.KeyTile * _paddedDim;
+
+    public void Run(int threads)
+    {
+        long packedFloats = (long)_shape.KeyValueHeads * _keyRanges.Length * PackedTileFloats;
+        if (_queryTiles < 2 || packedFloats * sizeof(float) > _packBudgetBytes)
+        {
+            WorkQueue.Run(ItemCount, threads, RunItem);
+            return;
+        }
+
+        float[] packed = ArrayPool<float>.Shared.Rent((int)packedFloats);
+        GCHandle pin = GCHandle.Alloc(packed, GCHandleType.Pinned);
+        try
+        {
+            _packed = (float*)pin.AddrOfPinnedObject();
+            WorkQueue.Run(_shape.KeyValueHeads * _keyRanges.Length, threads, PackItem);
+            WorkQueue.Run(ItemCount, threads, RunItem);
+        }
+        finally
+        {
+            _packed = null;
+            pin.Free();
+            ArrayPool<float>.Shared.Return(packed);
+        }
+    }
+
+    /// <summary>Packs tile (KV head, key tile) into the shared buffer, unless no query of the call can see it.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void PackItem(int item)
+    {
+        int kvHead = item / _keyRanges.Length;
+        int tile = item % _keyRanges.Length;
+        if (_mask.Classify(_allQueries, _keyRanges[tile]) == TileVisibility.Hidden)
+        {
+            return;
+        }
+
+        int k0 = tile * Attention.KeyTile;
+        float* kt = _packed + ((long)item * PackedTileFloats);
+        ForwardScratch scratch = ForwardScratch.For(1, _paddedDim);
+        PackKeyValueTile(kvHead, k0, Math.Min(Attention.KeyTile, _shape.KeyTokens - k0), kt, kt + (Attention.KeyTile * _paddedDim), scratch.Row);
+    }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void RunItem(int item)
@@ -130,8 +184,6 @@ internal sealed unsafe class FlashForwardJob<T>
         float* qs = scratch.Queries;
         float* acc = scratch.Accumulator;
         float* s = scratch.Scores;
-        float* kt = scratch.KeysTransposed;
-        float* vp = scratch.Values;
         float* m = scratch.RowMax;
         float* l = scratch.RowSum;
         long[] rowPositions = scratch.RowPositions;
@@ -169,7 +221,18 @@ internal sealed unsafe class FlashForwardJob<T>
             int k0 = tile * Bc;
             int keys = Math.Min(Bc, _shape.KeyTokens - k0);
             int paddedKeys = Attention.RoundUp(keys, 8);
-            PackKeyValueTile(kvHead, k0, keys, kt, vp, scratch.Row);
+            float* kt = scratch.KeysTransposed;
+            float* vp = scratch.Values;
+            if (_packed is null)
+            {
+                PackKeyValueTile(kvHead, k0, keys, kt, vp, scratch.Row);
+            }
+            else
+            {
+                kt = _packed + ((((long)kvHead * _keyRanges.Length) + tile) * PackedTileFloats);
+                vp = kt + (Bc * dp);
+            }
+
             MicroGemm.Run(_level, qs, dp, kt, Bc, s, Bc, rows, paddedKeys, dp, accumulate: false);
             if (visibility == TileVisibility.Partial)
             {

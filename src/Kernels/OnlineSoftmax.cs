@@ -40,7 +40,9 @@ internal static unsafe class OnlineSoftmax
             }
             else
             {
-                float alpha = Exp2.Scalar(mOld - mNew);
+                // The polynomial of the vector paths, not float.Exp2: a libm call per row and tile cost more than the
+                // row's exponentials.
+                float alpha = level == SimdLevel.Scalar ? Exp2.Scalar(mOld - mNew) : Exp2.Vector(Vector128.CreateScalarUnsafe(mOld - mNew)).ToScalar();
                 l[r] = (l[r] * alpha) + sum;
                 Scale(level, o + ((long)r * ldo), oCols, alpha);
                 m[r] = mNew;

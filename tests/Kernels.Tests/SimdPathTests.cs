@@ -62,6 +62,33 @@ public sealed class SimdPathTests
         Run<float>(level, new AttentionShape(2, 4500, 6, 3, d), AttentionMask.Parse("prefix:3000"), Decode, 1e-4, seed: d + 4, threads: 1);
     }
 
+    [Theory]
+    [InlineData("full", 4, 2, 128)]
+    [InlineData("causal", 4, 1, 64)]
+    [InlineData("document-causal", 2, 2, 17)]
+    public void Forward_TilesPackedOnceOrPerItem_SameBitsAndMatchReference(string maskText, int hq, int hkv, int d)
+    {
+        // 301 query rows make several query tiles, so the call packs every visible K/V tile once and shares it;
+        // a budget of 0 makes each item pack its own.
+        var shape = new AttentionShape(301, 333, hq, hkv, d);
+        var mask = AttentionMask.Parse(maskText);
+        (float[] q, float[] k, float[] v, long[] qPositions, long[] kPositions) = Inputs<float>(shape, seed: d);
+        int[] qDocuments = TestData.Documents(qPositions);
+        int[] kDocuments = TestData.Documents(kPositions);
+        float[] Result(long budget)
+        {
+            var o = new float[shape.QueryElements];
+            var lse = new float[shape.LseElements];
+            var tokens = new AttentionTokens(qPositions, kPositions, qDocuments, kDocuments);
+            Attention.Forward<float>(q, k, v, shape, mask, tokens, o, lse, new AttentionOptions { PackBudgetBytes = budget });
+            (double[] refO, double[] refLse) = AttentionReference.Forward<float>(q, k, v, shape, mask, tokens);
+            TestData.AssertClose(o, lse, refO, refLse, 1e-4, $"budget {budget} {mask} {shape}");
+            return [.. o, .. lse];
+        }
+
+        Assert.Equal(Result(64L << 20), Result(0));
+    }
+
     [Fact]
     public void Forward_Vector512AndVector256_SameBits()
     {
