@@ -82,14 +82,12 @@ internal sealed unsafe class FlashForwardJob<T>
     private readonly int _queryTiles;
     private readonly TileRange[] _keyRanges;
     private readonly TileRange _allQueries;
+    private readonly bool _sharedPacking;
     private float* _packed;
-
-    private readonly long _packBudgetBytes;
 
     public FlashForwardJob(
         T* q, T* k, T* v, float* o, float* lse, AttentionShape shape, AttentionMask mask, ResolvedTokens tokens, float scaleLog2, SimdLevel level, long packBudgetBytes)
     {
-        _packBudgetBytes = packBudgetBytes;
         _q = q;
         _k = k;
         _v = v;
@@ -102,13 +100,6 @@ internal sealed unsafe class FlashForwardJob<T>
         _level = level;
         _paddedDim = Attention.RoundUp(shape.HeadDim, 8);
 
-        // About 240 stacked rows per item (120 for d > 128): every item packs each K/V tile it needs once, so more
-        // rows per item means fewer packings of the same tile (packing was a fifth of the time at 120 rows, d = 128,
-        // measured with perf), while Q, the accumulator, S and the K/V tiles (about 360 KiB) still fit in L2. A
-        // multiple of 6 feeds the 6-row micro-kernel without remainder rows.
-        int rowTarget = shape.HeadDim > 128 ? 120 : 240;
-        _queryTile = Math.Clamp(rowTarget / shape.GroupSize, 1, Math.Max(1, shape.QueryTokens));
-        _queryTiles = (shape.QueryTokens + _queryTile - 1) / _queryTile;
         int keyTiles = (shape.KeyTokens + Attention.KeyTile - 1) / Attention.KeyTile;
         _keyRanges = new TileRange[keyTiles];
         for (int t = 0; t < keyTiles; t++)
@@ -117,6 +108,16 @@ internal sealed unsafe class FlashForwardJob<T>
             _keyRanges[t] = tokens.KeyRange(start, Math.Min(Attention.KeyTile, shape.KeyTokens - start));
         }
 
+        // Stacked rows per item: about 120 (60 for d > 128) when the tiles are packed once for the whole call, which
+        // keeps the wasted half-tiles on a causal diagonal small; about 240 (120) when each item packs its own tiles,
+        // so a tile is packed half as often. Either way Q, the accumulator, S and the K/V tiles fit in L2, and a
+        // multiple of 6 feeds the 6-row micro-kernel without remainder rows.
+        long packedBytes = (long)shape.KeyValueHeads * keyTiles * PackedTileFloats * sizeof(float);
+        bool fitsBudget = packedBytes <= packBudgetBytes;
+        int rowTarget = (shape.HeadDim > 128 ? 60 : 120) * (fitsBudget ? 1 : 2);
+        _queryTile = Math.Clamp(rowTarget / shape.GroupSize, 1, Math.Max(1, shape.QueryTokens));
+        _queryTiles = (shape.QueryTokens + _queryTile - 1) / _queryTile;
+        _sharedPacking = fitsBudget && _queryTiles > 1;
         _allQueries = tokens.QueryRange(0, shape.QueryTokens);
     }
 
@@ -126,14 +127,14 @@ internal sealed unsafe class FlashForwardJob<T>
 
     public void Run(int threads)
     {
-        long packedFloats = (long)_shape.KeyValueHeads * _keyRanges.Length * PackedTileFloats;
-        if (_queryTiles < 2 || packedFloats * sizeof(float) > _packBudgetBytes)
+        if (!_sharedPacking)
         {
             WorkQueue.Run(ItemCount, threads, RunItem);
             return;
         }
 
-        float[] packed = ArrayPool<float>.Shared.Rent((int)packedFloats);
+        int packedFloats = _shape.KeyValueHeads * _keyRanges.Length * PackedTileFloats;
+        float[] packed = ArrayPool<float>.Shared.Rent(packedFloats);
         GCHandle pin = GCHandle.Alloc(packed, GCHandleType.Pinned);
         try
         {

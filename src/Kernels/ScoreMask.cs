@@ -15,13 +15,29 @@ internal static unsafe class ScoreMask
         long[] keyPositions = tokens.KeyPositions;
         int[] keyDocuments = tokens.KeyDocuments;
         bool documents = tokens.HasDocuments;
+        if (!documents && Ascending(keyPositions, k0, keys))
+        {
+            // Every positional mask shows a row one interval of key positions; over ascending keys that is one run of
+            // columns, found by binary search, and the rest is filled: no per-element test on the causal diagonal.
+            for (int r = 0; r < rows; r++)
+            {
+                (long lo, long hi) = mask.VisibleRange(rowPositions[r]);
+                int first = FirstAtLeast(keyPositions, k0, keys, lo);
+                int end = hi == long.MaxValue ? keys : FirstAtLeast(keyPositions, k0, keys, hi + 1);
+                var row = new Span<float>(s + ((long)r * lds), keys);
+                row[..first].Fill(float.NegativeInfinity);
+                row[Math.Max(first, end)..].Fill(float.NegativeInfinity);
+            }
+
+            return;
+        }
+
         for (int r = 0; r < rows; r++)
         {
             float* sr = s + ((long)r * lds);
             long qp = rowPositions[r];
             if (!documents)
             {
-                // Every positional mask is an interval of key positions per query row.
                 (long lo, long hi) = mask.VisibleRange(qp);
                 for (int j = 0; j < keys; j++)
                 {
@@ -44,5 +60,39 @@ internal static unsafe class ScoreMask
                 }
             }
         }
+    }
+
+    private static bool Ascending(long[] positions, int start, int count)
+    {
+        for (int j = start + 1; j < start + count; j++)
+        {
+            if (positions[j] <= positions[j - 1])
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    /// <summary>The first column j in [0, count) with positions[start + j] ≥ value (count if none), over ascending positions.</summary>
+    private static int FirstAtLeast(long[] positions, int start, int count, long value)
+    {
+        int lo = 0;
+        int hi = count;
+        while (lo < hi)
+        {
+            int mid = (lo + hi) >>> 1;
+            if (positions[start + mid] < value)
+            {
+                lo = mid + 1;
+            }
+            else
+            {
+                hi = mid;
+            }
+        }
+
+        return lo;
     }
 }

@@ -69,6 +69,22 @@ public sealed class AttentionForwardTests
     }
 
     [Theory]
+    [InlineData("causal")]
+    [InlineData("window:50")]
+    [InlineData("prefix:30")]
+    public void Forward_KeysNotInPositionOrder_MatchReference(string mask)
+    {
+        // Keys in descending and then shuffled position order: partial tiles cannot be masked by one run of columns.
+        var shape = new AttentionShape(90, 150, 4, 2, 32);
+        long[] qPositions = TestData.Positions(90, start: 60);
+        long[] descending = TestData.Positions(150, start: 149, stride: -1);
+        Check<float>(shape, AttentionMask.Parse(mask), qPositions, descending, seed: 21);
+        long[] shuffled = TestData.Positions(150);
+        new Random(5).Shuffle(shuffled);
+        Check<float>(shape, AttentionMask.Parse(mask), qPositions, shuffled, seed: 22);
+    }
+
+    [Theory]
     [InlineData(100f, F32Tolerance)]
     // Scores near 10³ carry an f32 rounding error near 10³ · 6e−8 ≈ 1e−4 before the softmax sees them, so no f32
     // kernel can promise 1e−4 here; this case is about overflow and NaN, checked at the bound the inputs allow.
