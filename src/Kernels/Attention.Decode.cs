@@ -188,24 +188,23 @@ internal sealed unsafe class DecodeJob<T>
 
             long tileOffset = ((long)k0 * kvStride) + (firstHead * d);
 
-            // A stream through K and V with bursts of compute between tiles: ask for this tile's V and the next
-            // tile's K before computing.
-            Prefetch.Rows(_v + tileOffset, kvStride, keys, blockElements);
-            if (k0 + Block < chunkEnd)
-            {
-                Prefetch.Rows(_k + tileOffset + ((long)Block * kvStride), kvStride, Math.Min(Block, chunkEnd - k0 - Block), blockElements);
-            }
+            // A stream through K and V with bursts of compute between tiles, which the hardware prefetcher does not
+            // run far enough ahead of: while scoring key j, ask for row j of this tile's V and of the next tile's K,
+            // spread over the tile rather than in one burst that would stall on the miss buffers.
+            T* nextKeys = k0 + Block < chunkEnd ? _k + tileOffset + ((long)Block * kvStride) : null;
+            int nextKeyRows = Math.Min(Block, chunkEnd - k0 - Block);
+            var prefetch = new TilePrefetch(_v + tileOffset, keys, nextKeys, nextKeyRows, kvStride, blockElements);
 
             // f32 and bf16 keys are read in place (bf16 widened in registers); f16 has no fast widening, so its tile
             // is widened once into the scratch buffer.
             if (typeof(T) == typeof(Half))
             {
                 WidenTile(_k + tileOffset, kvStride, keys, heads, scratch.KeysTransposed, tileWidth);
-                ScoreTile(scratch.KeysTransposed, tileWidth, dp, keys, heads, headRows, qs, dp, s);
+                ScoreTile(scratch.KeysTransposed, tileWidth, dp, keys, heads, headRows, qs, dp, s, prefetch);
             }
             else
             {
-                ScoreTile(_k + tileOffset, kvStride, d, keys, heads, headRows, qs, dp, s);
+                ScoreTile(_k + tileOffset, kvStride, d, keys, heads, headRows, qs, dp, s, prefetch);
             }
 
             if (visibility == TileVisibility.Partial)
@@ -257,17 +256,37 @@ internal sealed unsafe class DecodeJob<T>
     }
 
     /// <summary>s[r, j] = q_r · k_j for every row of every head of the item; key j of head h at keys + j · keyStride + h · headStride.</summary>
-    private void ScoreTile<TK>(TK* keyRows, long keyStride, int headStride, int keys, int heads, int headRows, float* qs, int dp, float* s)
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private void ScoreTile<TK>(TK* keyRows, long keyStride, int headStride, int keys, int heads, int headRows, float* qs, int dp, float* s, TilePrefetch prefetch)
         where TK : unmanaged
     {
         int d = _shape.HeadDim;
         for (int j = 0; j < keys; j++)
         {
+            prefetch.Row(j);
             TK* keyRow = keyRows + (j * keyStride);
             for (int h = 0; h < heads; h++)
             {
                 int r0 = h * headRows;
                 VectorMath.Dots(_level, qs + ((long)r0 * dp), dp, headRows, keyRow + (h * headStride), d, s + (r0 * Block) + j, Block);
+            }
+        }
+    }
+
+    /// <summary>Row j of this tile's V and of the next tile's K (where there is one), for <see cref="Prefetch"/>.</summary>
+    private readonly struct TilePrefetch(T* values, int valueRows, T* nextKeys, int nextKeyRows, long stride, int count)
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Row(int j)
+        {
+            if (j < valueRows)
+            {
+                Prefetch.Row(values + (j * stride), count);
+            }
+
+            if (nextKeys != null && j < nextKeyRows)
+            {
+                Prefetch.Row(nextKeys + (j * stride), count);
             }
         }
     }

@@ -3,14 +3,14 @@ using System.Runtime.Intrinsics.X86;
 
 namespace LongCluster.Kernels;
 
-/// <summary>Software prefetch of strided rows into the cache hierarchy (a no-op where the ISA has none).</summary>
+/// <summary>Software prefetch into the cache hierarchy (a no-op where the ISA has none).</summary>
 internal static unsafe class Prefetch
 {
     private const int LineBytes = 64;
 
-    /// <summary>Asks for every cache line of <paramref name="rows"/> rows of <paramref name="count"/> elements, <paramref name="stride"/> elements apart.</summary>
+    /// <summary>Asks for every cache line of one row of <paramref name="count"/> elements.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static void Rows<T>(T* source, long stride, int rows, int count)
+    public static void Row<T>(T* source, int count)
         where T : unmanaged
     {
         if (!Sse.IsSupported)
@@ -18,14 +18,11 @@ internal static unsafe class Prefetch
             return;
         }
 
+        byte* row = (byte*)source;
         int bytes = count * sizeof(T);
-        for (int r = 0; r < rows; r++)
+        for (int offset = 0; offset < bytes; offset += LineBytes)
         {
-            byte* row = (byte*)(source + (r * stride));
-            for (int offset = 0; offset < bytes; offset += LineBytes)
-            {
-                Sse.Prefetch0(row + offset);
-            }
+            Sse.Prefetch0(row + offset);
         }
     }
 }
