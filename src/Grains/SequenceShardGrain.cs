@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Runtime.InteropServices;
 using LongCluster.Kernels;
 using LongCluster.Kernels.ContextParallel;
@@ -131,32 +132,28 @@ internal sealed class SequenceShardGrain(SiloResources resources, ExchangeHub hu
         int onThisSilo = ranks.Count(r => r == Silo);
         int threads = resources.Options.KernelThreads > 0 ? resources.Options.KernelThreads : Math.Max(1, Environment.ProcessorCount / onThisSilo);
         ClusterExchange exchange = hub.Open(run.Run, _setup.Index, ranks);
+        int rows = _positions.Length;
+        int heads = _model.Spec.QueryHeads;
+        // Pooled scratch the rank writes its O and LSE rows into; the ShardOutput below keeps its own copy.
+        float[] output = ArrayPool<float>.Shared.Rent(rows * heads * _model.Spec.HeadDim);
+        float[] lse = ArrayPool<float>.Shared.Rent(rows * heads);
         try
         {
-            RankOutput output = await store.PrefillAsync(
-                exchange, plan, input.Query, input.Key, input.Value, _positions, _documents, _model.Mask, AttentionOptions.Default with { MaxThreads = threads }, cancel.Token).ConfigureAwait(false);
-            try
+            RankTimings t = await store.PrefillAsync(
+                exchange, plan, input.Query, input.Key, input.Value, _positions, _documents, output.AsMemory(0, rows * heads * _model.Spec.HeadDim), lse.AsMemory(0, rows * heads),
+                _model.Mask, AttentionOptions.Default with { MaxThreads = threads }, cancel.Token).ConfigureAwait(false);
+            await exchange.CompleteAsync(cancel.Token).ConfigureAwait(false);
+            _outputs[run.Layer] = new ShardOutput(
+                rows,
+                MemoryMarshal.AsBytes(output.AsSpan(0, rows * heads * _model.Spec.HeadDim)).ToArray(),
+                MemoryMarshal.AsBytes(lse.AsSpan(0, rows * heads)).ToArray());
+            lock (_runLock)
             {
-                await exchange.CompleteAsync(cancel.Token).ConfigureAwait(false);
-                int rows = _positions.Length;
-                int heads = _model.Spec.QueryHeads;
-                _outputs[run.Layer] = new ShardOutput(
-                    rows,
-                    MemoryMarshal.AsBytes(output.Output.AsSpan(0, rows * heads * _model.Spec.HeadDim)).ToArray(),
-                    MemoryMarshal.AsBytes(output.LogSumExp.AsSpan(0, rows * heads)).ToArray());
-                RankTimings t = output.Timings;
-                lock (_runLock)
-                {
-                    _finished = (run.Run, run.Layer, segments);
-                }
+                _finished = (run.Run, run.Layer, segments);
+            }
 
-                return new ShardTimings(
-                    _setup.Index, t.Scatter.TotalSeconds, t.Compute.TotalSeconds, t.Waiting.TotalSeconds, t.Gather.TotalSeconds, exchange.TransferTime.TotalSeconds, exchange.BytesSent);
-            }
-            finally
-            {
-                output.Release();
-            }
+            return new ShardTimings(
+                _setup.Index, t.Scatter.TotalSeconds, t.Compute.TotalSeconds, t.Waiting.TotalSeconds, t.Gather.TotalSeconds, exchange.TransferTime.TotalSeconds, exchange.BytesSent);
         }
         catch (Exception e)
         {
@@ -166,6 +163,8 @@ internal sealed class SequenceShardGrain(SiloResources resources, ExchangeHub hu
         }
         finally
         {
+            ArrayPool<float>.Shared.Return(output);
+            ArrayPool<float>.Shared.Return(lse);
             lock (_runLock)
             {
                 _active = null;
@@ -331,6 +330,11 @@ internal sealed class SequenceShardGrain(SiloResources resources, ExchangeHub hu
 
         _uploads.Clear();
         _outputs.Clear();
+        foreach (IShardStore layer in _layers)
+        {
+            layer.Dispose();
+        }
+
         _layers = [];
         _setup = null;
         resources.ReleaseBytes(_reserved);

@@ -5,8 +5,8 @@ using LongCluster.Tensors;
 
 namespace LongCluster.Grains;
 
-/// <summary>One layer's KV of one shard, in the sequence's storage dtype, behind a dtype-free face.</summary>
-internal interface IShardStore
+/// <summary>One layer's KV of one shard, in the sequence's storage dtype, behind a dtype-free face. Disposing returns its KV buffers to the pool.</summary>
+internal interface IShardStore : IDisposable
 {
     long StoredRows { get; }
 
@@ -16,8 +16,10 @@ internal interface IShardStore
 
     void Truncate(int segments);
 
-    Task<RankOutput> PrefillAsync(
-        IExchange exchange, LayoutPlan plan, byte[] query, byte[] key, byte[] value, long[] positions, int[] documents, AttentionMask mask, AttentionOptions options, CancellationToken cancellationToken);
+    /// <summary>Runs this shard's part of a layer over its uploaded rows; writes O <c>[n, Hq, d]</c> and LSE <c>[n, Hq]</c> for them.</summary>
+    Task<RankTimings> PrefillAsync(
+        IExchange exchange, LayoutPlan plan, byte[] query, byte[] key, byte[] value, long[] positions, int[] documents, Memory<float> output, Memory<float> logSumExp,
+        AttentionMask mask, AttentionOptions options, CancellationToken cancellationToken);
 
     void Append(long[] positions, int[] documents, byte[] key, byte[] value);
 
@@ -45,9 +47,13 @@ internal sealed class ShardStore<T>(int rank, int headDim, TimeSpan receiveTimeo
 
     public void Truncate(int segments) => _rank.Truncate(segments);
 
-    public Task<RankOutput> PrefillAsync(
-        IExchange exchange, LayoutPlan plan, byte[] query, byte[] key, byte[] value, long[] positions, int[] documents, AttentionMask mask, AttentionOptions options, CancellationToken cancellationToken) =>
-        _rank.PrefillChunkAsync(exchange, plan, new RankInput<T>(Elements(query), Elements(key), Elements(value), positions, documents), mask, options, cancellationToken);
+    public void Dispose() => _rank.Dispose();
+
+    public Task<RankTimings> PrefillAsync(
+        IExchange exchange, LayoutPlan plan, byte[] query, byte[] key, byte[] value, long[] positions, int[] documents, Memory<float> output, Memory<float> logSumExp,
+        AttentionMask mask, AttentionOptions options, CancellationToken cancellationToken) =>
+        _rank.PrefillChunkAsync(
+            exchange, plan, RankView<T>.AllRows(Elements(query), Elements(key), Elements(value), positions, documents, output, logSumExp), mask, options, null, cancellationToken);
 
     public void Append(long[] positions, int[] documents, byte[] key, byte[] value) => _rank.Append(positions, documents, Elements(key), Elements(value));
 

@@ -187,6 +187,139 @@ public sealed class ContextParallelTests
     }
 
     [Theory]
+    [InlineData("striped:3", 2, 8)]
+    [InlineData("zigzag", 3, 2)]
+    [InlineData("hybrid:2", 4, 2)]
+    [InlineData("ulysses", 2, 8)]
+    public async Task Prefill_RowsOutOfOrderAtOffsetPositions_BitIdenticalToTheRingOfForwardCalls(string layout, int shards, int hkv)
+    {
+        // Ranks read their rows straight out of the caller's tensors and write O back at the same offsets: rows that
+        // are not one run (stripes, zigzag pairs), or whose heads other members computed, at positions that are not
+        // 0..n−1, must land exactly where the same kernel calls, made one by one here, put them.
+        int hq = 8;
+        int tokens = 61;
+        var mask = AttentionMask.Parse("document-causal");
+        var shape = new AttentionShape(tokens, tokens, hq, hkv, HeadDim);
+        float[] q = TestData.Random(7, shape.QueryElements);
+        float[] k = TestData.Random(8, shape.KeyValueElements);
+        float[] v = TestData.Random(9, shape.KeyValueElements);
+        long[] positions = TestData.Positions(tokens, start: 1000, stride: 3);
+        int[] documents = TestData.Documents(positions);
+        var parsed = ContextLayout.Parse(layout);
+        var plan = new LayoutPlan(parsed, shards, tokens, hq, hkv);
+        if (plan.UlyssesDegree == 1)
+        {
+            // Ring layouts: some rank's rows are more than one run. (Ulysses members hold runs; their heads come back from the group.)
+            Assert.Contains(Enumerable.Range(0, shards), r => plan.RankTokens(r)[^1] - plan.RankTokens(r)[0] >= plan.RankTokens(r).Length);
+        }
+
+        using var sequence = new ShardedSequence<float>(parsed, shards, hq, hkv, HeadDim, mask, new AttentionOptions { MaxThreads = 2 });
+        var o = new float[shape.QueryElements];
+        var lse = new float[shape.LseElements];
+        o.AsSpan().Fill(float.NaN);
+        lse.AsSpan().Fill(float.NaN);
+        await sequence.PrefillAsync(q, k, v, o, lse, positions, documents);
+
+        (float[] expectedO, float[] expectedL) = RingOfForwardCalls(plan, mask, q, k, v, positions, documents);
+        Assert.Equal(expectedO.Select(BitConverter.SingleToInt32Bits), o.Select(BitConverter.SingleToInt32Bits));
+        Assert.Equal(expectedL.Select(BitConverter.SingleToInt32Bits), lse.Select(BitConverter.SingleToInt32Bits));
+    }
+
+    [Fact]
+    public async Task Dispose_AfterAChunk_RanksHoldNoKvAndTheSequenceRefusesMore()
+    {
+        var shape = new AttentionShape(40, 40, 4, 2, HeadDim);
+        float[] q = TestData.Random(1, shape.QueryElements);
+        float[] kv = TestData.Random(2, shape.KeyValueElements);
+        var sequence = new ShardedSequence<float>(ContextLayout.Zigzag, 2, 4, 2, HeadDim, AttentionMask.Causal);
+        await sequence.PrefillAsync(q, kv, kv, new float[shape.QueryElements], new float[shape.LseElements]);
+
+        sequence.Dispose();
+
+        await Assert.ThrowsAsync<ObjectDisposedException>(() => sequence.PrefillAsync(q, kv, kv, new float[shape.QueryElements], new float[shape.LseElements]));
+    }
+
+    /// <summary>
+    /// What every rank computes, as separate single-node calls: for each ring shard and Ulysses member, its queries
+    /// (that member's heads) against the ring's KV blocks in step order — own block first, then the one from the
+    /// previous ring shard, and so on — skipping blocks the mask hides, merged by LSE; placed at the tokens' rows.
+    /// </summary>
+    private static (float[] Output, float[] LogSumExp) RingOfForwardCalls(
+        LayoutPlan plan, AttentionMask mask, float[] q, float[] k, float[] v, long[] positions, int[] documents)
+    {
+        int d = HeadDim;
+        int hq = plan.QueryHeads;
+        int hkv = plan.KeyValueHeads;
+        var output = new float[plan.Tokens * hq * d];
+        var lse = new float[plan.Tokens * hq];
+        var single = new AttentionOptions { MaxThreads = 1 };
+        for (int ring = 0; ring < plan.RingDegree; ring++)
+        {
+            long[] rows = plan.RingShardTokens(ring).ToArray();
+            long[] queryPositions = rows.Select(t => positions[t]).ToArray();
+            int[] queryDocuments = rows.Select(t => documents[t]).ToArray();
+            for (int member = 0; member < plan.UlyssesDegree; member++)
+            {
+                (int qFirst, int qHeads) = plan.QueryHeadsOf(member);
+                (int kvFirst, int kvHeads) = plan.KeyValueHeadsOf(member);
+                float[] query = HeadRows(q, rows, hq, qFirst, qHeads);
+                var shape = new AttentionShape(rows.Length, 0, qHeads, kvHeads, d);
+                var accO = new float[shape.QueryElements];
+                var accL = new float[shape.LseElements];
+                var partO = new float[shape.QueryElements];
+                var partL = new float[shape.LseElements];
+                bool computed = false;
+                for (int s = 0; s < plan.RingDegree; s++)
+                {
+                    long[] keys = plan.RingShardTokens((((ring - s) % plan.RingDegree) + plan.RingDegree) % plan.RingDegree).ToArray();
+                    long[] keyPositions = keys.Select(t => positions[t]).ToArray();
+                    int[] keyDocuments = keys.Select(t => documents[t]).ToArray();
+                    if (keys.Length == 0 || rows.Length == 0
+                        || mask.Classify(TileRange.Of(queryPositions, queryDocuments), TileRange.Of(keyPositions, keyDocuments)) == TileVisibility.Hidden)
+                    {
+                        continue;
+                    }
+
+                    Attention.Forward<float>(
+                        query, HeadRows(k, keys, hkv, kvFirst, kvHeads), HeadRows(v, keys, hkv, kvFirst, kvHeads), shape with { KeyTokens = keys.Length }, mask,
+                        new AttentionTokens(queryPositions, keyPositions, queryDocuments, keyDocuments), computed ? partO : accO, computed ? partL : accL, single);
+                    if (computed)
+                    {
+                        Attention.MergePartials(accO, accL, partO, partL, accO, accL, d);
+                    }
+
+                    computed = true;
+                }
+
+                if (!computed)
+                {
+                    accL.AsSpan().Fill(float.NegativeInfinity);
+                }
+
+                for (int i = 0; i < rows.Length; i++)
+                {
+                    accO.AsSpan(i * qHeads * d, qHeads * d).CopyTo(output.AsSpan((int)(((rows[i] * hq) + qFirst) * d)));
+                    accL.AsSpan(i * qHeads, qHeads).CopyTo(lse.AsSpan((int)((rows[i] * hq) + qFirst)));
+                }
+            }
+        }
+
+        return (output, lse);
+    }
+
+    /// <summary>Heads [first, first + count) of the given token rows of a <c>[T, heads, d]</c> tensor, in row order.</summary>
+    private static float[] HeadRows(float[] tensor, long[] rows, int heads, int first, int count)
+    {
+        var result = new float[rows.Length * count * HeadDim];
+        for (int i = 0; i < rows.Length; i++)
+        {
+            tensor.AsSpan((int)(((rows[i] * heads) + first) * HeadDim), count * HeadDim).CopyTo(result.AsSpan(i * count * HeadDim));
+        }
+
+        return result;
+    }
+
+    [Theory]
     [InlineData("ulysses", 3, 8, 2, "must divide the query heads")]
     [InlineData("ulysses", 4, 8, 6, "must be a positive multiple")]
     [InlineData("hybrid:2", 3, 8, 2, "multiple of the Ulysses degree")]

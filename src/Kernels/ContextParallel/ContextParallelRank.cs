@@ -3,50 +3,25 @@ using System.Diagnostics;
 
 namespace LongCluster.Kernels.ContextParallel;
 
-/// <summary>The rows one rank contributes to a chunk: its tokens in token order, all heads.</summary>
-/// <param name="Query">Q <c>[n, Hq, d]</c>.</param>
-/// <param name="Key">K <c>[n, Hkv, d]</c>.</param>
-/// <param name="Value">V <c>[n, Hkv, d]</c>.</param>
-/// <param name="Positions">Global position of each row, <c>[n]</c>.</param>
-/// <param name="Documents">Document id of each row, <c>[n]</c>, or empty when the mask has no documents.</param>
-public sealed record RankInput<T>(T[] Query, T[] Key, T[] Value, long[] Positions, int[] Documents)
-    where T : unmanaged;
-
-/// <summary>
-/// A rank's exact result for its input rows: O <c>[n, Hq, d]</c> and LSE <c>[n, Hq]</c> in the first elements of
-/// pooled arrays (which may be longer), and where its time went. <see cref="Release"/> returns the arrays to the
-/// pool once they have been read; fresh memory costs page faults that pooling avoids.
-/// </summary>
-public sealed record RankOutput(float[] Output, float[] LogSumExp, RankTimings Timings)
-{
-    public void Release()
-    {
-        ArrayPool<float>.Shared.Return(Output);
-        ArrayPool<float>.Shared.Return(LogSumExp);
-    }
-}
-
-/// <summary>
-/// Wall time of one rank for one chunk: the scatter all-to-all, kernel compute (and merges) in the ring, time
-/// spent waiting for the next block after computing, and the gather all-to-all.
-/// </summary>
-public sealed record RankTimings(TimeSpan Scatter, TimeSpan Compute, TimeSpan Waiting, TimeSpan Gather)
-{
-    public TimeSpan Total => Scatter + Compute + Waiting + Gather;
-}
-
 /// <summary>
 /// One rank of a context-parallel sequence. It keeps its KV for every chunk so far (sequence-sharded for ring
-/// layouts, head-sharded for Ulysses and hybrid) and, for each new chunk: scatters Q/K/V to its Ulysses group
-/// (all-to-all), appends the new K/V, runs the ring — at each step the block it holds is already on its way to
-/// the next rank while it computes on it — merging the per-step partials by LSE in step order, and gathers O back
-/// (all-to-all). A block that none of its queries can see costs no compute.
+/// layouts, head-sharded for Ulysses and hybrid) and, for each new chunk: reads its rows from the caller's memory
+/// (in a Ulysses group, scatters Q/K/V all-to-all) straight into a new KV segment and a pooled Q buffer, runs the
+/// ring — at each step the block it holds is already on its way to the next rank while it computes on it — merging
+/// the per-step partials by LSE in step order, and writes O back into the caller's memory (in a Ulysses group,
+/// gathered all-to-all). A block that none of its queries can see costs no compute. Its segments are pooled buffers:
+/// <see cref="Dispose"/> hands them back, so that the next sequence reuses memory already mapped.
 /// </summary>
-public sealed class ContextParallelRank<T>
+public sealed class ContextParallelRank<T> : IDisposable
     where T : unmanaged
 {
-    private readonly List<(long[] Positions, int[] Documents, T[] Key, T[] Value)> _segments = [];
+    // One frame per segment, laid out as a KeyValueFrame, so the ring sends a stored segment as it is, without a copy;
+    // from the SegmentPool, so a new sequence reuses mapped memory (the price: power-of-two rounding while it lives).
+    private readonly List<Frame> _segments = [];
     private readonly int _headDim;
+    // Kept as counts rather than summed over the segments: a service reads them beside a call that adds or frees segments.
+    private long _storedRows;
+    private long _storedBytes;
 
     public ContextParallelRank(int rank, int headDim)
     {
@@ -57,28 +32,33 @@ public sealed class ContextParallelRank<T>
     public int Rank { get; }
 
     /// <summary>Rows of KV this rank holds (all chunks).</summary>
-    public long StoredRows => _segments.Sum(s => (long)s.Positions.Length);
+    public long StoredRows => Volatile.Read(ref _storedRows);
 
     /// <summary>Bytes of K, V, positions and document ids this rank holds.</summary>
-    public long StoredBytes => _segments.Sum(s =>
-        ((long)(s.Key.Length + s.Value.Length) * System.Runtime.CompilerServices.Unsafe.SizeOf<T>()) + (s.Positions.Length * 8L) + (s.Documents.Length * 4L));
+    public long StoredBytes => Volatile.Read(ref _storedBytes);
 
     /// <summary>KV segments held (one per chunk or appended decode row); <see cref="Truncate"/> rolls back to a count.</summary>
     public int SegmentCount => _segments.Count;
 
-    /// <summary>Drops the segments added after the first <paramref name="segments"/> (a chunk that failed part-way).</summary>
+    /// <summary>Returns every segment to the pool; the rank holds no KV afterwards. Not while a chunk runs on it.</summary>
+    public void Dispose() => Truncate(0);
+
+    /// <summary>Drops the segments added after the first <paramref name="segments"/> (a chunk that failed part-way), returning their buffers to the pool.</summary>
     public void Truncate(int segments)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(segments);
-        if (segments < _segments.Count)
+        for (int i = _segments.Count - 1; i >= segments; i--)
         {
-            _segments.RemoveRange(segments, _segments.Count - segments);
+            Frame segment = _segments[i];
+            _segments.RemoveAt(i);
+            Count(segment, -1);
+            segment.Dispose();
         }
     }
 
     /// <summary>
     /// Appends KV rows this rank owns without a ring pass (a decoded token): K and V <c>[n, kvHeads, d]</c> for
-    /// this rank's KV heads.
+    /// this rank's KV heads. The rows are copied.
     /// </summary>
     public void Append(long[] positions, int[] documents, T[] key, T[] value)
     {
@@ -86,7 +66,18 @@ public sealed class ContextParallelRank<T>
         ArgumentNullException.ThrowIfNull(documents);
         ArgumentNullException.ThrowIfNull(key);
         ArgumentNullException.ThrowIfNull(value);
-        _segments.Add((positions, documents, key, value));
+        if (key.Length != value.Length)
+        {
+            throw new ArgumentException($"key has {key.Length} elements and value {value.Length}; they must match", nameof(value));
+        }
+
+        Frame segment = KeyValueFrame<T>.Create(positions.Length, documents.Length, key.Length, stored: true);
+        var stored = new KeyValueFrame<T>(segment);
+        positions.CopyTo(stored.Positions);
+        documents.CopyTo(stored.Documents);
+        key.CopyTo(stored.Key);
+        value.CopyTo(stored.Value);
+        Add(segment);
     }
 
     /// <summary>
@@ -107,9 +98,9 @@ public sealed class ContextParallelRank<T>
             TileRange queries = TileRange.Of(positions, mask.Document ? documents : default);
             Span<float> po = partO.AsSpan(0, output.Length);
             Span<float> pl = partL.AsSpan(0, logSumExp.Length);
-            foreach ((long[] keyPositions, int[] keyDocuments, T[] key, T[] value) in _segments)
+            foreach (Frame segment in _segments)
             {
-                computed |= AttendBlock(query, positions, documents, queries, keyPositions, keyDocuments, key, value, shape, mask, options, computed, output, logSumExp, po, pl);
+                computed |= AttendBlock(query, positions, documents, queries, new KeyValueFrame<T>(segment), shape, mask, options, computed, output, logSumExp, po, pl);
             }
 
             if (!computed)
@@ -130,40 +121,57 @@ public sealed class ContextParallelRank<T>
     /// <summary>How long a rank waits for any one frame from a peer before the chunk fails (a lost peer must not hang the run).</summary>
     public TimeSpan ReceiveTimeout { get; init; } = TimeSpan.FromMinutes(5);
 
-    public async Task<RankOutput> PrefillChunkAsync(
-        IExchange exchange, LayoutPlan plan, RankInput<T> input, AttentionMask mask, AttentionOptions options, CancellationToken cancellationToken)
+    /// <summary>
+    /// Runs this rank's part of one chunk: reads its rows of <paramref name="view"/>, keeps its share of the chunk's KV
+    /// as a new segment, attends its queries to every rank's KV around the ring, and writes its O and LSE rows into
+    /// the view's output. Every rank of the chunk runs this at once, each on its own exchange endpoint.
+    /// <paramref name="beforeWriting"/>, when given, is awaited after the ring and before anything is written to the
+    /// view's output (ranks sharing one output wait there for each other, so that a chunk that fails writes nothing).
+    /// </summary>
+    public async Task<RankTimings> PrefillChunkAsync(
+        IExchange exchange, LayoutPlan plan, RankView<T> view, AttentionMask mask, AttentionOptions options, Func<CancellationToken, Task>? beforeWriting,
+        CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(exchange);
         ArgumentNullException.ThrowIfNull(plan);
-        ArgumentNullException.ThrowIfNull(input);
+        view.Validate(plan.QueryHeads, plan.KeyValueHeads, _headDim);
         string step = "scatter all-to-all";
         long started = Stopwatch.GetTimestamp();
         TimeSpan compute = TimeSpan.Zero;
         TimeSpan waiting = TimeSpan.Zero;
+        T[]? query = null;
+        float[]? accO = null;
+        float[]? accL = null;
         try
         {
             int member = plan.MemberOf(Rank);
             int ring = plan.RingOf(Rank);
-            int d = _headDim;
             (_, int qHeads) = plan.QueryHeadsOf(member);
             (_, int kvHeads) = plan.KeyValueHeadsOf(member);
 
-            // 1. Scatter: every member of the Ulysses group gets all the group's tokens for its own heads.
-            (long[] positions, int[] documents, T[] query, T[] key, T[] value, int[] memberRows) =
-                await ScatterAsync(exchange, plan, input, cancellationToken).ConfigureAwait(false);
-            _segments.Add((positions, documents, key, value));
+            // Rows that are one run of the view's (a contiguous layout, a service shard's own rows) need no Q buffer: the
+            // kernel reads them where the caller has them.
+            int run = plan.UlyssesDegree == 1 ? view.FirstRowOfOneRun() : -1;
+
+            // 1. Scatter: this rank's rows — in a Ulysses group, all the group's rows for its own heads — go once into
+            //    a new KV segment and (unless they are one run) a pooled Q buffer.
+            (Frame segment, query, int[] memberRows) = await ScatterAsync(exchange, plan, view, copyQuery: run < 0, cancellationToken).ConfigureAwait(false);
+            Add(segment);
             TimeSpan scatter = Stopwatch.GetElapsedTime(started);
 
             // 2. Ring over the ranks that hold the same heads: exact partials merged by LSE in step order.
-            int rows = positions.Length;
-            var shape = new AttentionShape(rows, 0, qHeads, kvHeads, d);
+            var shape = new AttentionShape(new KeyValueFrame<T>(segment).Rows, 0, qHeads, kvHeads, _headDim);
+            int queryElements = (int)shape.QueryElements;
+            int lseElements = (int)shape.LseElements;
+            ReadOnlyMemory<T> queryRows = query is null ? view.Query.Slice(run * qHeads * _headDim, queryElements) : query.AsMemory(0, queryElements);
             // Pooled: every element used is written before it is read (the first live block goes straight into acc).
-            float[] accO = ArrayPool<float>.Shared.Rent((int)shape.QueryElements);
-            float[] accL = ArrayPool<float>.Shared.Rent((int)shape.LseElements);
-            float[] partO = ArrayPool<float>.Shared.Rent((int)shape.QueryElements);
-            float[] partL = ArrayPool<float>.Shared.Rent((int)shape.LseElements);
+            // Not the caller's output: that is written only once every rank has finished its ring (see GatherAsync).
+            accO = ArrayPool<float>.Shared.Rent(queryElements);
+            accL = ArrayPool<float>.Shared.Rent(lseElements);
+            float[] partO = ArrayPool<float>.Shared.Rent(queryElements);
+            float[] partL = ArrayPool<float>.Shared.Rent(lseElements);
             bool computed = false;
-            TileRange queries = TileRange.Of(positions, mask.Document ? documents : default);
+            TileRange queries = QueryRange(segment, mask);
             int ringSize = plan.RingDegree;
             int next = plan.RankAt((ring + 1) % ringSize, member);
             int previous = plan.RankAt((ring - 1 + ringSize) % ringSize, member);
@@ -183,8 +191,8 @@ public sealed class ContextParallelRank<T>
 
                     long computing = Stopwatch.GetTimestamp();
                     computed |= AttendBlock(
-                        query, positions, documents, queries, current.Section<long>(0), current.Section<int>(1), current.Section<T>(2), current.Section<T>(3), shape, mask, options, computed,
-                        accO.AsSpan(0, (int)shape.QueryElements), accL.AsSpan(0, (int)shape.LseElements), partO.AsSpan(0, (int)shape.QueryElements), partL.AsSpan(0, (int)shape.LseElements));
+                        queryRows.Span, segment, queries, new KeyValueFrame<T>(current), shape, mask, options, computed,
+                        accO.AsSpan(0, queryElements), accL.AsSpan(0, lseElements), partO.AsSpan(0, queryElements), partL.AsSpan(0, lseElements));
                     compute += Stopwatch.GetElapsedTime(computing);
                     if (s < ringSize - 1)
                     {
@@ -206,20 +214,71 @@ public sealed class ContextParallelRank<T>
             if (!computed)
             {
                 // No key visible to any of this rank's queries: O = 0, LSE = −∞.
-                accO.AsSpan(0, (int)shape.QueryElements).Clear();
-                accL.AsSpan(0, (int)shape.LseElements).Fill(float.NegativeInfinity);
+                accO.AsSpan(0, queryElements).Clear();
+                accL.AsSpan(0, lseElements).Fill(float.NegativeInfinity);
             }
 
-            // 3. Gather: O rows go back to the members that own the tokens.
+            // 3. Gather: O rows go into the caller's memory, through the members that own the tokens in a Ulysses group.
             step = "gather all-to-all";
             long gathering = Stopwatch.GetTimestamp();
-            (float[] output, float[] lse) = await GatherAsync(exchange, plan, input.Positions.Length, memberRows, accO, accL, cancellationToken).ConfigureAwait(false);
-            return new RankOutput(output, lse, new RankTimings(scatter, compute, waiting, Stopwatch.GetElapsedTime(gathering)));
+            if (beforeWriting is not null)
+            {
+                await beforeWriting(cancellationToken).ConfigureAwait(false);
+            }
+
+            await GatherAsync(exchange, plan, view, memberRows, accO, accL, cancellationToken).ConfigureAwait(false);
+
+            return new RankTimings(scatter, compute, waiting, Stopwatch.GetElapsedTime(gathering));
         }
         catch (Exception e) when (e is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
             throw new ContextParallelException(Rank, step, e);
         }
+        finally
+        {
+            if (query is not null)
+            {
+                ArrayPool<T>.Shared.Return(query);
+            }
+
+            if (accO is not null)
+            {
+                ArrayPool<float>.Shared.Return(accO);
+            }
+
+            if (accL is not null)
+            {
+                ArrayPool<float>.Shared.Return(accL);
+            }
+        }
+    }
+
+    private void Add(Frame segment)
+    {
+        _segments.Add(segment);
+        Count(segment, +1);
+    }
+
+    private void Count(Frame segment, int sign)
+    {
+        var stored = new KeyValueFrame<T>(segment);
+        Volatile.Write(ref _storedRows, _storedRows + (sign * stored.Rows));
+        Volatile.Write(ref _storedBytes, _storedBytes + (sign * stored.PayloadBytes));
+    }
+
+    /// <summary>The ring's query rows are the new segment's rows: their positions and documents bound what they can see.</summary>
+    private static TileRange QueryRange(Frame segment, AttentionMask mask)
+    {
+        var rows = new KeyValueFrame<T>(segment);
+        return TileRange.Of(rows.Positions, mask.Document ? rows.Documents : default);
+    }
+
+    private static bool AttendBlock(
+        ReadOnlySpan<T> query, Frame segment, TileRange queries, KeyValueFrame<T> keys, AttentionShape shape, AttentionMask mask, AttentionOptions options,
+        bool accumulate, Span<float> output, Span<float> logSumExp, Span<float> partOutput, Span<float> partLogSumExp)
+    {
+        var rows = new KeyValueFrame<T>(segment);
+        return AttendBlock(query, rows.Positions, rows.Documents, queries, keys, shape, mask, options, accumulate, output, logSumExp, partOutput, partLogSumExp);
     }
 
     /// <summary>
@@ -228,20 +287,19 @@ public sealed class ContextParallelRank<T>
     /// nothing) when the mask hides the block entirely.
     /// </summary>
     private static bool AttendBlock(
-        ReadOnlySpan<T> query, long[] positions, int[] documents, TileRange queries,
-        ReadOnlySpan<long> keyPositions, ReadOnlySpan<int> keyDocuments, ReadOnlySpan<T> key, ReadOnlySpan<T> value,
+        ReadOnlySpan<T> query, ReadOnlySpan<long> positions, ReadOnlySpan<int> documents, TileRange queries, KeyValueFrame<T> keys,
         AttentionShape shape, AttentionMask mask, AttentionOptions options, bool accumulate,
         Span<float> output, Span<float> logSumExp, Span<float> partOutput, Span<float> partLogSumExp)
     {
-        if (keyPositions.IsEmpty || positions.Length == 0
-            || mask.Classify(queries, TileRange.Of(keyPositions, mask.Document ? keyDocuments : default)) == TileVisibility.Hidden)
+        if (keys.Rows == 0 || positions.Length == 0
+            || mask.Classify(queries, TileRange.Of(keys.Positions, mask.Document ? keys.Documents : default)) == TileVisibility.Hidden)
         {
             return false;
         }
 
-        var tokens = new AttentionTokens(positions, keyPositions, mask.Document ? documents : default, mask.Document ? keyDocuments : default);
+        var tokens = new AttentionTokens(positions, keys.Positions, mask.Document ? documents : default, mask.Document ? keys.Documents : default);
         Attention.Forward<T>(
-            query, key, value, shape with { KeyTokens = keyPositions.Length }, mask, tokens, accumulate ? partOutput : output, accumulate ? partLogSumExp : logSumExp, options);
+            query, keys.Key, keys.Value, shape with { KeyTokens = keys.Rows }, mask, tokens, accumulate ? partOutput : output, accumulate ? partLogSumExp : logSumExp, options);
         if (accumulate)
         {
             Attention.MergePartials(output, logSumExp, partOutput, partLogSumExp, output, logSumExp, shape.HeadDim);
@@ -250,62 +308,80 @@ public sealed class ContextParallelRank<T>
         return true;
     }
 
-    /// <summary>All of this rank's stored KV as one frame: positions, documents, K, V.</summary>
+    /// <summary>
+    /// All of this rank's stored KV as one frame: the one segment itself when there is one (another reference, no copy),
+    /// else the segments concatenated in the order they were stored into a pooled frame.
+    /// </summary>
     private Frame StoreFrame()
     {
         if (_segments.Count == 1)
         {
-            (long[] p, int[] docs, T[] k, T[] v) = _segments[0];
-            return Frame.Of<long, int, T, T>(p, docs, k, v);
+            return _segments[0].Retain();
         }
 
-        long[] positions = _segments.SelectMany(s => s.Positions).ToArray();
-        int[] documents = _segments.SelectMany(s => s.Documents).ToArray();
-        T[] key = _segments.SelectMany(s => s.Key).ToArray();
-        T[] value = _segments.SelectMany(s => s.Value).ToArray();
-        return Frame.Of<long, int, T, T>(positions, documents, key, value);
+        int rows = 0;
+        int documents = 0;
+        int elements = 0;
+        foreach (Frame segment in _segments)
+        {
+            var stored = new KeyValueFrame<T>(segment);
+            rows += stored.Rows;
+            documents += stored.Documents.Length;
+            elements = checked(elements + stored.Key.Length);
+        }
+
+        Frame frame = KeyValueFrame<T>.Create(rows, documents, elements, stored: false);
+        var all = new KeyValueFrame<T>(frame);
+        int row = 0;
+        int document = 0;
+        int element = 0;
+        foreach (Frame segment in _segments)
+        {
+            var stored = new KeyValueFrame<T>(segment);
+            stored.Positions.CopyTo(all.Positions[row..]);
+            stored.Documents.CopyTo(all.Documents[document..]);
+            stored.Key.CopyTo(all.Key[element..]);
+            stored.Value.CopyTo(all.Value[element..]);
+            row += stored.Rows;
+            document += stored.Documents.Length;
+            element += stored.Key.Length;
+        }
+
+        return frame;
     }
 
-    private async Task<(long[] Positions, int[] Documents, T[] Query, T[] Key, T[] Value, int[] MemberRows)> ScatterAsync(
-        IExchange exchange, LayoutPlan plan, RankInput<T> input, CancellationToken cancellationToken)
+    /// <summary>
+    /// The rows this rank attends for the chunk, as a new KV segment and, if <paramref name="copyQuery"/>, a pooled Q
+    /// buffer <c>[rows, qHeads, d]</c> (the caller returns it), and how many of them came from each Ulysses member (the
+    /// gather sends each its own).
+    /// </summary>
+    private async Task<(Frame Segment, T[]? Query, int[] MemberRows)> ScatterAsync(
+        IExchange exchange, LayoutPlan plan, RankView<T> view, bool copyQuery, CancellationToken cancellationToken)
     {
         int degree = plan.UlyssesDegree;
         int member = plan.MemberOf(Rank);
         int ring = plan.RingOf(Rank);
-        if (degree == 1)
-        {
-            return (input.Positions, input.Documents, input.Query, input.Key, input.Value, [input.Positions.Length]);
-        }
-
-        for (int m = 0; m < degree; m++)
-        {
-            if (m == member)
-            {
-                continue;
-            }
-
-            using Frame frame = HeadSlice(plan, input, m);
-            await exchange.SendAsync(plan.RankAt(ring, m), frame, cancellationToken).ConfigureAwait(false);
-        }
-
-        var parts = new Frame[degree];
+        var parts = new Frame?[degree];
         try
         {
             for (int m = 0; m < degree; m++)
             {
-                parts[m] = m == member
-                    ? HeadSlice(plan, input, m)
-                    : await ReceiveAsync(exchange, plan.RankAt(ring, m), cancellationToken).ConfigureAwait(false);
+                if (m != member)
+                {
+                    using Frame frame = HeadSlice(plan, view, m);
+                    await exchange.SendAsync(plan.RankAt(ring, m), frame, cancellationToken).ConfigureAwait(false);
+                }
             }
 
-            int[] memberRows = parts.Select(p => p.Section<long>(0).Length).ToArray();
-            return (
-                Concat<long>(parts, 0),
-                Concat<int>(parts, 1),
-                Concat<T>(parts, 2),
-                Concat<T>(parts, 3),
-                Concat<T>(parts, 4),
-                memberRows);
+            for (int m = 0; m < degree; m++)
+            {
+                if (m != member)
+                {
+                    parts[m] = await ReceiveAsync(exchange, plan.RankAt(ring, m), cancellationToken).ConfigureAwait(false);
+                }
+            }
+
+            return Assemble(plan, view, parts, member, copyQuery);
         }
         finally
         {
@@ -316,88 +392,210 @@ public sealed class ContextParallelRank<T>
         }
     }
 
-    /// <summary>This rank's rows, restricted to the query and KV heads of Ulysses member <paramref name="member"/>.</summary>
-    private Frame HeadSlice(LayoutPlan plan, RankInput<T> input, int member)
+    /// <summary>
+    /// Fills the new segment and Q buffer in member order: this rank's own rows straight from the caller's view (its
+    /// own heads), every other member's from the frame it sent.
+    /// </summary>
+    private (Frame Segment, T[]? Query, int[] MemberRows) Assemble(LayoutPlan plan, RankView<T> view, Frame?[] parts, int member, bool copyQuery)
     {
         int d = _headDim;
-        int n = input.Positions.Length;
-        (int qFirst, int qCount) = plan.QueryHeadsOf(member);
-        (int kvFirst, int kvCount) = plan.KeyValueHeadsOf(member);
-        int elementSize = System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
-        Frame frame = Frame.Create(n * sizeof(long), input.Documents.Length * sizeof(int), n * qCount * d * elementSize, n * kvCount * d * elementSize, n * kvCount * d * elementSize);
-        input.Positions.CopyTo(frame.Section<long>(0));
-        input.Documents.CopyTo(frame.Section<int>(1));
-        CopyHeads(input.Query, plan.QueryHeads, qFirst, qCount, frame.Section<T>(2));
-        CopyHeads(input.Key, plan.KeyValueHeads, kvFirst, kvCount, frame.Section<T>(3));
-        CopyHeads(input.Value, plan.KeyValueHeads, kvFirst, kvCount, frame.Section<T>(4));
+        (int qFirst, int qHeads) = plan.QueryHeadsOf(member);
+        (int kvFirst, int kvHeads) = plan.KeyValueHeadsOf(member);
+        int qRow = qHeads * d;
+        int kvRow = kvHeads * d;
+        int ownRows = view.Rows.Length;
+        int ownDocuments = view.Documents.IsEmpty ? 0 : ownRows;
+        var memberRows = new int[parts.Length];
+        int rows = 0;
+        int documents = 0;
+        for (int m = 0; m < parts.Length; m++)
+        {
+            if (m == member)
+            {
+                memberRows[m] = ownRows;
+                documents += ownDocuments;
+            }
+            else
+            {
+                var part = new ScatterFrame<T>(parts[m]!);
+                if (part.Query.Length != (long)part.Rows * qRow || part.Key.Length != (long)part.Rows * kvRow || part.Value.Length != part.Key.Length)
+                {
+                    throw new InvalidDataException($"the scatter frame from member {m} does not hold {part.Rows} rows of {qHeads} query and {kvHeads} KV heads");
+                }
+
+                memberRows[m] = part.Rows;
+                documents += part.Documents.Length;
+            }
+
+            rows += memberRows[m];
+        }
+
+        Frame segment = KeyValueFrame<T>.Create(rows, documents, checked(rows * kvRow), stored: true);
+        // Other members' rows always need the buffer: only a rank's own rows can be one run of the caller's.
+        T[]? query = copyQuery || parts.Length > 1 ? ArrayPool<T>.Shared.Rent(checked(rows * qRow)) : null;
+        try
+        {
+            var stored = new KeyValueFrame<T>(segment);
+            Span<T> q = query is null ? default : query.AsSpan(0, rows * qRow);
+            int row = 0;
+            int document = 0;
+            for (int m = 0; m < parts.Length; m++)
+            {
+                if (m == member)
+                {
+                    ReadOnlySpan<long> offsets = view.Rows.Span;
+                    CopyRows(view.Positions.Span, 1, 0, 1, offsets, stored.Positions.Slice(row, ownRows));
+                    if (ownDocuments > 0)
+                    {
+                        CopyRows(view.Documents.Span, 1, 0, 1, offsets, stored.Documents.Slice(document, ownDocuments));
+                    }
+
+                    if (query is not null)
+                    {
+                        CopyRows(view.Query.Span, plan.QueryHeads * d, qFirst * d, qRow, offsets, q.Slice(row * qRow, ownRows * qRow));
+                    }
+
+                    CopyRows(view.Key.Span, plan.KeyValueHeads * d, kvFirst * d, kvRow, offsets, stored.Key.Slice(row * kvRow, ownRows * kvRow));
+                    CopyRows(view.Value.Span, plan.KeyValueHeads * d, kvFirst * d, kvRow, offsets, stored.Value.Slice(row * kvRow, ownRows * kvRow));
+                    document += ownDocuments;
+                }
+                else
+                {
+                    var part = new ScatterFrame<T>(parts[m]!);
+                    part.Positions.CopyTo(stored.Positions[row..]);
+                    part.Documents.CopyTo(stored.Documents[document..]);
+                    part.Query.CopyTo(q[(row * qRow)..]);
+                    part.Key.CopyTo(stored.Key[(row * kvRow)..]);
+                    part.Value.CopyTo(stored.Value[(row * kvRow)..]);
+                    document += part.Documents.Length;
+                }
+
+                row += memberRows[m];
+            }
+
+            return (segment, query, memberRows);
+        }
+        catch
+        {
+            if (query is not null)
+            {
+                ArrayPool<T>.Shared.Return(query);
+            }
+
+            throw;
+        }
+    }
+
+    /// <summary>This rank's rows, restricted to the query and KV heads of Ulysses member <paramref name="member"/>, in a pooled frame.</summary>
+    private Frame HeadSlice(LayoutPlan plan, RankView<T> view, int member)
+    {
+        int d = _headDim;
+        int n = view.Rows.Length;
+        int documents = view.Documents.IsEmpty ? 0 : n;
+        (int qFirst, int qHeads) = plan.QueryHeadsOf(member);
+        (int kvFirst, int kvHeads) = plan.KeyValueHeadsOf(member);
+        Frame frame = ScatterFrame<T>.Create(n, documents, qHeads * d, kvHeads * d);
+        var slice = new ScatterFrame<T>(frame);
+        ReadOnlySpan<long> offsets = view.Rows.Span;
+        CopyRows(view.Positions.Span, 1, 0, 1, offsets, slice.Positions);
+        if (documents > 0)
+        {
+            CopyRows(view.Documents.Span, 1, 0, 1, offsets, slice.Documents);
+        }
+
+        CopyRows(view.Query.Span, plan.QueryHeads * d, qFirst * d, qHeads * d, offsets, slice.Query);
+        CopyRows(view.Key.Span, plan.KeyValueHeads * d, kvFirst * d, kvHeads * d, offsets, slice.Key);
+        CopyRows(view.Value.Span, plan.KeyValueHeads * d, kvFirst * d, kvHeads * d, offsets, slice.Value);
         return frame;
     }
 
-    private void CopyHeads(ReadOnlySpan<T> source, int heads, int first, int count, Span<T> destination)
+    /// <summary>
+    /// Writes this rank's results into the view's output at its rows: all heads from its own accumulator, or in a
+    /// Ulysses group, its own heads from its accumulator and each other member's heads from the frame it sent back.
+    /// </summary>
+    private async Task GatherAsync(
+        IExchange exchange, LayoutPlan plan, RankView<T> view, int[] memberRows, float[] accO, float[] accL, CancellationToken cancellationToken)
     {
-        int d = _headDim;
-        int rows = source.Length / (heads * d);
-        for (int r = 0; r < rows; r++)
-        {
-            source.Slice(((r * heads) + first) * d, count * d).CopyTo(destination.Slice(r * count * d, count * d));
-        }
-    }
-
-    private async Task<(float[] Output, float[] LogSumExp)> GatherAsync(
-        IExchange exchange, LayoutPlan plan, int ownRows, int[] memberRows, float[] accO, float[] accL, CancellationToken cancellationToken)
-    {
-        int degree = plan.UlyssesDegree;
-        if (degree == 1)
-        {
-            return (accO, accL);
-        }
-
         int d = _headDim;
         int member = plan.MemberOf(Rank);
         int ring = plan.RingOf(Rank);
-        int qHeads = plan.QueryHeads / degree;
+        (int qFirst, int qHeads) = plan.QueryHeadsOf(member);
         int offset = 0;
-        for (int m = 0; m < degree; m++)
+        int ownOffset = 0;
+        for (int m = 0; m < memberRows.Length; m++)
         {
             int rows = memberRows[m];
-            if (m != member)
+            if (m == member)
             {
-                using Frame frame = Frame.Create(rows * qHeads * d * sizeof(float), rows * qHeads * sizeof(float));
-                accO.AsSpan(offset * qHeads * d, rows * qHeads * d).CopyTo(frame.Section<float>(0));
-                accL.AsSpan(offset * qHeads, rows * qHeads).CopyTo(frame.Section<float>(1));
+                ownOffset = offset;
+            }
+            else
+            {
+                using Frame frame = GatherFrame.Create(rows, qHeads, d);
+                FillGatherFrame(frame, accO.AsSpan(offset * qHeads * d, rows * qHeads * d), accL.AsSpan(offset * qHeads, rows * qHeads));
                 await exchange.SendAsync(plan.RankAt(ring, m), frame, cancellationToken).ConfigureAwait(false);
             }
 
             offset += rows;
         }
 
-        float[] output = ArrayPool<float>.Shared.Rent(ownRows * plan.QueryHeads * d);
-        float[] lse = ArrayPool<float>.Shared.Rent(ownRows * plan.QueryHeads);
-        int ownOffset = memberRows.Take(member).Sum();
-        for (int m = 0; m < degree; m++)
+        int ownRows = view.Rows.Length;
+        WriteResults(plan, view, accO.AsSpan(ownOffset * qHeads * d, ownRows * qHeads * d), accL.AsSpan(ownOffset * qHeads, ownRows * qHeads), qFirst, qHeads);
+        for (int m = 0; m < memberRows.Length; m++)
         {
-            int first = m * qHeads;
-            if (m == member)
+            if (m != member)
             {
-                Place(accO.AsSpan(ownOffset * qHeads * d, ownRows * qHeads * d), accL.AsSpan(ownOffset * qHeads, ownRows * qHeads), first);
-                continue;
+                using Frame frame = await ReceiveAsync(exchange, plan.RankAt(ring, m), cancellationToken).ConfigureAwait(false);
+                WriteResults(plan, view, frame, m);
             }
+        }
+    }
 
-            using Frame frame = await ReceiveAsync(exchange, plan.RankAt(ring, m), cancellationToken).ConfigureAwait(false);
-            Place(frame.Section<float>(0), frame.Section<float>(1), first);
+    private static void FillGatherFrame(Frame frame, ReadOnlySpan<float> output, ReadOnlySpan<float> logSumExp)
+    {
+        var results = new GatherFrame(frame);
+        output.CopyTo(results.Output);
+        logSumExp.CopyTo(results.LogSumExp);
+    }
+
+    /// <summary>The results a Ulysses member sent back for this rank's rows: its own query heads.</summary>
+    private void WriteResults(LayoutPlan plan, RankView<T> view, Frame frame, int member)
+    {
+        (int first, int heads) = plan.QueryHeadsOf(member);
+        var results = new GatherFrame(frame);
+        int rows = view.Rows.Length;
+        if (results.Output.Length != (long)rows * heads * _headDim || results.LogSumExp.Length != (long)rows * heads)
+        {
+            throw new InvalidDataException($"the gather frame from member {member} does not hold {rows} rows of {heads} heads");
         }
 
-        ArrayPool<float>.Shared.Return(accO);
-        ArrayPool<float>.Shared.Return(accL);
-        return (output, lse);
+        WriteResults(plan, view, results.Output, results.LogSumExp, first, heads);
+    }
 
-        void Place(ReadOnlySpan<float> o, ReadOnlySpan<float> l, int firstHead)
+    /// <summary>O <c>[rows, heads, d]</c> and LSE <c>[rows, heads]</c> for query heads [first, first + heads) of the view's rows, into its output.</summary>
+    private void WriteResults(LayoutPlan plan, RankView<T> view, ReadOnlySpan<float> output, ReadOnlySpan<float> logSumExp, int first, int heads)
+    {
+        int d = _headDim;
+        ReadOnlySpan<long> offsets = view.Rows.Span;
+        Span<float> o = view.Output.Span;
+        Span<float> l = view.LogSumExp.Span;
+        for (int i = 0; i < offsets.Length; i++)
         {
-            for (int r = 0; r < ownRows; r++)
-            {
-                o.Slice(r * qHeads * d, qHeads * d).CopyTo(output.AsSpan(((r * plan.QueryHeads) + firstHead) * d));
-                l.Slice(r * qHeads, qHeads).CopyTo(lse.AsSpan((r * plan.QueryHeads) + firstHead));
-            }
+            int row = (int)offsets[i];
+            output.Slice(i * heads * d, heads * d).CopyTo(o.Slice(((row * plan.QueryHeads) + first) * d, heads * d));
+            logSumExp.Slice(i * heads, heads).CopyTo(l.Slice((row * plan.QueryHeads) + first, heads));
+        }
+    }
+
+    /// <summary>
+    /// Copies elements [<paramref name="first"/>, +<paramref name="count"/>) of the listed rows of <paramref name="source"/>
+    /// (rows of <paramref name="rowLength"/> elements), in list order, into consecutive rows of <paramref name="destination"/>.
+    /// </summary>
+    private static void CopyRows<TElement>(ReadOnlySpan<TElement> source, int rowLength, int first, int count, ReadOnlySpan<long> rows, Span<TElement> destination)
+    {
+        for (int i = 0; i < rows.Length; i++)
+        {
+            source.Slice(((int)rows[i] * rowLength) + first, count).CopyTo(destination.Slice(i * count, count));
         }
     }
 
@@ -413,20 +611,4 @@ public sealed class ContextParallelRank<T>
         {
             throw new TimeoutException($"no frame from rank {source} within {ReceiveTimeout.TotalSeconds:0.###} s");
         }
-    }
-
-    private static TElement[] Concat<TElement>(Frame[] parts, int section)
-        where TElement : unmanaged
-    {
-        var result = new TElement[parts.Sum(p => p.Section<TElement>(section).Length)];
-        int offset = 0;
-        foreach (Frame part in parts)
-        {
-            Span<TElement> span = part.Section<TElement>(section);
-            span.CopyTo(result.AsSpan(offset));
-            offset += span.Length;
-        }
-
-        return result;
-    }
-}
+    }}

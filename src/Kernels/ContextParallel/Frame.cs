@@ -7,17 +7,19 @@ namespace LongCluster.Kernels.ContextParallel;
 /// A binary message between ranks: a fixed header (section count, then each section's byte length) and raw
 /// sections, each 8-byte aligned, in one pooled buffer. Tensors go in as their raw bytes (one copy, no per-element
 /// serialization) and are read back as typed spans over the same buffer. Reference-counted: every holder
-/// disposes its reference; the buffer returns to the pool when the last one does.
+/// disposes its reference; the buffer returns to its pool when the last one does.
 /// </summary>
 public sealed class Frame : IDisposable
 {
+    private readonly ArrayPool<byte> _pool;
     private readonly byte[] _buffer;
     private readonly int[] _offsets;
     private readonly int[] _lengths;
     private int _references = 1;
 
-    private Frame(byte[] buffer, int length, int[] offsets, int[] lengths)
+    private Frame(ArrayPool<byte> pool, byte[] buffer, int length, int[] offsets, int[] lengths)
     {
+        _pool = pool;
         _buffer = buffer;
         Length = length;
         _offsets = offsets;
@@ -30,7 +32,10 @@ public sealed class Frame : IDisposable
     public int SectionCount => _lengths.Length;
 
     /// <summary>Rents a frame with sections of the given byte lengths; the caller fills them.</summary>
-    public static Frame Create(params int[] sectionLengths)
+    public static Frame Create(params int[] sectionLengths) => Create(ArrayPool<byte>.Shared, sectionLengths);
+
+    /// <summary>Rents a frame from <paramref name="pool"/> (a rank's stored segments have their own).</summary>
+    internal static Frame Create(ArrayPool<byte> pool, int[] sectionLengths)
     {
         ArgumentNullException.ThrowIfNull(sectionLengths);
         int header = Align(4 + (8 * sectionLengths.Length));
@@ -43,33 +48,14 @@ public sealed class Frame : IDisposable
         }
 
         int length = checked((int)position);
-        byte[] buffer = ArrayPool<byte>.Shared.Rent(length);
+        byte[] buffer = pool.Rent(length);
         MemoryMarshal.Write(buffer, sectionLengths.Length);
         for (int i = 0; i < sectionLengths.Length; i++)
         {
             MemoryMarshal.Write(buffer.AsSpan(4 + (8 * i)), (long)sectionLengths[i]);
         }
 
-        return new Frame(buffer, length, offsets, (int[])sectionLengths.Clone());
-    }
-
-    /// <summary>A frame whose sections are copies of the given spans' bytes.</summary>
-    public static Frame Of<T1, T2, T3, T4>(ReadOnlySpan<T1> a, ReadOnlySpan<T2> b, ReadOnlySpan<T3> c, ReadOnlySpan<T4> d)
-        where T1 : unmanaged
-        where T2 : unmanaged
-        where T3 : unmanaged
-        where T4 : unmanaged
-    {
-        ReadOnlySpan<byte> ab = MemoryMarshal.AsBytes(a);
-        ReadOnlySpan<byte> bb = MemoryMarshal.AsBytes(b);
-        ReadOnlySpan<byte> cb = MemoryMarshal.AsBytes(c);
-        ReadOnlySpan<byte> db = MemoryMarshal.AsBytes(d);
-        Frame frame = Create(ab.Length, bb.Length, cb.Length, db.Length);
-        ab.CopyTo(frame.Section(0));
-        bb.CopyTo(frame.Section(1));
-        cb.CopyTo(frame.Section(2));
-        db.CopyTo(frame.Section(3));
-        return frame;
+        return new Frame(pool, buffer, length, offsets, (int[])sectionLengths.Clone());
     }
 
     public Span<byte> Section(int index)
@@ -131,7 +117,7 @@ public sealed class Frame : IDisposable
                 throw new InvalidDataException($"frame header describes {position} bytes, the message carries {length}");
             }
 
-            return new Frame(buffer, (int)length, offsets, lengths);
+            return new Frame(ArrayPool<byte>.Shared, buffer, (int)length, offsets, lengths);
         }
         catch
         {
@@ -156,7 +142,7 @@ public sealed class Frame : IDisposable
         int remaining = Interlocked.Decrement(ref _references);
         if (remaining == 0)
         {
-            ArrayPool<byte>.Shared.Return(_buffer);
+            _pool.Return(_buffer);
         }
         else if (remaining < 0)
         {

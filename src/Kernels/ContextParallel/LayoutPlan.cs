@@ -90,6 +90,9 @@ public sealed class LayoutPlan
     /// <summary>Token offsets (ascending) that rank <paramref name="rank"/> receives as input and returns as output.</summary>
     public ReadOnlySpan<long> RankTokens(int rank) => _rankTokens[rank];
 
+    /// <summary><see cref="RankTokens"/> as memory, for a rank's view of the chunk, which outlives a stack frame.</summary>
+    internal ReadOnlyMemory<long> RankTokenOffsets(int rank) => _rankTokens[rank];
+
     public int RingOf(int rank) => rank / UlyssesDegree;
 
     public int MemberOf(int rank) => rank % UlyssesDegree;

@@ -6,13 +6,15 @@ namespace LongCluster.Kernels.ContextParallel;
 /// returns O and LSE in the chunk's token order — the same numbers as one node computing the whole sequence.
 /// A chunk that fails on any rank fails as a whole (<see cref="ContextParallelException"/> naming the rank and
 /// step), and the sequence is then unusable: some ranks may hold that chunk's KV and others not.
+/// <see cref="Dispose"/> returns the ranks' KV buffers to the pool for the next sequence.
 /// </summary>
-public sealed class ShardedSequence<T>
+public sealed class ShardedSequence<T> : IDisposable
     where T : unmanaged
 {
     private ContextParallelRank<T>[]? _ranks;
     private readonly AttentionOptions _rankOptions;
     private bool _failed;
+    private bool _disposed;
     private readonly ChunkHistory _history;
 
     public ShardedSequence(ContextLayout layout, int shards, int queryHeads, int keyValueHeads, int headDim, AttentionMask mask, AttentionOptions? options = null)
@@ -43,7 +45,7 @@ public sealed class ShardedSequence<T>
 
     public AttentionMask Mask { get; }
 
-    /// <summary>Where the time of the last successful chunk went: scatter and gather on the caller, each rank's timings.</summary>
+    /// <summary>Where the time of the last successful chunk went: on the caller before and after the ranks, and each rank's timings.</summary>
     public ChunkTimings? LastChunk { get; private set; }
 
     /// <summary>Tokens prefilled so far.</summary>
@@ -59,7 +61,9 @@ public sealed class ShardedSequence<T>
     /// Adds a chunk of n tokens. <paramref name="query"/> is <c>[n, Hq, d]</c>, <paramref name="key"/> and
     /// <paramref name="value"/> <c>[n, Hkv, d]</c>, in token order; <paramref name="positions"/> default to
     /// Length..Length+n−1; <paramref name="documents"/> (one id per token) are required by document masks.
-    /// Writes O <c>[n, Hq, d]</c> and LSE <c>[n, Hq]</c>.
+    /// Writes O <c>[n, Hq, d]</c> and LSE <c>[n, Hq]</c>; the ranks read the inputs and write the outputs in place, so the
+    /// caller leaves them alone until the call completes, and the outputs must not overlap the inputs. A chunk that fails
+    /// in its ring leaves the outputs as they were (ranks write only once every ring is done).
     /// </summary>
     public async Task PrefillAsync(
         ReadOnlyMemory<T> query,
@@ -71,6 +75,7 @@ public sealed class ShardedSequence<T>
         ReadOnlyMemory<int> documents = default,
         CancellationToken cancellationToken = default)
     {
+        ObjectDisposedException.ThrowIf(_disposed, this);
         if (_failed)
         {
             throw new InvalidOperationException("an earlier chunk failed part-way, so the ranks' KV no longer agree; start a new sequence");
@@ -104,23 +109,37 @@ public sealed class ShardedSequence<T>
         ContextParallelRank<T>[] ranks = _ranks ??= Enumerable.Range(0, Shards)
             .Select(r => new ContextParallelRank<T>(r, HeadDim) { ReceiveTimeout = ReceiveTimeout })
             .ToArray();
-        RankInput<T>[] inputs = Scatter(plan, query.Span, key.Span, value.Span, tokenPositions, chunkDocuments);
-
-        TimeSpan distribute = System.Diagnostics.Stopwatch.GetElapsedTime(started);
         using var exchange = new InProcessExchange(Shards);
         using var failure = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        var tasks = new Task<RankOutput>[Shards];
+        // Ranks write the caller's output only once every ring is done, so a chunk that fails in its ring writes nothing.
+        int ringsRunning = Shards;
+        var ringsDone = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        Task AllRingsDone(CancellationToken token)
+        {
+            if (Interlocked.Decrement(ref ringsRunning) == 0)
+            {
+                ringsDone.SetResult();
+            }
+
+            return ringsDone.Task.WaitAsync(token);
+        }
+
+        var tasks = new Task<RankTimings>[Shards];
         for (int r = 0; r < Shards; r++)
         {
             int rank = r;
             IExchange endpoint = exchange.Rank(rank);
             endpoint = ExchangeDecorator?.Invoke(endpoint) ?? endpoint;
+            // Each rank reads its own rows of the caller's tensors and writes its own rows of the caller's output, in
+            // its own task: the rows move once, in parallel, and never through a per-rank copy of the whole chunk.
+            var view = new RankView<T>(
+                query, key, value, tokenPositions, Mask.Document ? documents : default, plan.RankTokenOffsets(rank), output, logSumExp);
             tasks[r] = Task.Run(
                 async () =>
                 {
                     try
                     {
-                        return await ranks[rank].PrefillChunkAsync(endpoint, plan, inputs[rank], Mask, _rankOptions, failure.Token).ConfigureAwait(false);
+                        return await ranks[rank].PrefillChunkAsync(endpoint, plan, view, Mask, _rankOptions, AllRingsDone, failure.Token).ConfigureAwait(false);
                     }
                     catch
                     {
@@ -132,6 +151,7 @@ public sealed class ShardedSequence<T>
                 CancellationToken.None);
         }
 
+        TimeSpan distribute = System.Diagnostics.Stopwatch.GetElapsedTime(started);
         try
         {
             await Task.WhenAll(tasks).ConfigureAwait(false);
@@ -149,68 +169,31 @@ public sealed class ShardedSequence<T>
         }
 
         long collecting = System.Diagnostics.Stopwatch.GetTimestamp();
-        for (int r = 0; r < Shards; r++)
-        {
-            Gather(plan.RankTokens(r), tasks[r].Result, output.Span, logSumExp.Span);
-            tasks[r].Result.Release();
-        }
-
+        Length += n;
+        _history.Add(tokenPositions, Mask.Document ? documents.Span : default);
         LastChunk = new ChunkTimings(
             distribute,
             System.Diagnostics.Stopwatch.GetElapsedTime(collecting),
             System.Diagnostics.Stopwatch.GetElapsedTime(started),
-            tasks.Select(t => t.Result.Timings).ToArray());
-
-        Length += n;
-        _history.Add(tokenPositions, Mask.Document ? documents.Span : default);
+            tasks.Select(t => t.Result).ToArray());
     }
 
-    private RankInput<T>[] Scatter(LayoutPlan plan, ReadOnlySpan<T> query, ReadOnlySpan<T> key, ReadOnlySpan<T> value, long[] positions, ReadOnlySpan<int> documents)
+    /// <summary>Hands the ranks' KV back to the pool; the sequence cannot be used afterwards. Not while a chunk runs.</summary>
+    public void Dispose()
     {
-        int qRow = QueryHeads * HeadDim;
-        int kvRow = KeyValueHeads * HeadDim;
-        var inputs = new RankInput<T>[Shards];
-        for (int r = 0; r < Shards; r++)
+        _disposed = true;
+        foreach (ContextParallelRank<T> rank in _ranks ?? [])
         {
-            ReadOnlySpan<long> tokens = plan.RankTokens(r);
-            var q = new T[tokens.Length * qRow];
-            var k = new T[tokens.Length * kvRow];
-            var v = new T[tokens.Length * kvRow];
-            var p = new long[tokens.Length];
-            var docs = new int[documents.IsEmpty ? 0 : tokens.Length];
-            for (int i = 0; i < tokens.Length; i++)
-            {
-                int t = (int)tokens[i];
-                query.Slice(t * qRow, qRow).CopyTo(q.AsSpan(i * qRow));
-                key.Slice(t * kvRow, kvRow).CopyTo(k.AsSpan(i * kvRow));
-                value.Slice(t * kvRow, kvRow).CopyTo(v.AsSpan(i * kvRow));
-                p[i] = positions[t];
-                if (docs.Length > 0)
-                {
-                    docs[i] = documents[t];
-                }
-            }
-
-            inputs[r] = new RankInput<T>(q, k, v, p, docs);
+            rank.Dispose();
         }
 
-        return inputs;
-    }
-
-    private void Gather(ReadOnlySpan<long> tokens, RankOutput result, Span<float> output, Span<float> logSumExp)
-    {
-        int oRow = QueryHeads * HeadDim;
-        for (int i = 0; i < tokens.Length; i++)
-        {
-            int t = (int)tokens[i];
-            result.Output.AsSpan(i * oRow, oRow).CopyTo(output.Slice(t * oRow));
-            result.LogSumExp.AsSpan(i * QueryHeads, QueryHeads).CopyTo(logSumExp.Slice(t * QueryHeads));
-        }
+        _ranks = null;
     }
 }
 
 /// <summary>
-/// Timings of one chunk: copying the caller's rows out to the ranks (what an upload does in the service),
-/// collecting O back, the whole call, and each rank's own split.
+/// Timings of one chunk: the caller's time before every rank was started (planning and starting them: each rank reads
+/// its own rows, in its <see cref="RankTimings.Scatter"/>), its time after the last one finished (each rank writes its
+/// own O rows, in its <see cref="RankTimings.Gather"/>), the whole call, and each rank's own split.
 /// </summary>
 public sealed record ChunkTimings(TimeSpan Distribute, TimeSpan Collect, TimeSpan Total, IReadOnlyList<RankTimings> Ranks);
