@@ -60,9 +60,10 @@ public static partial class Attention
 
 /// <summary>
 /// One flash-attention forward call: the work items are (KV head, query tile); each stacks the query rows of all
-/// the heads of its group so that a packed K/V tile serves the whole group (GQA packs once, not G times). When the
-/// packed tiles of the whole call fit <see cref="AttentionOptions.PackBudgetBytes"/>, every visible tile is packed once up front
-/// (in parallel) and shared by all query tiles; otherwise each item packs the tiles it needs. Both give the same bits.
+/// the heads of its group so that a packed K/V tile serves the whole group (GQA packs once, not G times). When one
+/// KV head's packed tiles fit <see cref="AttentionOptions.PackBudgetBytes"/>, the call goes in phases of as many
+/// heads as fit: every visible tile of the phase's heads is packed once (in parallel), then all their query tiles run
+/// against the shared tiles; otherwise each item packs the tiles it needs. Both give the same bits.
 /// </summary>
 internal sealed unsafe class FlashForwardJob<T>
     where T : unmanaged
@@ -82,8 +83,10 @@ internal sealed unsafe class FlashForwardJob<T>
     private readonly int _queryTiles;
     private readonly TileRange[] _keyRanges;
     private readonly TileRange _allQueries;
-    private readonly bool _sharedPacking;
+    private readonly int _headsPerPhase;
     private float* _packed;
+    private int _phaseHead;
+    private int _phaseHeads;
 
     public FlashForwardJob(
         T* q, T* k, T* v, float* o, float* lse, AttentionShape shape, AttentionMask mask, ResolvedTokens tokens, float scaleLog2, SimdLevel level, long packBudgetBytes)
@@ -108,16 +111,16 @@ internal sealed unsafe class FlashForwardJob<T>
             _keyRanges[t] = tokens.KeyRange(start, Math.Min(Attention.KeyTile, shape.KeyTokens - start));
         }
 
-        // Stacked rows per item: about 120 (60 for d > 128) when the tiles are packed once for the whole call, which
+        // Stacked rows per item: about 120 (60 for d > 128) when each head's tiles are packed once for the call, which
         // keeps the wasted half-tiles on a causal diagonal small; about 240 (120) when each item packs its own tiles,
         // so a tile is packed half as often. Either way Q, the accumulator, S and the K/V tiles fit in L2, and a
         // multiple of 6 feeds the 6-row micro-kernel without remainder rows.
-        long packedBytes = (long)shape.KeyValueHeads * keyTiles * PackedTileFloats * sizeof(float);
-        bool fitsBudget = packedBytes <= packBudgetBytes;
+        long headBytes = (long)keyTiles * PackedTileFloats * sizeof(float);
+        bool fitsBudget = headBytes <= packBudgetBytes;
         int rowTarget = (shape.HeadDim > 128 ? 60 : 120) * (fitsBudget ? 1 : 2);
         _queryTile = Math.Clamp(rowTarget / shape.GroupSize, 1, Math.Max(1, shape.QueryTokens));
         _queryTiles = (shape.QueryTokens + _queryTile - 1) / _queryTile;
-        _sharedPacking = fitsBudget && _queryTiles > 1;
+        _headsPerPhase = fitsBudget && _queryTiles > 1 ? (int)Math.Min(shape.KeyValueHeads, packBudgetBytes / headBytes) : 0;
         _allQueries = tokens.QueryRange(0, shape.QueryTokens);
     }
 
@@ -127,20 +130,24 @@ internal sealed unsafe class FlashForwardJob<T>
 
     public void Run(int threads)
     {
-        if (!_sharedPacking)
+        // A phase has only its heads' query tiles to spread over the threads.
+        if (_headsPerPhase == 0 || _queryTiles * _headsPerPhase < threads)
         {
             WorkQueue.Run(ItemCount, threads, RunItem);
             return;
         }
 
-        int packedFloats = _shape.KeyValueHeads * _keyRanges.Length * PackedTileFloats;
-        float[] packed = ArrayPool<float>.Shared.Rent(packedFloats);
+        float[] packed = ArrayPool<float>.Shared.Rent(_headsPerPhase * _keyRanges.Length * PackedTileFloats);
         GCHandle pin = GCHandle.Alloc(packed, GCHandleType.Pinned);
         try
         {
             _packed = (float*)pin.AddrOfPinnedObject();
-            WorkQueue.Run(_shape.KeyValueHeads * _keyRanges.Length, threads, PackItem);
-            WorkQueue.Run(ItemCount, threads, RunItem);
+            for (_phaseHead = 0; _phaseHead < _shape.KeyValueHeads; _phaseHead += _headsPerPhase)
+            {
+                _phaseHeads = Math.Min(_headsPerPhase, _shape.KeyValueHeads - _phaseHead);
+                WorkQueue.Run(_phaseHeads * _keyRanges.Length, threads, PackTile);
+                WorkQueue.Run(_queryTiles * _phaseHeads, threads, RunPhaseItem);
+            }
         }
         finally
         {
@@ -150,11 +157,15 @@ internal sealed unsafe class FlashForwardJob<T>
         }
     }
 
-    /// <summary>Packs tile (KV head, key tile) into the shared buffer, unless no query of the call can see it.</summary>
+    /// <summary>Where tile <paramref name="tile"/> of KV head <paramref name="kvHead"/> of this phase is packed.</summary>
+    private float* PackedTile(int kvHead, int tile) =>
+        _packed + (((long)(kvHead - _phaseHead) * _keyRanges.Length) + tile) * PackedTileFloats;
+
+    /// <summary>Packs tile (head of the phase, key tile) into the shared buffer, unless no query of the call can see it.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void PackItem(int item)
+    private void PackTile(int item)
     {
-        int kvHead = item / _keyRanges.Length;
+        int kvHead = _phaseHead + (item / _keyRanges.Length);
         int tile = item % _keyRanges.Length;
         if (_mask.Classify(_allQueries, _keyRanges[tile]) == TileVisibility.Hidden)
         {
@@ -162,17 +173,19 @@ internal sealed unsafe class FlashForwardJob<T>
         }
 
         int k0 = tile * Attention.KeyTile;
-        float* kt = _packed + ((long)item * PackedTileFloats);
+        float* kt = PackedTile(kvHead, tile);
         ForwardScratch scratch = ForwardScratch.For(1, _paddedDim);
         PackKeyValueTile(kvHead, k0, Math.Min(Attention.KeyTile, _shape.KeyTokens - k0), kt, kt + (Attention.KeyTile * _paddedDim), scratch.Row);
     }
 
+    private void RunPhaseItem(int item) => RunTile(_queryTiles - 1 - (item / _phaseHeads), _phaseHead + (item % _phaseHeads));
+
+    // Largest query tiles first: under causal masks later tiles carry more work, so they should not be last.
+    private void RunItem(int item) => RunTile(_queryTiles - 1 - (item / _shape.KeyValueHeads), item % _shape.KeyValueHeads);
+
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void RunItem(int item)
+    private void RunTile(int queryTile, int kvHead)
     {
-        // Largest query tiles first: under causal masks later tiles carry more work, so they should not be last.
-        int queryTile = _queryTiles - 1 - (item / _shape.KeyValueHeads);
-        int kvHead = item % _shape.KeyValueHeads;
         int q0 = queryTile * _queryTile;
         int queryRows = Math.Min(_queryTile, _shape.QueryTokens - q0);
         int group = _shape.GroupSize;
@@ -230,7 +243,7 @@ internal sealed unsafe class FlashForwardJob<T>
             }
             else
             {
-                kt = _packed + ((((long)kvHead * _keyRanges.Length) + tile) * PackedTileFloats);
+                kt = PackedTile(kvHead, tile);
                 vp = kt + (Bc * dp);
             }
 

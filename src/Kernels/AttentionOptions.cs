@@ -12,11 +12,11 @@ public sealed record AttentionOptions
     public int MaxThreads { get; init; }
 
     /// <summary>
-    /// Most bytes the forward kernel may spend on K/V tiles packed once per call and shared by every query tile;
-    /// past it each work item packs the tiles it needs (same bits, more work). Packing a tile (Kᵀ transposed out of
-    /// rows Hkv·d apart, V copied) cost 15% of the forward time when every item packed its own (perf, f32, T = 4096,
-    /// d = 128, 240-row items). The default, 64 MiB, covers Tk = 8192 at Hkv = 8, d = 128, or a ring step's block of
-    /// 32768 keys at Hkv = 2; tests set 0 to run the per-item path.
+    /// Most bytes the forward kernel may spend on one KV head's K/V tiles, packed once per call and shared by every
+    /// query tile; past it each work item packs the tiles it needs (same bits, more work). Packing a tile (Kᵀ
+    /// transposed out of rows Hkv·d apart, V copied) cost 15% of the forward time when every item packed its own
+    /// (perf, f32, T = 4096, d = 128, 240-row items). The default, 64 MiB, covers Tk = 65536 at d = 128; tests set 0
+    /// to run the per-item path.
     /// </summary>
     internal long PackBudgetBytes { get; init; } = 64L << 20;
 

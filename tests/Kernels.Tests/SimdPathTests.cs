@@ -66,10 +66,12 @@ public sealed class SimdPathTests
     [InlineData("full", 4, 2, 128)]
     [InlineData("causal", 4, 1, 64)]
     [InlineData("document-causal", 2, 2, 17)]
+    [InlineData("causal", 6, 3, 33)]
     public void Forward_TilesPackedOnceOrPerItem_SameBitsAndMatchReference(string maskText, int hq, int hkv, int d)
     {
-        // 301 query rows make several query tiles, so the call packs every visible K/V tile once and shares it;
-        // a budget of 0 makes each item pack its own.
+        // 301 query rows make several query tiles, so the call packs every visible K/V tile once and shares it: all
+        // heads in one phase, or (a budget of two heads' tiles) in phases of two; a budget of 0 makes each item pack
+        // its own.
         var shape = new AttentionShape(301, 333, hq, hkv, d);
         var mask = AttentionMask.Parse(maskText);
         (float[] q, float[] k, float[] v, long[] qPositions, long[] kPositions) = Inputs<float>(shape, seed: d);
@@ -86,7 +88,10 @@ public sealed class SimdPathTests
             return [.. o, .. lse];
         }
 
-        Assert.Equal(Result(64L << 20), Result(0));
+        long oneHead = 6L * 2 * 64 * (((d + 7) / 8) * 8) * sizeof(float);   // 333 keys = 6 tiles of Kᵀ and V
+        float[] shared = Result(64L << 20);
+        Assert.Equal(shared, Result(2 * oneHead));
+        Assert.Equal(shared, Result(0));
     }
 
     [Fact]

@@ -44,7 +44,7 @@ internal static class BenchRingCommand
         var chunks = new List<ChunkTimings>();
         double parallel = Median(repeat, () =>
         {
-            var sequence = new ShardedSequence<float>(layout, shards, hq, hkv, d, mask, new AttentionOptions { MaxThreads = shards });
+            using var sequence = new ShardedSequence<float>(layout, shards, hq, hkv, d, mask, new AttentionOptions { MaxThreads = shards });
             sequence.PrefillAsync(q, k, v, shardedO, shardedL).GetAwaiter().GetResult();
             chunks.Add(sequence.LastChunk!);
         });

@@ -106,7 +106,7 @@ internal static class TensorChecks
         void Run<T>(T[] query, T[] key, T[] value)
             where T : unmanaged
         {
-            var sequence = new ShardedSequence<T>(layout, shards, shape.QueryHeads, shape.KeyValueHeads, shape.HeadDim, mask, options);
+            using var sequence = new ShardedSequence<T>(layout, shards, shape.QueryHeads, shape.KeyValueHeads, shape.HeadDim, mask, options);
             sequence.PrefillAsync(query, key, value, o, lse, positions, documents).GetAwaiter().GetResult();
         }
     }
