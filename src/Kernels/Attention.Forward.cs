@@ -84,6 +84,9 @@ internal sealed unsafe class FlashForwardJob<T>
     private readonly TileRange[] _keyRanges;
     private readonly TileRange _allQueries;
     private readonly int _headsPerPhase;
+
+    /// <summary>Rows of the micro-kernel's main block, the grain at which a causal diagonal is cut.</summary>
+    private const int RowBlock = 6;
     private float* _packed;
     private int _phaseHead;
     private int _phaseHeads;
@@ -224,6 +227,7 @@ internal sealed unsafe class FlashForwardJob<T>
         new Span<float>(m, rows).Fill(float.NegativeInfinity);
 
         TileRange queryRange = _tokens.QueryRange(q0, queryRows);
+        Span<int> blockEnds = stackalloc int[(rows + RowBlock - 1) / RowBlock];
         for (int tile = 0; tile < _keyRanges.Length; tile++)
         {
             TileVisibility visibility = _mask.Classify(queryRange, _keyRanges[tile]);
@@ -247,7 +251,27 @@ internal sealed unsafe class FlashForwardJob<T>
                 vp = kt + (Bc * dp);
             }
 
-            MicroGemm.Run(_level, qs, dp, kt, Bc, s, Bc, rows, paddedKeys, dp, accumulate: false);
+            // On a causal diagonal each block of 6 rows sees only the keys up to its last position: S and P·V stop
+            // there (the rest of S is masked below; P is 0 there), which halves the work of a diagonal tile.
+            bool diagonal = visibility == TileVisibility.Partial && ScoreMask.HasColumnLimits(_tokens, k0, keys);
+            if (diagonal)
+            {
+                for (int r0 = 0; r0 < rows; r0 += RowBlock)
+                {
+                    int blockRows = Math.Min(RowBlock, rows - r0);
+                    int end = ScoreMask.VisibleEnd(_mask, _tokens, k0, keys, rowPositions, r0, blockRows);
+                    blockEnds[r0 / RowBlock] = end;
+                    if (end > 0)
+                    {
+                        MicroGemm.Run(_level, qs + ((long)r0 * dp), dp, kt, Bc, s + ((long)r0 * Bc), Bc, blockRows, Attention.RoundUp(end, 8), dp, accumulate: false);
+                    }
+                }
+            }
+            else
+            {
+                MicroGemm.Run(_level, qs, dp, kt, Bc, s, Bc, rows, paddedKeys, dp, accumulate: false);
+            }
+
             if (visibility == TileVisibility.Partial)
             {
                 ScoreMask.Apply(_mask, _tokens, s, Bc, rows, k0, keys, rowPositions, rowDocuments);
@@ -262,7 +286,17 @@ internal sealed unsafe class FlashForwardJob<T>
             }
 
             OnlineSoftmax.Update(_level, s, Bc, rows, paddedKeys, m, l, acc, dp, dp);
-            MicroGemm.Run(_level, s, Bc, vp, dp, acc, dp, rows, dp, keys, accumulate: true);
+            if (diagonal)
+            {
+                for (int r0 = 0; r0 < rows; r0 += RowBlock)
+                {
+                    MicroGemm.Run(_level, s + ((long)r0 * Bc), Bc, vp, dp, acc + ((long)r0 * dp), dp, Math.Min(RowBlock, rows - r0), dp, blockEnds[r0 / RowBlock], accumulate: true);
+                }
+            }
+            else
+            {
+                MicroGemm.Run(_level, s, Bc, vp, dp, acc, dp, rows, dp, keys, accumulate: true);
+            }
         }
 
         for (int g = 0; g < group; g++)

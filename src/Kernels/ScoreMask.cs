@@ -62,6 +62,25 @@ internal static unsafe class ScoreMask
         }
     }
 
+    /// <summary>Whether a tile's visible columns end, row by row, at a position bound: no documents, keys ascending.</summary>
+    public static bool HasColumnLimits(ResolvedTokens tokens, int k0, int keys) =>
+        !tokens.HasDocuments && Ascending(tokens.KeyPositions, k0, keys);
+
+    /// <summary>
+    /// The first column (of ascending keys k0..k0+keys−1) that none of rows r0..r0+count−1 can see, every column
+    /// after it hidden too: the end of what a block of rows needs computed.
+    /// </summary>
+    public static int VisibleEnd(AttentionMask mask, ResolvedTokens tokens, int k0, int keys, long[] rowPositions, int r0, int count)
+    {
+        long hi = long.MinValue;
+        for (int r = r0; r < r0 + count; r++)
+        {
+            hi = Math.Max(hi, mask.VisibleRange(rowPositions[r]).Hi);
+        }
+
+        return hi == long.MaxValue ? keys : FirstAtLeast(tokens.KeyPositions, k0, keys, hi + 1);
+    }
+
     private static bool Ascending(long[] positions, int start, int count)
     {
         for (int j = start + 1; j < start + count; j++)
