@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using LongCluster.Kernels;
@@ -43,18 +42,10 @@ internal static class BenchDecodeCommand
         var o = new float[shape.QueryElements];
         var lse = new float[shape.LseElements];
         var kernelOptions = new AttentionOptions { MaxThreads = threads };
-        var tokens = new AttentionTokens(qPositions, kPositions, qDocuments, kDocuments);
-        TensorChecks.Decode(q, k, v, shape, mask, tokens, o, lse, kernelOptions);
-        var times = new double[repeat];
-        for (int i = 0; i < repeat; i++)
-        {
-            long started = Stopwatch.GetTimestamp();
-            TensorChecks.Decode(q, k, v, shape, mask, tokens, o, lse, kernelOptions);
-            times[i] = Stopwatch.GetElapsedTime(started).TotalMilliseconds;
-        }
-
-        Array.Sort(times);
-        double median = times[repeat / 2];
+        double[] times = BenchTimer.Measure(
+            repeat, () => TensorChecks.Decode(q, k, v, shape, mask, new AttentionTokens(qPositions, kPositions, qDocuments, kDocuments), o, lse, kernelOptions))
+            .Select(s => s * 1000).ToArray();
+        double median = BenchTimer.Median(times);
         double gbps = bytes / (median / 1000) / 1e9;
         string shapeText = $"Tq=1 Tk={tk} Hq={hq} Hkv={hkv} d={d}";
         stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{"shape",-40} {"mask",-16} {"dtype",-5} {"thr",3} {"K+V MiB",9} {"median ms",10} {"min ms",9} {"GB/s",7}"));

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Globalization;
 using System.Runtime.Intrinsics;
 using System.Text.Json;
@@ -43,18 +42,10 @@ internal static class BenchKernelCommand
         var o = new float[shape.QueryElements];
         var lse = new float[shape.LseElements];
         var kernelOptions = new AttentionOptions { MaxThreads = threads };
-        var tokens = new AttentionTokens(qPositions, kPositions, qDocuments, kDocuments);
-        TensorChecks.Forward(q, k, v, shape, mask, tokens, o, lse, kernelOptions);
-        var times = new double[repeat];
-        for (int i = 0; i < repeat; i++)
-        {
-            long started = Stopwatch.GetTimestamp();
-            TensorChecks.Forward(q, k, v, shape, mask, tokens, o, lse, kernelOptions);
-            times[i] = Stopwatch.GetElapsedTime(started).TotalMilliseconds;
-        }
-
-        Array.Sort(times);
-        double median = times[repeat / 2];
+        double[] times = BenchTimer.Measure(
+            repeat, () => TensorChecks.Forward(q, k, v, shape, mask, new AttentionTokens(qPositions, kPositions, qDocuments, kDocuments), o, lse, kernelOptions))
+            .Select(s => s * 1000).ToArray();
+        double median = BenchTimer.Median(times);
         double gflops = flops / (median / 1000) / 1e9;
         string shapeText = $"Tq={tq} Tk={tk} Hq={hq} Hkv={hkv} d={d}";
         stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{"shape",-36} {"mask",-16} {"dtype",-5} {"thr",3} {"live pairs",14} {"median ms",10} {"min ms",9} {"GFLOP/s",8}"));

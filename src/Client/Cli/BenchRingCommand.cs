@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using LongCluster.Kernels;
@@ -85,18 +84,5 @@ internal static class BenchRingCommand
         return maxError <= 1e-4 * maxRef ? CliApp.ExitOk : CliApp.ExitFailed;
     }
 
-    private static double Median(int repeat, Action action)
-    {
-        action();
-        var times = new double[repeat];
-        for (int i = 0; i < repeat; i++)
-        {
-            long started = Stopwatch.GetTimestamp();
-            action();
-            times[i] = Stopwatch.GetElapsedTime(started).TotalSeconds;
-        }
-
-        Array.Sort(times);
-        return times[repeat / 2];
-    }
+    private static double Median(int repeat, Action action) => BenchTimer.Median(BenchTimer.Measure(repeat, action));
 }
