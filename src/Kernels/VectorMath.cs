@@ -12,17 +12,6 @@ namespace LongCluster.Kernels;
 internal static unsafe class VectorMath
 {
     /// <summary>
-    /// Σ a[i]·b[i] with the reduction order of <see cref="Dots"/> (one row of it).
-    /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static float Dot(SimdLevel level, float* a, float* b, int n)
-    {
-        float result;
-        Dots(level, a, 0, 1, b, n, &result, 1);
-        return result;
-    }
-
-    /// <summary>
     /// destination[r · destinationStride] = Σ_i a[r · lda + i] · b[i] for r &lt; rows: one key (or vector) against
     /// several query rows, <paramref name="b"/> read once per 4 rows and widened on the fly (f32 or bf16).
     /// Order, the same on Vector512 and Vector256: element i goes by fused multiply-add into lane i mod 16 of a
