@@ -50,7 +50,6 @@ run kernels-vector256 tests/Kernels.Tests/LongCluster.Kernels.Tests.csproj DOTNE
 run kernels-vector128 tests/Kernels.Tests/LongCluster.Kernels.Tests.csproj DOTNET_EnableAVX2=0
 run kernels-scalar tests/Kernels.Tests/LongCluster.Kernels.Tests.csproj DOTNET_EnableHWIntrinsic=0
 run cli tests/Cli.Tests/LongCluster.Cli.Tests.csproj
-run runtime tests/Runtime.Tests/LongCluster.Runtime.Tests.csproj
 run service tests/Service.Tests/LongCluster.Service.Tests.csproj
 
 passed=0 failed=$crashed skipped=0

@@ -1,26 +1,23 @@
 using System.Diagnostics;
 using LongCluster.Kernels;
 using LongCluster.Kernels.ContextParallel;
-using LongCluster.Runtime;
-using LongCluster.Runtime.Hosting;
-using LongCluster.Runtime.Membership;
-using LongCluster.Runtime.Transport;
+using LongCluster.Grains.Placement;
 
 namespace LongCluster.Grains;
 
 /// <summary>
 /// The coordinator of one sequence. Its state (spec, shard keys, length, the chunk in flight, decode progress) is
 /// changed only by non-reentrant calls, one at a time; the reentrant reads may run beside a long layer run and see
-/// the state before or after it, never a torn chunk (each field is replaced whole).
+/// the state before or after it, never a torn chunk (each field is replaced whole). Placed by Orleans' default and
+/// never collected while its silo lives (<see cref="KeepAliveAttribute"/>): its state is the sequence.
 /// </summary>
 [KeepAlive]
-internal sealed class CoordinatorGrain(SiloContext silo, SiloResources resources, ExchangeHub hub) : Grain, ICoordinatorGrain
+internal sealed class CoordinatorGrain(SiloResources resources, IClusterMembershipService membership, ILocalSiloDetails silo) : Grain, ICoordinatorGrain
 {
-    internal const string ShardType = "shard";
-
     private SequenceModel? _model;
     private string _epoch = "";
     private string[] _keys = [];
+    private string[] _silos = [];
     private volatile string? _problem;
     private SequenceState _state;
     private long _length;
@@ -32,38 +29,39 @@ internal sealed class CoordinatorGrain(SiloContext silo, SiloResources resources
     private int _decodeLayersDone;
     private int _nextChunk;
 
-    private string Id => GrainId.Key;
+    private string Id => this.GetPrimaryKeyString();
 
     public async Task<SequenceInfo> CreateAsync(SequenceSpec spec, CancellationToken cancellationToken)
     {
         if (_model is not null)
         {
-            throw new SequenceStateException("id", $"sequence '{Id}' already exists");
+            throw ServiceException.Conflict("id", $"sequence '{Id}' already exists");
         }
 
         SequenceModel model = SequenceModel.Of(spec);
-        int shards = spec.Shards > 0 ? spec.Shards : silo.Membership.View.ActiveSilos.Length;
+        int shards = spec.Shards > 0 ? spec.Shards : membership.CurrentSnapshot.Members.Values.Count(m => m.Status == SiloStatus.Active);
         _ = model.Plan(shards, 0);
         string epoch = Guid.NewGuid().ToString("N")[..12];
-        string[] keys = [.. Enumerable.Range(0, shards).Select(i => FormattableString.Invariant($"{Id}~{epoch}/{i}/{shards}"))];
+        string[] keys = [.. Enumerable.Range(0, shards).Select(i => new ShardKey(Id, epoch, i, shards).ToString())];
         Task<ShardInfo>[] inits = [.. keys.Select((k, i) => Shard(k).InitAsync(new ShardSetup(Id, epoch, model.Spec with { Shards = shards }, i, shards), cancellationToken))];
         try
         {
-            await Task.WhenAll(inits).ConfigureAwait(false);
+            await Task.WhenAll(inits);
         }
         catch
         {
             // A refused shard (a silo's limit) refuses the sequence: free what the others took.
-            await Task.WhenAll(keys.Select(k => IgnoreFailure(Shard(k).DeleteAsync(epoch, CancellationToken.None)))).ConfigureAwait(false);
+            await Task.WhenAll(keys.Select(k => IgnoreFailure(Shard(k).DeleteAsync(epoch, CancellationToken.None))));
             throw inits.Select(t => t.Exception?.InnerException).First(e => e is not null)!;
         }
 
         _model = model with { Spec = model.Spec with { Shards = shards } };
         _epoch = epoch;
         _keys = keys;
+        _silos = [.. inits.Select(t => t.Result.Silo)];
         _state = SequenceState.Created;
         _history = new ChunkHistory(model.Mask);
-        await GrainFactory.GetGrain<ISequenceDirectoryGrain>("all").AddAsync(Id, cancellationToken).ConfigureAwait(false);
+        await GrainFactory.GetGrain<ISequenceDirectoryGrain>("all").AddAsync(Id, cancellationToken);
         return Info([.. inits.Select(t => t.Result)]);
     }
 
@@ -75,7 +73,7 @@ internal sealed class CoordinatorGrain(SiloContext silo, SiloResources resources
         {
             try
             {
-                map[i] = await Shard(key).DescribeAsync(_epoch, cancellationToken).ConfigureAwait(false);
+                map[i] = await Shard(key).DescribeAsync(_epoch, cancellationToken);
             }
             catch (Exception e) when (IsLost(e))
             {
@@ -86,7 +84,7 @@ internal sealed class CoordinatorGrain(SiloContext silo, SiloResources resources
             {
                 map[i] = new ShardInfo(i, "", $"unreachable: {e.Message}", 0, 0);
             }
-        })).ConfigureAwait(false);
+        }));
         return Info(map);
     }
 
@@ -101,7 +99,7 @@ internal sealed class CoordinatorGrain(SiloContext silo, SiloResources resources
         SequenceSpec spec = Require().Spec;
         if (index < 0 || index >= _keys.Length)
         {
-            throw new InvalidRequestException("shard", $"expected 0..{_keys.Length - 1}, got {index}");
+            throw ServiceException.Invalid("shard", $"expected 0..{_keys.Length - 1}, got {index}");
         }
 
         return Task.FromResult(new ShardAddress(_keys[index], _epoch, _keys.Length, spec.QueryHeads, spec.HeadDim));
@@ -112,33 +110,33 @@ internal sealed class CoordinatorGrain(SiloContext silo, SiloResources resources
         SequenceModel model = RequireHealthy();
         if (request is null || request.Tokens < 1)
         {
-            throw new InvalidRequestException("tokens", $"expected a chunk of at least 1 token, got {request?.Tokens ?? 0}");
+            throw ServiceException.Invalid("tokens", $"expected a chunk of at least 1 token, got {request?.Tokens ?? 0}");
         }
 
         if (_state == SequenceState.Prefilling)
         {
-            throw new SequenceStateException("chunk", $"chunk {_chunk!.Index} is in flight ({_layersDone} of {model.Spec.Layers} layers done); finish it first");
+            throw ServiceException.Conflict("chunk", $"chunk {_chunk!.Index} is in flight ({_layersDone} of {model.Spec.Layers} layers done); finish it first");
         }
 
         if (_decodeLayersDone > 0)
         {
-            throw new SequenceStateException("chunk", $"a decode step is in flight ({_decodeLayersDone} of {model.Spec.Layers} layers done); finish it first");
+            throw ServiceException.Conflict("chunk", $"a decode step is in flight ({_decodeLayersDone} of {model.Spec.Layers} layers done); finish it first");
         }
 
         if (_length + request.Tokens > resources.Options.MaxTokensPerSequence)
         {
-            throw new LimitExceededException("tokens", $"the sequence holds {_length} tokens; {request.Tokens} more would pass the limit of {resources.Options.MaxTokensPerSequence} (MaxTokensPerSequence)");
+            throw ServiceException.Limit("tokens", $"the sequence holds {_length} tokens; {request.Tokens} more would pass the limit of {resources.Options.MaxTokensPerSequence} (MaxTokensPerSequence)");
         }
 
         int[] documents = request.Documents ?? [];
         if (model.Mask.Document && documents.Length != request.Tokens)
         {
-            throw new InvalidRequestException("documents", $"mask {model.Mask} needs one document id per token ({request.Tokens}), got {documents.Length}");
+            throw ServiceException.Invalid("documents", $"mask {model.Mask} needs one document id per token ({request.Tokens}), got {documents.Length}");
         }
 
         if (!model.Mask.Document && documents.Length > 0)
         {
-            throw new InvalidRequestException("documents", $"mask {model.Mask} takes no document ids");
+            throw ServiceException.Invalid("documents", $"mask {model.Mask} takes no document ids");
         }
 
         long[] positions = [.. Enumerable.Range(0, request.Tokens).Select(i => _length + i)];
@@ -148,7 +146,7 @@ internal sealed class CoordinatorGrain(SiloContext silo, SiloResources resources
         }
         catch (ArgumentException e)
         {
-            throw new InvalidRequestException("tokens", e.Message);
+            throw ServiceException.Invalid("tokens", e.Message);
         }
 
         LayoutPlan plan = model.Plan(_keys.Length, request.Tokens);
@@ -173,8 +171,8 @@ internal sealed class CoordinatorGrain(SiloContext silo, SiloResources resources
             begins[i] = Shard(_keys[i]).BeginChunkAsync(_epoch, index, request.Tokens, shardPositions, shardDocuments, cancellationToken);
         }
 
-        await Guard(begins).ConfigureAwait(false);
-        SequenceInfo info = await DescribeAsync(cancellationToken).ConfigureAwait(false);
+        await Guard(begins);
+        SequenceInfo info = await DescribeAsync(cancellationToken);
         _chunk = new ChunkPlan(Id, index, _length, request.Tokens, [.. rows.Select(r => r with { Endpoint = info.ShardMap[r.Index].Endpoint })]);
         _chunkPositions = positions;
         _chunkDocuments = documents;
@@ -189,30 +187,27 @@ internal sealed class CoordinatorGrain(SiloContext silo, SiloResources resources
         SequenceModel model = RequireHealthy();
         if (_state != SequenceState.Prefilling || _chunk is null || _chunk.Index != chunk)
         {
-            throw new SequenceStateException("chunk", $"chunk {chunk} is not in flight ({(_chunk is null ? "no chunk was started" : $"the current chunk is {_chunk.Index}, {_layersDone} of {model.Spec.Layers} layers done")})");
+            throw ServiceException.Conflict("chunk", $"chunk {chunk} is not in flight ({(_chunk is null ? "no chunk was started" : $"the current chunk is {_chunk.Index}, {_layersDone} of {model.Spec.Layers} layers done")})");
         }
 
         if (layer < 0 || layer >= model.Spec.Layers)
         {
-            throw new InvalidRequestException("layer", $"expected 0..{model.Spec.Layers - 1}, got {layer}");
+            throw ServiceException.Invalid("layer", $"expected 0..{model.Spec.Layers - 1}, got {layer}");
         }
 
         if (layer != _layersDone)
         {
-            throw new SequenceStateException("layer", $"layers run in order: the next layer of chunk {chunk} is {_layersDone}, not {layer}");
+            throw ServiceException.Conflict("layer", $"layers run in order: the next layer of chunk {chunk} is {_layersDone}, not {layer}");
         }
 
         long started = Stopwatch.GetTimestamp();
-        var run = new ShardRun(_epoch, chunk, layer, Guid.NewGuid(), [.. _keys.Select(k => silo.OwnerOf(new GrainId(ShardType, k)).ToString())]);
+        var run = new ShardRun(_epoch, chunk, layer, Guid.NewGuid(), _keys, _silos);
         ISequenceShardGrain[] shards = [.. _keys.Select(Shard)];
         ShardTimings[] timings = await RunEverywhereAsync(
             shards.Select(s => s.RunLayerAsync(run, cancellationToken)).ToArray(),
-            [.. run.Ranks.Select(SiloAddress.Parse)],
-            () => Task.WhenAll(
-                hub.AbortRunAsync(run.Run, shards.Length, [.. run.Ranks.Select(SiloAddress.Parse)], TimeSpan.FromSeconds(10)),
-                Task.WhenAll(shards.Select(s => IgnoreFailure(s.AbortRunAsync(run.Run, CancellationToken.None))))),
+            () => Task.WhenAll(shards.Select(s => IgnoreFailure(s.AbortRunAsync(run.Run, CancellationToken.None)))),
             () => Task.WhenAll(shards.Select(s => IgnoreFailure(s.RollBackRunAsync(run.Run, CancellationToken.None)))),
-            $"layer {layer} of chunk {chunk}").ConfigureAwait(false);
+            $"layer {layer} of chunk {chunk}");
         // Every shard holds the layer's KV now: the layer is done, whatever happens to the clean-up below. Were a
         // failed commit to fail the call, the shards that did commit would have dropped the uploads a retry needs.
         _layersDone++;
@@ -225,7 +220,7 @@ internal sealed class CoordinatorGrain(SiloContext silo, SiloResources resources
 
         try
         {
-            await Guard(shards.Select(s => s.CommitLayerAsync(_epoch, chunk, layer, cancellationToken))).ConfigureAwait(false);
+            await Guard(shards.Select(s => s.CommitLayerAsync(_epoch, chunk, layer, cancellationToken)));
         }
         catch (Exception e) when (IsUnreachable(e))
         {
@@ -242,17 +237,17 @@ internal sealed class CoordinatorGrain(SiloContext silo, SiloResources resources
         SequenceSpec spec = model.Spec;
         if (_state == SequenceState.Prefilling)
         {
-            throw new SequenceStateException("layer", $"chunk {_chunk!.Index} is in flight; finish its layers before decoding");
+            throw ServiceException.Conflict("layer", $"chunk {_chunk!.Index} is in flight; finish its layers before decoding");
         }
 
         if (layer < 0 || layer >= spec.Layers)
         {
-            throw new InvalidRequestException("layer", $"expected 0..{spec.Layers - 1}, got {layer}");
+            throw ServiceException.Invalid("layer", $"expected 0..{spec.Layers - 1}, got {layer}");
         }
 
         if (layer != _decodeLayersDone)
         {
-            throw new SequenceStateException("layer", $"decode runs the layers in order: the next layer of token {_length} is {_decodeLayersDone}, not {layer}");
+            throw ServiceException.Conflict("layer", $"decode runs the layers in order: the next layer of token {_length} is {_decodeLayersDone}, not {layer}");
         }
 
         model.CheckRows(query, "q", 1, spec.QueryHeads);
@@ -260,7 +255,7 @@ internal sealed class CoordinatorGrain(SiloContext silo, SiloResources resources
         model.CheckRows(value, "v", 1, spec.KeyValueHeads);
         if (_length + 1 > resources.Options.MaxTokensPerSequence)
         {
-            throw new LimitExceededException("tokens", $"the sequence holds {_length} tokens, its limit (MaxTokensPerSequence)");
+            throw ServiceException.Limit("tokens", $"the sequence holds {_length} tokens, its limit (MaxTokensPerSequence)");
         }
 
         long position = _length;
@@ -271,7 +266,7 @@ internal sealed class CoordinatorGrain(SiloContext silo, SiloResources resources
         }
         catch (ArgumentException e)
         {
-            throw new InvalidRequestException("q", e.Message);
+            throw ServiceException.Invalid("q", e.Message);
         }
 
         long started = Stopwatch.GetTimestamp();
@@ -281,10 +276,9 @@ internal sealed class CoordinatorGrain(SiloContext silo, SiloResources resources
         bool[] owners = [.. Enumerable.Range(0, shards.Length).Select(i => plan.RingOf(i) == ownerRing)];
         DecodePartial[] partials = await RunEverywhereAsync(
             shards.Select((s, i) => s.DecodeAsync(new ShardDecode(_epoch, layer, position, document, owners[i], query, key, value), cancellationToken)).ToArray(),
-            [.. _keys.Select(k => silo.OwnerOf(new GrainId(ShardType, k)))],
             () => Task.CompletedTask,
             () => Task.WhenAll(shards.Where((_, i) => owners[i]).Select(s => IgnoreFailure(s.UndoDecodeAsync(_epoch, layer, position, CancellationToken.None)))),
-            $"decode of token {position}, layer {layer}").ConfigureAwait(false);
+            $"decode of token {position}, layer {layer}");
 
         (float[] output, float[] lse) = Merge(partials, spec.QueryHeads, spec.HeadDim);
         _decodeLayersDone++;
@@ -312,8 +306,8 @@ internal sealed class CoordinatorGrain(SiloContext silo, SiloResources resources
     public async Task DeleteAsync(CancellationToken cancellationToken)
     {
         Require();
-        await Task.WhenAll(_keys.Select(k => IgnoreFailure(Shard(k).DeleteAsync(_epoch, cancellationToken)))).ConfigureAwait(false);
-        await GrainFactory.GetGrain<ISequenceDirectoryGrain>("all").RemoveAsync(Id, cancellationToken).ConfigureAwait(false);
+        await Task.WhenAll(_keys.Select(k => IgnoreFailure(Shard(k).DeleteAsync(_epoch, cancellationToken))));
+        await GrainFactory.GetGrain<ISequenceDirectoryGrain>("all").RemoveAsync(Id, cancellationToken);
         _model = null;
         _keys = [];
         _state = SequenceState.Deleted;
@@ -364,51 +358,23 @@ internal sealed class CoordinatorGrain(SiloContext silo, SiloResources resources
     /// <summary>
     /// Awaits one call per shard. At the first failure the others are stopped (<paramref name="stop"/>), and once all
     /// have ended what succeeded is undone (<paramref name="rollBack"/>), so a failed step leaves every shard as before
-    /// it. A lost shard degrades the sequence; a refusal is passed on; anything else is a retryable
-    /// <see cref="LayerFailedException"/>.
+    /// it. Calls to a silo that dies fail as soon as Orleans' membership declares it dead, so a hung or lost silo
+    /// never holds the step for longer than failure detection takes. A lost shard degrades the sequence; a refusal
+    /// is passed on; anything else is a retryable <see cref="ServiceErrorCode.Unavailable"/> failure.
     /// </summary>
-    /// <summary>
-    /// Waits for one call per shard (call i runs on silo <paramref name="siloOf"/>[i]). At the first failure, or as
-    /// soon as membership says one of those silos left the cluster, the others are stopped; calls to a silo that left
-    /// are not waited for (it may never answer), the rest are. A failed step is rolled back on every shard.
-    /// </summary>
-    private async Task<T[]> RunEverywhereAsync<T>(Task<T>[] calls, SiloAddress[] siloOf, Func<Task> stop, Func<Task> rollBack, string what)
+    private async Task<T[]> RunEverywhereAsync<T>(Task<T>[] calls, Func<Task> stop, Func<Task> rollBack, string what)
     {
-        var pending = new List<int>(Enumerable.Range(0, calls.Length));
+        var pending = new List<Task>(calls);
         Exception? first = null;
-        using var watching = new CancellationTokenSource();
-        Task<MembershipView> left = LeftAsync(pending, siloOf, watching.Token);
-        try
+        while (pending.Count > 0)
         {
-            while (pending.Count > 0)
+            Task done = await Task.WhenAny(pending);
+            pending.Remove(done);
+            if (!done.IsCompletedSuccessfully && first is null)
             {
-                Task done = await Task.WhenAny(pending.Select(i => (Task)calls[i]).Append(left)).ConfigureAwait(false);
-                if (done == left)
-                {
-                    MembershipView view = await left.ConfigureAwait(false);
-                    SiloAddress[] gone = [.. pending.Select(i => siloOf[i]).Where(s => view.StatusOf(s) != SiloStatus.Active).Distinct()];
-                    pending.RemoveAll(i => gone.Contains(siloOf[i]));
-                    if (first is null)
-                    {
-                        first = new IOException($"silo {string.Join(", ", gone.Select(g => g.ToString()))} left the cluster");
-                        await stop().ConfigureAwait(false);
-                    }
-
-                    left = LeftAsync(pending, siloOf, watching.Token);
-                    continue;
-                }
-
-                pending.Remove(Array.IndexOf(calls, done));
-                if (!done.IsCompletedSuccessfully && first is null)
-                {
-                    first = done.Exception?.InnerException ?? new OperationCanceledException();
-                    await stop().ConfigureAwait(false);
-                }
+                first = done.Exception?.InnerException ?? new OperationCanceledException();
+                await stop();
             }
-        }
-        finally
-        {
-            await watching.CancelAsync().ConfigureAwait(false);
         }
 
         if (first is null)
@@ -416,35 +382,21 @@ internal sealed class CoordinatorGrain(SiloContext silo, SiloResources resources
             return [.. calls.Select(c => c.Result)];
         }
 
-        await rollBack().ConfigureAwait(false);
+        await rollBack();
 
         Exception? lost = calls.Select(c => c.Exception?.InnerException).FirstOrDefault(e => e is not null && IsLost(e));
         if (lost is not null)
         {
             Degrade(Array.FindIndex(calls, c => c.Exception?.InnerException == lost), lost);
-            throw new SequenceStateException("id", $"sequence '{Id}' is degraded: {_problem}");
+            throw ServiceException.Degraded($"sequence '{Id}' is degraded: {_problem}");
         }
 
-        if (first is ServiceException and not LayerFailedException)
+        if (first is ServiceException { Code: not ServiceErrorCode.Unavailable })
         {
             throw first;
         }
 
-        if (first is RemoteException remote && remote.RemoteType is nameof(InvalidRequestException) or nameof(SequenceStateException) or nameof(LimitExceededException))
-        {
-            throw first;
-        }
-
-        throw new LayerFailedException($"{what} failed and was rolled back on every shard; it may be retried: {Describe(first)}", first);
-    }
-
-    /// <summary>Completes when a silo of a call still pending is no longer active in the membership view.</summary>
-    private Task<MembershipView> LeftAsync(List<int> pending, SiloAddress[] siloOf, CancellationToken cancellationToken)
-    {
-        SiloAddress[] watched = [.. pending.Select(i => siloOf[i]).Distinct()];
-        return watched.Length == 0
-            ? new TaskCompletionSource<MembershipView>().Task
-            : silo.Membership.WaitForViewAsync(v => watched.Any(s => v.StatusOf(s) != SiloStatus.Active), cancellationToken);
+        throw ServiceException.Unavailable($"{what} failed and was rolled back on every shard; it may be retried: {first.Message}", first);
     }
 
     private SequenceInfo Info(IReadOnlyList<ShardInfo> map) => new(
@@ -456,7 +408,8 @@ internal sealed class CoordinatorGrain(SiloContext silo, SiloResources resources
         map,
         _chunk is null || _state != SequenceState.Prefilling ? null : new ChunkProgress(_chunk.Index, _chunk.Start, _chunk.Tokens, _layersDone),
         _decodeLayersDone,
-        _problem);
+        _problem,
+        silo.SiloAddress.ToParsableString());
 
     private void Degrade(int shard, Exception cause) =>
         _problem ??= $"shard {shard} lost its KV segments ({Describe(cause)}); the sequence refuses to answer rather than answer wrongly: delete it and prefill again";
@@ -467,7 +420,7 @@ internal sealed class CoordinatorGrain(SiloContext silo, SiloResources resources
         {
             // An activation made by asking for an unknown (or lost) sequence holds nothing: do not keep it.
             DeactivateOnIdle();
-            throw new SequenceNotFoundException(Id);
+            throw ServiceException.NotFound(Id);
         }
 
         return _model;
@@ -476,7 +429,7 @@ internal sealed class CoordinatorGrain(SiloContext silo, SiloResources resources
     private SequenceModel RequireHealthy()
     {
         SequenceModel model = Require();
-        return _problem is null ? model : throw new SequenceStateException("id", $"sequence '{Id}' is degraded: {_problem}");
+        return _problem is null ? model : throw ServiceException.Degraded($"sequence '{Id}' is degraded: {_problem}");
     }
 
     private ISequenceShardGrain Shard(string key) => GrainFactory.GetGrain<ISequenceShardGrain>(key);
@@ -487,12 +440,12 @@ internal sealed class CoordinatorGrain(SiloContext silo, SiloResources resources
         Task[] all = [.. calls];
         try
         {
-            await Task.WhenAll(all).ConfigureAwait(false);
+            await Task.WhenAll(all);
         }
         catch (Exception e) when (IsLost(e))
         {
             Degrade(Array.FindIndex(all, t => t.Exception?.InnerException is { } x && IsLost(x)), e);
-            throw new SequenceStateException("id", $"sequence '{Id}' is degraded: {_problem}");
+            throw ServiceException.Degraded($"sequence '{Id}' is degraded: {_problem}");
         }
     }
 
@@ -515,18 +468,17 @@ internal sealed class CoordinatorGrain(SiloContext silo, SiloResources resources
         return [.. runs];
     }
 
-    private static bool IsLost(Exception e) =>
-        e is ShardLostException || (e is RemoteException r && r.RemoteType == nameof(ShardLostException));
+    private static bool IsLost(Exception e) => e is ServiceException { Code: ServiceErrorCode.Degraded };
 
-    private static bool IsUnreachable(Exception e) => e is SiloUnavailableException or TimeoutException or IOException;
+    private static bool IsUnreachable(Exception e) => e is SiloUnavailableException or OrleansMessageRejectionException or TimeoutException or IOException;
 
-    private static string Describe(Exception e) => e is RemoteException r ? r.RemoteMessage : e.Message;
+    private static string Describe(Exception e) => e.Message;
 
     private static async Task IgnoreFailure(Task task)
     {
         try
         {
-            await task.ConfigureAwait(false);
+            await task;
         }
         catch (Exception)
         {

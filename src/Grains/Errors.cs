@@ -1,31 +1,62 @@
 namespace LongCluster.Grains;
 
-/// <summary>
-/// A refusal the client API reports as a 4xx/5xx with <see cref="ApiError"/>. Messages start with the field they are
-/// about (<c>"q: expected …"</c>) when there is one, so the field survives the trip between silos, where only the
-/// exception's type name and message travel.
-/// </summary>
-public abstract class ServiceException(string? field, string message, Exception? inner = null)
-    : Exception(field is null ? message : $"{field}: {message}", inner)
+/// <summary>What kind of refusal or failure a <see cref="ServiceException"/> is; the client API maps each to one HTTP status.</summary>
+public enum ServiceErrorCode
 {
-    public string? Field { get; } = field;
+    /// <summary>A request field is wrong (shape, dtype, range, non-finite values): 400; nothing changed.</summary>
+    InvalidRequest,
+
+    /// <summary>The sequence does not exist (never created, deleted, or lost with the silo that coordinated it): 404.</summary>
+    NotFound,
+
+    /// <summary>The request does not fit the sequence's state (layer out of order, chunk in flight): 409.</summary>
+    Conflict,
+
+    /// <summary>A shard lost its KV segments (its silo failed): the sequence refuses to answer rather than answer wrongly: 409.</summary>
+    Degraded,
+
+    /// <summary>A per-silo limit (resident bytes, tokens per sequence, concurrent sequences) refuses the request: 429.</summary>
+    LimitExceeded,
+
+    /// <summary>A layer or decode step failed on some shard and was rolled back everywhere, or a silo is gone: 503, retryable.</summary>
+    Unavailable,
 }
 
-/// <summary>A request field is wrong (shape, dtype, range, non-finite values): 400; nothing changed.</summary>
-public sealed class InvalidRequestException(string field, string message) : ServiceException(field, message);
+/// <summary>
+/// The one failure type of the service. It crosses silos intact — Orleans serializes <see cref="Code"/>,
+/// <see cref="Field"/> and the message — so the client API maps it to a status in one place without looking at type
+/// names or message text. The message starts with the field (<c>"q: expected …"</c>) when there is one.
+/// </summary>
+[GenerateSerializer]
+public sealed class ServiceException : Exception
+{
+    public ServiceException(ServiceErrorCode code, string? field, string message, Exception? inner = null)
+        : base(field is null ? message : $"{field}: {message}", inner)
+    {
+        Code = code;
+        Field = field;
+    }
 
-/// <summary>The sequence does not exist (never created, deleted, or its coordinator's silo failed): 404.</summary>
-public sealed class SequenceNotFoundException(string id)
-    : ServiceException("id", $"no sequence '{id}' (never created, deleted, or lost with the silo that coordinated it)");
+    [Id(0)]
+    public ServiceErrorCode Code { get; private set; }
 
-/// <summary>The request does not fit the sequence's state (layer out of order, degraded, chunk in flight): 409.</summary>
-public sealed class SequenceStateException(string? field, string message) : ServiceException(field, message);
+    /// <summary>The request field that was wrong, when one was.</summary>
+    [Id(1)]
+    public string? Field { get; private set; }
 
-/// <summary>A shard holds no data for the sequence: its silo failed and it was activated afresh. The sequence is degraded.</summary>
-public sealed class ShardLostException(string message) : ServiceException(null, message);
+    /// <summary>Whether the same request may succeed later (a silo failed or is busy).</summary>
+    public bool Retryable => Code == ServiceErrorCode.Unavailable;
 
-/// <summary>A per-silo limit (resident bytes, tokens per sequence, concurrent sequences) refuses the request: 429.</summary>
-public sealed class LimitExceededException(string field, string message) : ServiceException(field, message);
+    public static ServiceException Invalid(string field, string message) => new(ServiceErrorCode.InvalidRequest, field, message);
 
-/// <summary>A layer or decode step failed on some shard and was rolled back everywhere; the same request may succeed: 503.</summary>
-public sealed class LayerFailedException(string message, Exception? inner = null) : ServiceException(null, message, inner);
+    public static ServiceException NotFound(string id) =>
+        new(ServiceErrorCode.NotFound, "id", $"no sequence '{id}' (never created, deleted, or lost with the silo that coordinated it)");
+
+    public static ServiceException Conflict(string? field, string message) => new(ServiceErrorCode.Conflict, field, message);
+
+    public static ServiceException Degraded(string message) => new(ServiceErrorCode.Degraded, "id", message);
+
+    public static ServiceException Limit(string field, string message) => new(ServiceErrorCode.LimitExceeded, field, message);
+
+    public static ServiceException Unavailable(string message, Exception? inner = null) => new(ServiceErrorCode.Unavailable, null, message, inner);
+}

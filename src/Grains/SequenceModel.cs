@@ -12,32 +12,32 @@ internal sealed record SequenceModel(SequenceSpec Spec, ContextLayout Layout, At
     {
         if (spec is null)
         {
-            throw new InvalidRequestException("spec", "a JSON body with the sequence spec is required");
+            throw ServiceException.Invalid("spec", "a JSON body with the sequence spec is required");
         }
 
         if (spec.Layers is < 1 or > SequenceSpec.MaxLayers)
         {
-            throw new InvalidRequestException("layers", $"expected 1..{SequenceSpec.MaxLayers}, got {spec.Layers}");
+            throw ServiceException.Invalid("layers", $"expected 1..{SequenceSpec.MaxLayers}, got {spec.Layers}");
         }
 
         if (spec.HeadDim is < 1 or > 1024)
         {
-            throw new InvalidRequestException("headDim", $"expected 1..1024, got {spec.HeadDim}");
+            throw ServiceException.Invalid("headDim", $"expected 1..1024, got {spec.HeadDim}");
         }
 
         if (spec.KeyValueHeads < 1 || spec.QueryHeads < 1 || spec.QueryHeads % spec.KeyValueHeads != 0 || spec.QueryHeads > 4096)
         {
-            throw new InvalidRequestException("queryHeads", $"expected queryHeads (1..4096) to be a multiple of keyValueHeads ≥ 1, got {spec.QueryHeads} and {spec.KeyValueHeads}");
+            throw ServiceException.Invalid("queryHeads", $"expected queryHeads (1..4096) to be a multiple of keyValueHeads ≥ 1, got {spec.QueryHeads} and {spec.KeyValueHeads}");
         }
 
         if (spec.Shards is < 0 or > 1024)
         {
-            throw new InvalidRequestException("shards", $"expected 0 (one per silo) .. 1024, got {spec.Shards}");
+            throw ServiceException.Invalid("shards", $"expected 0 (one per silo) .. 1024, got {spec.Shards}");
         }
 
         if (!DTypes.TryParseFloat(spec.DType ?? "", out DType dtype))
         {
-            throw new InvalidRequestException("dtype", $"expected f32, f16 or bf16, got '{spec.DType}'");
+            throw ServiceException.Invalid("dtype", $"expected f32, f16 or bf16, got '{spec.DType}'");
         }
 
         ContextLayout layout;
@@ -47,7 +47,7 @@ internal sealed record SequenceModel(SequenceSpec Spec, ContextLayout Layout, At
         }
         catch (Exception e) when (e is ArgumentException or FormatException)
         {
-            throw new InvalidRequestException("layout", e.Message);
+            throw ServiceException.Invalid("layout", e.Message);
         }
 
         AttentionMask mask;
@@ -57,7 +57,7 @@ internal sealed record SequenceModel(SequenceSpec Spec, ContextLayout Layout, At
         }
         catch (Exception e) when (e is ArgumentException or FormatException)
         {
-            throw new InvalidRequestException("mask", e.Message);
+            throw ServiceException.Invalid("mask", e.Message);
         }
 
         return new SequenceModel(spec with { DType = dtype.SafetensorsName().ToLowerInvariant() }, layout, mask, dtype);
@@ -72,7 +72,7 @@ internal sealed record SequenceModel(SequenceSpec Spec, ContextLayout Layout, At
         }
         catch (ArgumentException e)
         {
-            throw new InvalidRequestException("layout", e.Message);
+            throw ServiceException.Invalid("layout", e.Message);
         }
     }
 
@@ -84,30 +84,30 @@ internal sealed record SequenceModel(SequenceSpec Spec, ContextLayout Layout, At
     {
         if (tensor is null)
         {
-            throw new InvalidRequestException(field, $"tensor '{field}' is missing; expected {DType.SafetensorsName()}[{rows}, {heads}, {Spec.HeadDim}]");
+            throw ServiceException.Invalid(field, $"tensor '{field}' is missing; expected {DType.SafetensorsName()}[{rows}, {heads}, {Spec.HeadDim}]");
         }
 
         string expectedShape = $"[{rows}, {heads}, {Spec.HeadDim}]";
         if (tensor.DType != DType.SafetensorsName())
         {
-            throw new InvalidRequestException(field, $"expected dtype {DType.SafetensorsName()} (the sequence's), got {tensor.DType}");
+            throw ServiceException.Invalid(field, $"expected dtype {DType.SafetensorsName()} (the sequence's), got {tensor.DType}");
         }
 
         if (tensor.Shape is not [long r, long h, long d] || r != rows || h != heads || d != Spec.HeadDim)
         {
-            throw new InvalidRequestException(field, $"expected shape {expectedShape}, got [{string.Join(", ", tensor.Shape ?? [])}]");
+            throw ServiceException.Invalid(field, $"expected shape {expectedShape}, got [{string.Join(", ", tensor.Shape ?? [])}]");
         }
 
         long bytes = (long)rows * heads * Spec.HeadDim * DType.Size();
         if (tensor.Data is null || tensor.Data.Length != bytes)
         {
-            throw new InvalidRequestException(field, $"expected {bytes} bytes for shape {expectedShape}, got {tensor.Data?.Length ?? 0}");
+            throw ServiceException.Invalid(field, $"expected {bytes} bytes for shape {expectedShape}, got {tensor.Data?.Length ?? 0}");
         }
 
         long bad = DType.FirstNonFinite(tensor.Data);
         if (bad >= 0)
         {
-            throw new InvalidRequestException(field, $"element {bad} (row {bad / ((long)heads * Spec.HeadDim)}) is not finite; every value must be finite");
+            throw ServiceException.Invalid(field, $"element {bad} (row {bad / ((long)heads * Spec.HeadDim)}) is not finite; every value must be finite");
         }
     }
 }

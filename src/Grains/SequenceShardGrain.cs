@@ -2,8 +2,8 @@ using System.Buffers;
 using System.Runtime.InteropServices;
 using LongCluster.Kernels;
 using LongCluster.Kernels.ContextParallel;
-using LongCluster.Runtime;
-using LongCluster.Runtime.Membership;
+using LongCluster.Grains.Exchange;
+using LongCluster.Grains.Placement;
 using LongCluster.Tensors;
 
 namespace LongCluster.Grains;
@@ -11,11 +11,17 @@ namespace LongCluster.Grains;
 /// <summary>
 /// One shard of one sequence. Calls run one at a time (the runtime's turn guarantee), except
 /// <see cref="DescribeAsync"/> (reads counters) and <see cref="AbortRunAsync"/> (touches only the
-/// <see cref="_runLock"/>-guarded run state and the hub). The KV segments live only here: an activation created after its silo failed has no setup and
-/// answers every call with <see cref="ShardLostException"/>. An idle shard is kept while its coordinator holds its
-/// sequence; one whose coordinator lost the sequence (its silo failed) is collected, freeing its memory.
+/// <see cref="_runLock"/>-guarded run state and the exchange) and <see cref="DeliverAsync"/> (hands a frame to the
+/// silo's mailboxes). The KV segments live only here: an activation created after its silo failed has no setup and
+/// answers every call with a <see cref="ServiceErrorCode.Degraded"/> refusal. Orleans never collects a shard
+/// (<see cref="KeepAliveAttribute"/>); instead a timer asks its coordinator every
+/// <see cref="AttentionServiceOptions.OrphanCheckInterval"/> whether it still holds the sequence, and a shard whose
+/// coordinator lost it (its silo failed), or one that holds nothing, deactivates, freeing its memory.
 /// </summary>
-internal sealed class SequenceShardGrain(SiloResources resources, ExchangeHub hub, Runtime.Hosting.SiloContext silo) : Grain, ISequenceShardGrain
+[SpreadPlacement]
+[KeepAlive]
+internal sealed class SequenceShardGrain(SiloResources resources, IRunExchangeFactory exchanges, ExchangeHub hub, ILocalSiloDetails silo, SiloApiEndpoint api)
+    : Grain, ISequenceShardGrain
 {
     private readonly Lock _runLock = new();
     private readonly Dictionary<int, (byte[] Query, byte[] Key, byte[] Value)> _uploads = [];
@@ -44,7 +50,7 @@ internal sealed class SequenceShardGrain(SiloResources resources, ExchangeHub hu
                 return Task.FromResult(Info());
             }
 
-            throw new SequenceStateException("id", $"shard {setup.Index} of '{setup.SequenceId}' belongs to another incarnation of that id");
+            throw ServiceException.Conflict("id", $"shard {setup.Index} of '{setup.SequenceId}' belongs to another incarnation of that id");
         }
 
         SequenceModel model = SequenceModel.Of(setup.Spec);
@@ -67,7 +73,7 @@ internal sealed class SequenceShardGrain(SiloResources resources, ExchangeHub hu
         Check(epoch);
         if (_active is not null)
         {
-            throw new SequenceStateException("chunk", "a layer is running on this shard");
+            throw ServiceException.Conflict("chunk", "a layer is running on this shard");
         }
 
         _uploads.Clear();
@@ -106,13 +112,12 @@ internal sealed class SequenceShardGrain(SiloResources resources, ExchangeHub hu
         CheckChunk(run.Chunk, run.Layer);
         if (!_uploads.TryGetValue(run.Layer, out var input))
         {
-            throw new SequenceStateException("layer", $"shard {_setup!.Index} has no rows for layer {run.Layer} of chunk {run.Chunk}: upload them first");
+            throw ServiceException.Conflict("layer", $"shard {_setup!.Index} has no rows for layer {run.Layer} of chunk {run.Chunk}: upload them first");
         }
 
-        SiloAddress[] ranks = [.. run.Ranks.Select(SiloAddress.Parse)];
-        if (ranks.Length != _setup!.Shards || ranks[_setup.Index] != Silo)
+        if (run.Keys.Length != _setup!.Shards || run.Silos.Length != run.Keys.Length || run.Silos[_setup.Index] != Silo || run.Keys[_setup.Index] != this.GetPrimaryKeyString())
         {
-            throw new LayerFailedException($"shard {_setup.Index} is on {Silo}, not where the run expects it ({run.Ranks.ElementAtOrDefault(_setup.Index)}); membership changed");
+            throw ServiceException.Unavailable($"shard {_setup.Index} is on {Silo}, not where the run expects it ({run.Silos.ElementAtOrDefault(_setup.Index)}); membership changed");
         }
 
         using var cancel = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
@@ -120,7 +125,7 @@ internal sealed class SequenceShardGrain(SiloResources resources, ExchangeHub hu
         {
             if (_aborted.Contains(run.Run))
             {
-                throw new LayerFailedException($"run {run.Run} was aborted before shard {_setup.Index} started it");
+                throw ServiceException.Unavailable($"run {run.Run} was aborted before shard {_setup.Index} started it");
             }
 
             _active = (run.Run, cancel);
@@ -129,9 +134,9 @@ internal sealed class SequenceShardGrain(SiloResources resources, ExchangeHub hu
         IShardStore store = _layers[run.Layer];
         int segments = store.SegmentCount;
         LayoutPlan plan = _model.Plan(_setup.Shards, _chunkTokens);
-        int onThisSilo = ranks.Count(r => r == Silo);
+        int onThisSilo = run.Silos.Count(r => r == Silo);
         int threads = resources.Options.KernelThreads > 0 ? resources.Options.KernelThreads : Math.Max(1, Environment.ProcessorCount / onThisSilo);
-        ClusterExchange exchange = hub.Open(run.Run, _setup.Index, ranks);
+        IRunExchange exchange = exchanges.Open(run.Run, _setup.Index, run.Keys, run.Silos);
         int rows = _positions.Length;
         int heads = _model.Spec.QueryHeads;
         // Pooled scratch the rank writes its O and LSE rows into; the ShardOutput below keeps its own copy.
@@ -141,8 +146,8 @@ internal sealed class SequenceShardGrain(SiloResources resources, ExchangeHub hu
         {
             RankTimings t = await store.PrefillAsync(
                 exchange, plan, input.Query, input.Key, input.Value, _positions, _documents, output.AsMemory(0, rows * heads * _model.Spec.HeadDim), lse.AsMemory(0, rows * heads),
-                _model.Mask, AttentionOptions.Default with { MaxThreads = threads }, cancel.Token).ConfigureAwait(false);
-            await exchange.CompleteAsync(cancel.Token).ConfigureAwait(false);
+                _model.Mask, AttentionOptions.Default with { MaxThreads = threads }, cancel.Token);
+            await exchange.CompleteAsync(cancel.Token);
             _outputs[run.Layer] = new ShardOutput(
                 rows,
                 MemoryMarshal.AsBytes(output.AsSpan(0, rows * heads * _model.Spec.HeadDim)).ToArray(),
@@ -159,7 +164,7 @@ internal sealed class SequenceShardGrain(SiloResources resources, ExchangeHub hu
         {
             store.Truncate(segments);
             _outputs.Remove(run.Layer);
-            throw e is ServiceException ? e : new LayerFailedException($"shard {_setup.Index}, layer {run.Layer}: {e.Message}", e);
+            throw e is ServiceException ? e : ServiceException.Unavailable($"shard {_setup.Index}, layer {run.Layer}: {e.Message}", e);
         }
         finally
         {
@@ -170,8 +175,8 @@ internal sealed class SequenceShardGrain(SiloResources resources, ExchangeHub hu
                 _active = null;
             }
 
-            await exchange.DisposeAsync().ConfigureAwait(false);
-            hub.Close(run.Run, _setup.Index);
+            await exchange.DisposeAsync();
+            exchanges.Close(run.Run, _setup.Index);
             Account();
         }
     }
@@ -190,9 +195,26 @@ internal sealed class SequenceShardGrain(SiloResources resources, ExchangeHub hu
 
         if (_setup is { } setup)
         {
-            hub.Close(run, setup.Index);
+            exchanges.Close(run, setup.Index);
         }
 
+        return Task.CompletedTask;
+    }
+
+    public Task DeliverAsync(Guid run, int source, ReadOnlyMemory<byte> frame, CancellationToken cancellationToken)
+    {
+        if (Volatile.Read(ref _setup) is not { } setup)
+        {
+            // A fresh activation (its silo failed): no run of this shard is waiting here.
+            return Task.CompletedTask;
+        }
+
+        if (source < 0 || source >= setup.Shards)
+        {
+            throw ServiceException.Invalid("source", $"expected a rank in 0..{setup.Shards - 1}, got {source}");
+        }
+
+        hub.Deliver(run, setup.Index, source, Frame.FromBytes(frame.Span));
         return Task.CompletedTask;
     }
 
@@ -236,7 +258,7 @@ internal sealed class SequenceShardGrain(SiloResources resources, ExchangeHub hu
         CheckChunk(chunk, layer);
         return _outputs.TryGetValue(layer, out ShardOutput? output)
             ? Task.FromResult(output)
-            : throw new SequenceStateException("layer", $"layer {layer} of chunk {chunk} has not run yet");
+            : throw ServiceException.Conflict("layer", $"layer {layer} of chunk {chunk} has not run yet");
     }
 
     public Task<DecodePartial> DecodeAsync(ShardDecode step, CancellationToken cancellationToken)
@@ -266,7 +288,10 @@ internal sealed class SequenceShardGrain(SiloResources resources, ExchangeHub hu
 
         var output = new float[qCount * d];
         var lse = new float[qCount];
-        store.Attend(step.Query.Data.AsSpan(qFirst * d * size, qCount * d * size).ToArray(), [step.Position], documents, qCount, kvCount, _model.Mask, AttentionOptions.Default, output, lse);
+        // One query row: a thread per 2^20 key-head-dims at most, so a short segment is not spread over cores for
+        // less work than it costs to hand it out (the shards of a sequence decode at once on shared cores).
+        int threads = (int)Math.Clamp(store.StoredRows * kvCount * d >> 20, 1, Environment.ProcessorCount);
+        store.Attend(step.Query.Data.AsSpan(qFirst * d * size, qCount * d * size).ToArray(), [step.Position], documents, qCount, kvCount, _model.Mask, AttentionOptions.Default with { MaxThreads = threads }, output, lse);
         Account();
         return Task.FromResult(new DecodePartial(qFirst, qCount, output, lse));
     }
@@ -298,20 +323,42 @@ internal sealed class SequenceShardGrain(SiloResources resources, ExchangeHub hu
         return Task.CompletedTask;
     }
 
-    protected override async Task<bool> KeepWhenIdleAsync(CancellationToken cancellationToken)
+    public override Task OnActivateAsync(CancellationToken cancellationToken)
     {
+        TimeSpan period = resources.Options.OrphanCheckInterval;
+        this.RegisterGrainTimer(CheckHeldAsync, new GrainTimerCreationOptions(period, period) { Interleave = true, KeepAlive = false });
+        return Task.CompletedTask;
+    }
+
+    /// <summary>Deactivates a shard that holds nothing, or whose coordinator no longer holds its sequence.</summary>
+    private async Task CheckHeldAsync(CancellationToken cancellationToken)
+    {
+        bool held;
         if (Volatile.Read(ref _setup) is not { } setup)
         {
-            return false;
+            held = false;
+        }
+        else
+        {
+            try
+            {
+                held = await GrainFactory.GetGrain<ICoordinatorGrain>(setup.SequenceId).HoldsAsync(setup.Epoch, cancellationToken);
+            }
+            catch (Exception e) when (e is not OperationCanceledException)
+            {
+                held = true; // the coordinator cannot be asked now: keep the data rather than lose it
+            }
         }
 
-        try
+        bool running;
+        lock (_runLock)
         {
-            return await GrainFactory.GetGrain<ICoordinatorGrain>(setup.SequenceId).HoldsAsync(setup.Epoch, cancellationToken).ConfigureAwait(false);
+            running = _active is not null;
         }
-        catch (Exception e) when (e is not OperationCanceledException)
+
+        if (!held && !running)
         {
-            return true; // the coordinator cannot be asked now: keep the data rather than lose it
+            DeactivateOnIdle();
         }
     }
 
@@ -342,18 +389,18 @@ internal sealed class SequenceShardGrain(SiloResources resources, ExchangeHub hu
     }
 
     private ShardInfo Info() => new(
-        _setup!.Index, silo.HttpEndpoint, Silo?.ToString() ?? "", _layers.Length == 0 ? 0 : _layers[0].StoredRows, Volatile.Read(ref _reserved));
+        _setup!.Index, api.Url, Silo, _layers.Length == 0 ? 0 : _layers[0].StoredRows, Volatile.Read(ref _reserved));
 
     private void Check(string epoch)
     {
         if (_setup is null)
         {
-            throw new ShardLostException($"shard {GrainId.Key} holds no data: the silo that held its KV segments failed or it was moved, so the sequence is degraded");
+            throw ServiceException.Degraded($"shard {this.GetPrimaryKeyString()} holds no data: the silo that held its KV segments failed or it was moved, so the sequence is degraded");
         }
 
         if (_setup.Epoch != epoch)
         {
-            throw new SequenceStateException("id", $"shard {_setup.Index} of '{_setup.SequenceId}' belongs to another incarnation of that id");
+            throw ServiceException.Conflict("id", $"shard {_setup.Index} of '{_setup.SequenceId}' belongs to another incarnation of that id");
         }
     }
 
@@ -361,7 +408,7 @@ internal sealed class SequenceShardGrain(SiloResources resources, ExchangeHub hu
     {
         if (layer < 0 || layer >= _layers.Length)
         {
-            throw new InvalidRequestException("layer", $"expected 0..{_layers.Length - 1}, got {layer}");
+            throw ServiceException.Invalid("layer", $"expected 0..{_layers.Length - 1}, got {layer}");
         }
     }
 
@@ -370,7 +417,7 @@ internal sealed class SequenceShardGrain(SiloResources resources, ExchangeHub hu
         CheckLayer(layer);
         if (chunk != _chunk)
         {
-            throw new SequenceStateException("chunk", $"chunk {chunk} is not the chunk in flight ({(_chunk < 0 ? "none" : _chunk)})");
+            throw ServiceException.Conflict("chunk", $"chunk {chunk} is not the chunk in flight ({(_chunk < 0 ? "none" : _chunk)})");
         }
     }
 
@@ -385,6 +432,8 @@ internal sealed class SequenceShardGrain(SiloResources resources, ExchangeHub hu
         resources.Adjust(held - _reserved);
         _reserved = held;
     }
+
+    private string Silo => silo.SiloAddress.ToParsableString();
 
     private long OutputBytes(int rows) => (long)rows * _model.Spec.QueryHeads * (_model.Spec.HeadDim + 1) * 4;
 

@@ -27,6 +27,9 @@ public sealed class AttentionServiceOptions
     /// <summary>Kernel threads per shard; 0 = the machine's cores divided by the shards on this silo of the running layer.</summary>
     public int KernelThreads { get; set; }
 
+    /// <summary>How often an idle shard asks its coordinator whether the sequence still exists (an orphan frees its memory).</summary>
+    public TimeSpan OrphanCheckInterval { get; set; } = TimeSpan.FromMinutes(1);
+
     public void Validate()
     {
         if (MaxResidentBytes <= 0 || MaxTokensPerSequence <= 0 || MaxSequences <= 0 || MaxRequestBytes <= 0)
@@ -39,9 +42,9 @@ public sealed class AttentionServiceOptions
             throw new ArgumentException("ApiToken must be set to at least 16 characters (LongCluster__Service__ApiToken)", nameof(ApiToken));
         }
 
-        if (ReceiveTimeout <= TimeSpan.Zero || KernelThreads < 0)
+        if (ReceiveTimeout <= TimeSpan.Zero || OrphanCheckInterval <= TimeSpan.Zero || KernelThreads < 0)
         {
-            throw new ArgumentException("ReceiveTimeout must be positive and KernelThreads >= 0", nameof(ReceiveTimeout));
+            throw new ArgumentException("ReceiveTimeout and OrphanCheckInterval must be positive and KernelThreads >= 0", nameof(ReceiveTimeout));
         }
     }
 }
@@ -86,7 +89,7 @@ public sealed class SiloResources(AttentionServiceOptions options)
         {
             if (_residentBytes + bytes > options.MaxResidentBytes)
             {
-                throw new LimitExceededException(field, $"this silo holds {_residentBytes} bytes and may hold {options.MaxResidentBytes}; {bytes} more do not fit");
+                throw ServiceException.Limit(field, $"this silo holds {_residentBytes} bytes and may hold {options.MaxResidentBytes}; {bytes} more do not fit");
             }
 
             _residentBytes += bytes;
@@ -110,7 +113,7 @@ public sealed class SiloResources(AttentionServiceOptions options)
         {
             if (!_sequences.Contains(id) && _sequences.Count >= options.MaxSequences)
             {
-                throw new LimitExceededException("shards", $"this silo already hosts shards of {_sequences.Count} sequences, its limit (MaxSequences)");
+                throw ServiceException.Limit("shards", $"this silo already hosts shards of {_sequences.Count} sequences, its limit (MaxSequences)");
             }
 
             _sequences.Add(id);

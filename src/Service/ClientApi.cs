@@ -5,8 +5,8 @@ using System.Text;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using LongCluster.Grains;
-using LongCluster.Runtime;
-using LongCluster.Runtime.Transport;
+using LongCluster.Grains.Diagnostics;
+using LongCluster.Grains.Placement;
 using LongCluster.Tensors;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
@@ -50,9 +50,25 @@ internal static partial class ClientApi
             }
         });
 
-        IGrainFactory grains = app.Services.GetRequiredService<Runtime.Hosting.SiloContext>().GrainFactory;
+        IGrainFactory grains = app.Services.GetRequiredService<IGrainFactory>();
         ICoordinatorGrain Coordinator(string id) => grains.GetGrain<ICoordinatorGrain>(CheckId(id));
 
+        app.MapPost("/v1/diagnostics/transfer", async (HttpContext http, int? frames, int? frameMib, int? calls) =>
+        {
+            // Two probes, spread-placed on two different silos (when there are two), one measuring its calls to the other.
+            string run = Guid.NewGuid().ToString("N")[..12];
+            string first = new ShardKey("probe", run, 0, 2).ToString();
+            string second = new ShardKey("probe", run, 1, 2).ToString();
+            int megabytes = frameMib ?? 16;
+            if (megabytes is < 1 or > 512)
+            {
+                throw ServiceException.Invalid("frameMib", $"expected 1..512, got {megabytes}");
+            }
+
+            TransferFigures figures = await grains.GetGrain<ITransferProbeGrain>(first)
+                .MeasureAsync(second, frames ?? 64, megabytes * 1024 * 1024, calls ?? 20000, http.RequestAborted).ConfigureAwait(false);
+            return Results.Json(figures, Json);
+        });
         app.MapPost("/v1/sequences", async (HttpContext http, string? id) =>
         {
             SequenceSpec spec = await ReadJsonAsync<SequenceSpec>(http, options).ConfigureAwait(false);
@@ -109,7 +125,7 @@ internal static partial class ClientApi
         {
             ICoordinatorGrain coordinator = Coordinator(id);
             ChunkPlan plan = await coordinator.CurrentChunkAsync(http.RequestAborted).ConfigureAwait(false)
-                ?? throw new SequenceStateException("chunk", "no chunk was started");
+                ?? throw ServiceException.Conflict("chunk", "no chunk was started");
             var shards = await Task.WhenAll(plan.Shards.Select(async rows =>
             {
                 ShardAddress address = await coordinator.ShardAsync(rows.Index, http.RequestAborted).ConfigureAwait(false);
@@ -149,44 +165,37 @@ internal static partial class ClientApi
         });
     }
 
-    /// <summary>Maps a failure (here or on another silo, where only its type name and message travel) to a status and an <see cref="ApiError"/>.</summary>
-    internal static (int Status, ApiError Error) Classify(Exception e)
+    /// <summary>Maps a failure (raised here or on another silo) to a status and an <see cref="ApiError"/>: the one place that does.</summary>
+    internal static (int Status, ApiError Error) Classify(Exception e) => e switch
     {
-        string type = e is RemoteException remote ? remote.RemoteType : e.GetType().Name;
-        string message = e is RemoteException r ? r.RemoteMessage : e.Message;
-        string? field = e is ServiceException service ? service.Field : FieldOf(type, message);
-        (int status, string code, bool retryable) = type switch
-        {
-            nameof(InvalidRequestException) => (StatusCodes.Status400BadRequest, "invalid_request", false),
-            nameof(SequenceNotFoundException) => (StatusCodes.Status404NotFound, "not_found", false),
-            nameof(ShardLostException) => (StatusCodes.Status409Conflict, "degraded", false),
-            nameof(SequenceStateException) when message.Contains("is degraded", StringComparison.Ordinal) => (StatusCodes.Status409Conflict, "degraded", false),
-            nameof(SequenceStateException) => (StatusCodes.Status409Conflict, "conflict", false),
-            nameof(LimitExceededException) => (StatusCodes.Status429TooManyRequests, "limit_exceeded", false),
-            nameof(BadHttpRequestException) when e is BadHttpRequestException { StatusCode: 413 } => (StatusCodes.Status413PayloadTooLarge, "too_large", false),
-            nameof(BadHttpRequestException) => (StatusCodes.Status400BadRequest, "invalid_request", false),
-            nameof(LayerFailedException) or nameof(SiloUnavailableException) or nameof(GrainCallTimeoutException) or nameof(TimeoutException) or nameof(IOException)
-                => (StatusCodes.Status503ServiceUnavailable, "unavailable", true),
-            _ => (StatusCodes.Status500InternalServerError, "internal", false),
-        };
-        return (status, new ApiError(message, field, retryable, code));
-    }
+        ServiceException s => (StatusOf(s.Code), new ApiError(s.Message, s.Field, s.Retryable, NameOf(s.Code))),
+        BadHttpRequestException { StatusCode: StatusCodes.Status413PayloadTooLarge } => (StatusCodes.Status413PayloadTooLarge, new ApiError(e.Message, "body", false, "too_large")),
+        BadHttpRequestException => (StatusCodes.Status400BadRequest, new ApiError(e.Message, "body", false, "invalid_request")),
+        SiloUnavailableException or OrleansMessageRejectionException or TimeoutException or IOException
+            => (StatusCodes.Status503ServiceUnavailable, new ApiError(e.Message, null, true, "unavailable")),
+        _ => (StatusCodes.Status500InternalServerError, new ApiError(e.Message, null, false, "internal")),
+    };
 
-    /// <summary>
-    /// The field a refusal names when only its type name and message are known (it came from another silo, or it is a
-    /// body refusal raised here): its message starts with <c>"field: "</c>.
-    /// </summary>
-    private static string? FieldOf(string type, string message)
+    private static int StatusOf(ServiceErrorCode code) => code switch
     {
-        if (type is not (nameof(InvalidRequestException) or nameof(SequenceNotFoundException) or nameof(SequenceStateException) or nameof(LimitExceededException)
-            or nameof(BadHttpRequestException)))
-        {
-            return null;
-        }
+        ServiceErrorCode.InvalidRequest => StatusCodes.Status400BadRequest,
+        ServiceErrorCode.NotFound => StatusCodes.Status404NotFound,
+        ServiceErrorCode.Conflict or ServiceErrorCode.Degraded => StatusCodes.Status409Conflict,
+        ServiceErrorCode.LimitExceeded => StatusCodes.Status429TooManyRequests,
+        ServiceErrorCode.Unavailable => StatusCodes.Status503ServiceUnavailable,
+        _ => StatusCodes.Status500InternalServerError,
+    };
 
-        Match match = FieldPrefix().Match(message);
-        return match.Success ? match.Groups[1].Value : null;
-    }
+    private static string NameOf(ServiceErrorCode code) => code switch
+    {
+        ServiceErrorCode.InvalidRequest => "invalid_request",
+        ServiceErrorCode.NotFound => "not_found",
+        ServiceErrorCode.Conflict => "conflict",
+        ServiceErrorCode.Degraded => "degraded",
+        ServiceErrorCode.LimitExceeded => "limit_exceeded",
+        ServiceErrorCode.Unavailable => "unavailable",
+        _ => "internal",
+    };
 
     private static bool Authorized(HttpRequest request, byte[] token)
     {
@@ -197,7 +206,7 @@ internal static partial class ClientApi
 
     private static string CheckId(string id) => SequenceId().IsMatch(id)
         ? id
-        : throw new InvalidRequestException("id", $"expected 1..128 characters of letters, digits, '.', '_' or '-', got '{id}'");
+        : throw ServiceException.Invalid("id", $"expected 1..128 characters of letters, digits, '.', '_' or '-', got '{id}'");
 
     private static async Task<byte[]> ReadBodyAsync(HttpContext http, AttentionServiceOptions options)
     {
@@ -222,16 +231,16 @@ internal static partial class ClientApi
         byte[] body = await ReadBodyAsync(http, options).ConfigureAwait(false);
         if (body.Length == 0)
         {
-            throw new InvalidRequestException("body", $"expected a JSON {typeof(T).Name}, got an empty body");
+            throw ServiceException.Invalid("body", $"expected a JSON {typeof(T).Name}, got an empty body");
         }
 
         try
         {
-            return JsonSerializer.Deserialize<T>(body, Json) ?? throw new InvalidRequestException("body", $"expected a JSON {typeof(T).Name}, got null");
+            return JsonSerializer.Deserialize<T>(body, Json) ?? throw ServiceException.Invalid("body", $"expected a JSON {typeof(T).Name}, got null");
         }
         catch (JsonException e)
         {
-            throw new InvalidRequestException(e.Path is { Length: > 2 } path ? path.TrimStart('$', '.') : "body", $"not a valid {typeof(T).Name}: {e.Message}");
+            throw ServiceException.Invalid(e.Path is { Length: > 2 } path ? path.TrimStart('$', '.') : "body", $"not a valid {typeof(T).Name}: {e.Message}");
         }
     }
 
@@ -245,7 +254,7 @@ internal static partial class ClientApi
         }
         catch (Exception e) when (e is SafetensorsException or InvalidDataException or ArgumentException)
         {
-            throw new InvalidRequestException("body", $"expected a safetensors body with tensors {string.Join(", ", required)}: {e.Message}");
+            throw ServiceException.Invalid("body", $"expected a safetensors body with tensors {string.Join(", ", required)}: {e.Message}");
         }
 
         using (reader)
@@ -261,7 +270,7 @@ internal static partial class ClientApi
             {
                 if (!tensors.ContainsKey(name))
                 {
-                    throw new InvalidRequestException(name, $"the body has no tensor '{name}' (it has: {string.Join(", ", tensors.Keys.Order())}); expected {string.Join(", ", required)}");
+                    throw ServiceException.Invalid(name, $"the body has no tensor '{name}' (it has: {string.Join(", ", tensors.Keys.Order())}); expected {string.Join(", ", required)}");
                 }
             }
 
@@ -273,7 +282,7 @@ internal static partial class ClientApi
     {
         { DType: "I32", Shape: [1], Data.Length: 4 } => MemoryMarshal.Read<int>(docs.Data),
         { DType: "I64", Shape: [1], Data.Length: 8 } => checked((int)MemoryMarshal.Read<long>(docs.Data)),
-        _ => throw new InvalidRequestException("doc_ids", $"expected I32 or I64 [1], got {docs.DType}[{string.Join(", ", docs.Shape)}]"),
+        _ => throw ServiceException.Invalid("doc_ids", $"expected I32 or I64 [1], got {docs.DType}[{string.Join(", ", docs.Shape)}]"),
     };
 
     private static Dictionary<string, HostTensor> OutputTensors(int rows, ShardAddress shape, byte[] output, byte[] lse) => new()
@@ -290,9 +299,6 @@ internal static partial class ClientApi
         response.StatusCode = status;
         return response.WriteAsJsonAsync(error, Json);
     }
-
-    [GeneratedRegex("^([A-Za-z_][A-Za-z0-9_.]*): ")]
-    private static partial Regex FieldPrefix();
 
     [GeneratedRegex("^[A-Za-z0-9._-]{1,128}$")]
     private static partial Regex SequenceId();

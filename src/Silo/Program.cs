@@ -1,10 +1,18 @@
-using LongCluster.Runtime.Hosting;
 using LongCluster.Service;
-using Microsoft.Extensions.Hosting;
+using Microsoft.AspNetCore.Builder;
 
-// Configuration: appsettings.json, environment (LongCluster__Secret, LongCluster__Service__ApiToken, ...), command line
-// (--LongCluster:Secret=...).
-HostApplicationBuilder builder = Host.CreateApplicationBuilder(args);
-builder.Services.AddLongClusterSilo(builder.Configuration.GetSection("LongCluster"));
-builder.Services.AddAttentionService(builder.Configuration.GetSection("LongCluster:Service"));
-await builder.Build().RunAsync();
+// Configuration: appsettings.json, environment (LongCluster__Clustering, LongCluster__Redis, LongCluster__Tls__…,
+// LongCluster__Service__ApiToken, ...), command line (--LongCluster:Redis=...). See README, Configuration.
+WebApplication app;
+try
+{
+    app = SiloHost.Build(args);
+}
+catch (ArgumentException e)
+{
+    Console.Error.WriteLine($"longcluster-silo: {e.Message}");
+    return 2;
+}
+
+await app.AnnounceWhenReady().RunAsync();
+return 0;

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Globalization;
 using System.Text.Json;
 using LongCluster.Kernels;
 using LongCluster.Tensors;
@@ -237,7 +238,9 @@ public sealed class CliTests : IDisposable
     [InlineData(new[] { "bench" }, "'bench decode', 'bench ring' or 'bench transport'")]
     [InlineData(new[] { "demo", "--dtype", "f64" }, "--dtype must be f32, f16 or bf16")]
     [InlineData(new[] { "demo", "--mask", "full" }, "decode needs a mask under which earlier tokens cannot see later ones")]
-    [InlineData(new[] { "silo", "--redis", "127.0.0.1:6379" }, "with --redis, every silo needs the same --secret and --token")]
+    [InlineData(new[] { "silo", "--redis", "127.0.0.1:6379" }, "with --redis, every silo needs the same --token")]
+    [InlineData(new[] { "silo", "--redis", "127.0.0.1:6379", "--token", "0123456789abcdef" }, "Redis clustering needs silo-to-silo TLS")]
+    [InlineData(new[] { "silo", "--tls-cert", "/nonexistent/c.pem" }, "Tls:CertificateFile: no file '/nonexistent/c.pem'")]
     public void Run_BadUsage_Exit2WithMessage(string[] args, string expected)
     {
         var stdout = new StringWriter();
@@ -357,7 +360,7 @@ public sealed class CliTests : IDisposable
         (int code, string stdout, string stderr) = Run("local-cluster", "--silos", "3", "--for", "0");
         Assert.True(code == 0, stderr);
         Assert.Equal(3, stdout.Split('\n').Count(l => l.StartsWith("silo ", StringComparison.Ordinal)));
-        Assert.Contains("3 silos in this process, in-memory membership; all ready", stdout);
+        Assert.Contains("3 silos in this process, development clustering; all ready", stdout);
     }
 
     [Fact]
@@ -367,6 +370,53 @@ public sealed class CliTests : IDisposable
         Assert.True(code == 0, stdout + stderr);
         Assert.Equal(2, stdout.Split('\n').Count(l => l.StartsWith("silo process ", StringComparison.Ordinal)));
         Assert.Contains("stopped: exit codes 0, 0", stdout);
+    }
+
+    [Fact]
+    public async Task LocalCluster_InProcess_SigTerm_StopsLikeCtrlC()
+    {
+        using var cli = StreamingProcess.Start("local-cluster", "--silos", "2");
+        await cli.WaitForLineAsync(l => l.Contains("all ready", StringComparison.Ordinal), TimeSpan.FromMinutes(1));
+        cli.Signal("TERM");
+        Assert.Equal(0, await cli.ExitCodeAsync(TimeSpan.FromMinutes(1)));
+        Assert.Contains(cli.Lines, l => l.Contains("stopping: every silo leaves the cluster", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task LocalCluster_Processes_SigTerm_LeavesNoProcessBehind()
+    {
+        using var cli = StreamingProcess.Start("local-cluster", "--silos", "2", "--processes");
+        await cli.WaitForLineAsync(l => l.Contains("all ready", StringComparison.Ordinal), TimeSpan.FromMinutes(2));
+        int[] children = [.. cli.Lines.Select(l => System.Text.RegularExpressions.Regex.Match(l, @"\(pid (\d+)\)")).Where(m => m.Success).Select(m => int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture))];
+        Assert.Equal(3, children.Length); // two silos and the redis-server
+        Assert.All(children, pid => Assert.True(IsRunning(pid), $"pid {pid} should be running"));
+        cli.Signal("TERM");
+        Assert.Equal(0, await cli.ExitCodeAsync(TimeSpan.FromMinutes(2)));
+        Assert.Contains(cli.Lines, l => l.Contains("stopped: exit codes 0, 0", StringComparison.Ordinal));
+        Assert.All(children, pid => Assert.False(IsRunning(pid), $"pid {pid} outlived local-cluster"));
+    }
+
+    [Fact]
+    public async Task Demo_SigTerm_StopsTheClusterAndExits()
+    {
+        using var cli = StreamingProcess.Start("demo", "--tokens", "65536", "--layers", "8", "--silos", "2");
+        await cli.WaitForLineAsync(l => l.Contains("cluster up", StringComparison.Ordinal), TimeSpan.FromMinutes(1));
+        cli.Signal("TERM");
+        Assert.Equal(1, await cli.ExitCodeAsync(TimeSpan.FromMinutes(1)));
+        Assert.Contains(cli.Lines, l => l.Contains("demo: stopped by a signal", StringComparison.Ordinal));
+    }
+
+    private static bool IsRunning(int pid)
+    {
+        try
+        {
+            using Process process = Process.GetProcessById(pid);
+            return !process.HasExited;
+        }
+        catch (ArgumentException)
+        {
+            return false;
+        }
     }
 
     [Fact]
@@ -418,5 +468,104 @@ public sealed class CliTests : IDisposable
     {
         var random = new Random(seed);
         return Enumerable.Range(0, (int)count).Select(_ => (random.NextSingle() * 2) - 1).ToArray();
+    }
+}
+
+/// <summary>The real longcluster executable as a child process whose output lines can be awaited.</summary>
+internal sealed class StreamingProcess : IDisposable
+{
+    private readonly Process _process;
+    private readonly List<string> _lines = [];
+    private readonly List<(Func<string, bool> Match, TaskCompletionSource Found)> _waiters = [];
+
+    private StreamingProcess(Process process) => _process = process;
+
+    public IReadOnlyList<string> Lines
+    {
+        get
+        {
+            lock (_lines)
+            {
+                return [.. _lines];
+            }
+        }
+    }
+
+    public static StreamingProcess Start(params string[] args)
+    {
+        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "longcluster.dll"));
+        foreach (string arg in args)
+        {
+            start.ArgumentList.Add(arg);
+        }
+
+        var cli = new StreamingProcess(new Process { StartInfo = start });
+        cli._process.OutputDataReceived += (_, e) => cli.Add(e.Data);
+        cli._process.ErrorDataReceived += (_, e) => cli.Add(e.Data);
+        cli._process.Start();
+        cli._process.BeginOutputReadLine();
+        cli._process.BeginErrorReadLine();
+        return cli;
+    }
+
+    public Task WaitForLineAsync(Func<string, bool> match, TimeSpan timeout)
+    {
+        var found = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        lock (_lines)
+        {
+            if (_lines.Any(match))
+            {
+                return Task.CompletedTask;
+            }
+
+            _waiters.Add((match, found));
+        }
+
+        return found.Task.WaitAsync(timeout);
+    }
+
+    public void Signal(string signal)
+    {
+        using Process kill = Process.Start("kill", [$"-{signal}", _process.Id.ToString(CultureInfo.InvariantCulture)])!;
+        kill.WaitForExit();
+    }
+
+    public async Task<int> ExitCodeAsync(TimeSpan timeout)
+    {
+        await _process.WaitForExitAsync().WaitAsync(timeout);
+        return _process.ExitCode;
+    }
+
+    public void Dispose()
+    {
+        if (!_process.HasExited)
+        {
+            _process.Kill(entireProcessTree: true);
+            _process.WaitForExit();
+        }
+
+        _process.Dispose();
+    }
+
+    private void Add(string? line)
+    {
+        if (line is null)
+        {
+            return;
+        }
+
+        lock (_lines)
+        {
+            _lines.Add(line);
+            foreach ((Func<string, bool> match, TaskCompletionSource found) in _waiters.ToArray())
+            {
+                if (match(line))
+                {
+                    found.TrySetResult();
+                    _waiters.RemoveAll(w => w.Found == found);
+                }
+            }
+        }
     }
 }

@@ -80,5 +80,5 @@ public sealed class ChunkDecodeTests(ClusterFixture fixture) : IClassFixture<Clu
         Assert.Equal(404, missing.Status);
     }
 
-    private long[] Resident() => [.. fixture.Cluster.Cluster.Silos.Select(s => ((SiloResources)s.Services.GetService(typeof(SiloResources))!).ResidentBytes)];
+    private long[] Resident() => [.. fixture.Cluster.Silos.Select(s => s.Resources.ResidentBytes)];
 }

@@ -1,25 +1,33 @@
 using LongCluster.Client;
 using LongCluster.Grains;
+using LongCluster.Grains.Exchange;
 using LongCluster.Kernels;
 using LongCluster.Tensors;
+using Microsoft.Extensions.DependencyInjection;
+using Orleans.Configuration;
 
 namespace LongCluster.Service.Tests;
 
-/// <summary>One 3-silo in-process cluster with the attention service, shared by the tests of a class.</summary>
+/// <summary>One 3-silo in-process cluster with the attention service, shared by the tests of a class; its sends can be failed on purpose.</summary>
 public sealed class ClusterFixture : IAsyncLifetime
 {
     public LocalAttentionCluster Cluster { get; private set; } = null!;
 
     public LongClusterClient Client { get; private set; } = null!;
 
+    public SendFaults Faults { get; } = new();
+
     public async Task InitializeAsync()
     {
-        Cluster = await LocalAttentionCluster.StartAsync(3, o =>
-        {
-            o.ReceiveTimeout = TimeSpan.FromSeconds(20);
-            o.MaxRequestBytes = 4 * 1024 * 1024;
-            o.MaxTokensPerSequence = 1_000_000;
-        });
+        Cluster = await LocalAttentionCluster.StartAsync(
+            3,
+            o =>
+            {
+                o.ReceiveTimeout = TimeSpan.FromSeconds(20);
+                o.MaxRequestBytes = 4 * 1024 * 1024;
+                o.MaxTokensPerSequence = 1_000_000;
+            },
+            silo => silo.InjectFaults(Faults));
         Client = Cluster.NewClient();
     }
 
@@ -28,6 +36,27 @@ public sealed class ClusterFixture : IAsyncLifetime
         Client.Dispose();
         await Cluster.DisposeAsync();
     }
+}
+
+/// <summary>Test wiring of a silo.</summary>
+internal static class TestSilo
+{
+    /// <summary>Wraps the silo's exchange in <see cref="FaultyExchangeFactory"/>, driven by <paramref name="faults"/>.</summary>
+    public static ISiloBuilder InjectFaults(this ISiloBuilder silo, SendFaults faults)
+    {
+        silo.Services.AddSingleton<IRunExchangeFactory>(s => new FaultyExchangeFactory(s.GetRequiredService<ExchangeHub>(), faults));
+        return silo;
+    }
+
+    /// <summary>Failure detection in about a second instead of Orleans' tens of seconds.</summary>
+    public static ISiloBuilder DetectFailuresFast(this ISiloBuilder silo) => silo.Configure<ClusterMembershipOptions>(o =>
+    {
+        o.ProbeTimeout = TimeSpan.FromMilliseconds(500);
+        o.MinProbeTimeout = TimeSpan.FromMilliseconds(500);
+        o.NumMissedProbesLimit = 2;
+        o.TableRefreshTimeout = TimeSpan.FromSeconds(1);
+        o.IAmAliveTablePublishTimeout = TimeSpan.FromSeconds(1);
+    });
 }
 
 /// <summary>Seeded inputs and the single-node kernel they are checked against.</summary>

@@ -28,9 +28,10 @@ public static class CliApp
               position), q_positions [Tq] and k_positions [Tk] (i64); writes o [Tq,Hq,d] and lse [Tq,Hq] as f32.
               With --shards, P in-process ranks compute it context-parallel (q and k over the same tokens).
               With --endpoint (token: --token or LONGCLUSTER_TOKEN) or --local-cluster N, a cluster computes it.
-          longcluster silo [--redis HOST:PORT] [--cluster-id ID] [--host IP] [--port 11111] [--http-port 8080]
-                           [--secret S] [--token T] [--name N]
-              One silo with the attention service (in-memory membership, or Redis shared by all silos).
+          longcluster silo [--redis HOST:PORT [--redis-password P] [--redis-tls] --tls-cert F --tls-key F --tls-ca F]
+                           [--primary HOST:PORT] [--cluster-id ID] [--host IP] [--port 11111] [--http-port 8080] [--token T] [--name N]
+              One Orleans silo with the attention service: development clustering (a cluster of one, or joining the
+              silo at --primary), or Redis shared by all silos with mutual TLS from the cluster's authority.
           longcluster plan --tokens T --shards P [--layout zigzag] [--mask causal] [--hq 8] [--hkv Hq] [--d 128] [--dtype f32] [--doc-len 4096]
               Per-step, per-shard live work, load imbalance and bytes sent, from positions alone.
           longcluster bench kernel [--tq N] [--tk N] [--hq N] [--hkv N] [--d N] [--mask M] [--dtype T] [--threads N] [--repeat N]
@@ -40,11 +41,12 @@ public static class CliApp
               GB/s of K and V read (2 * Tk * Hkv * d * sizeof(dtype) bytes over the median time) and ms.
           longcluster bench ring [--tokens 16384] [--shards 2] [--layout zigzag] [--mask causal] [--hq 8] [--hkv Hq] [--d 128] [--repeat 3]
               The in-process context-parallel driver (P ranks x 1 thread) against the kernel on 1 thread.
-          longcluster bench transport [--frames 64] [--frame-mib 16] [--calls 20000] [--protocol tcp|http2]
-              Silo-to-silo transport between this process and a second longcluster process on loopback.
+          longcluster bench transport [--frames 64] [--frame-mib 16] [--calls 20000] [--in-process]
+              Orleans grain calls between two silo processes (Redis, mutual TLS) as the ring uses them: frames one
+              at a time (GB/s) and small calls (p50/p99 latency); the last line is JSON.
           longcluster local-cluster [--silos 3] [--processes] [--for S]
               N silos with the attention service on this machine (in this process, or as silo processes with a
-              redis-server it starts), until Ctrl+C or S seconds; then they leave gracefully.
+              redis-server it starts), until Ctrl+C, SIGTERM or S seconds; then they leave gracefully.
           longcluster --version | --help
 
         Masks: full, causal, window:W, prefix:N, document, document-causal, document-window:W, document-prefix:N.
@@ -80,8 +82,6 @@ public static class CliApp
                 "bench" when rest.Length > 0 && rest[0] == "decode" => BenchDecodeCommand.Run(rest[1..], stdout),
                 "bench" when rest.Length > 0 && rest[0] == "ring" => BenchRingCommand.Run(rest[1..], stdout),
                 "bench" when rest.Length > 0 && rest[0] == "transport" => BenchTransportCommand.Run(rest[1..], stdout),
-                "bench" when rest.Length == 3 && rest[0] == "transport-server" => BenchTransportCommand.Serve(rest[1..], stdout),
-                "bench" when rest.Length == 3 && rest[0] == "http2-server" => BenchTransportCommand.ServeHttp2(stdout),
                 "bench" => throw new UsageException("bench: say what to benchmark: 'longcluster bench kernel', 'bench decode', 'bench ring' or 'bench transport'"),
                 _ => throw new UsageException($"unknown command '{args[0]}' (commands: demo, attend, plan, local-cluster, silo, bench; see --help)"),
             };

@@ -42,15 +42,25 @@ internal static class DemoCommand
         {
             Layers = layers, QueryHeads = hq, KeyValueHeads = hkv, HeadDim = d, DType = dtype.SafetensorsName().ToLowerInvariant(), Layout = layout, Mask = mask.ToString(), Shards = shards,
         };
-        return RunAsync(spec, silos, tokens, decode, seed, stdout).GetAwaiter().GetResult();
+        using var stop = new StopSignal();
+        try
+        {
+            return RunAsync(spec, silos, tokens, decode, seed, stdout, stop.Token).GetAwaiter().GetResult();
+        }
+        catch (OperationCanceledException) when (stop.Token.IsCancellationRequested)
+        {
+            stdout.WriteLine();
+            stdout.WriteLine("demo: stopped by a signal; every silo left the cluster");
+            return CliApp.ExitFailed;
+        }
     }
 
-    private static async Task<int> RunAsync(SequenceSpec spec, int silos, int tokens, int decode, int seed, TextWriter stdout)
+    private static async Task<int> RunAsync(SequenceSpec spec, int silos, int tokens, int decode, int seed, TextWriter stdout, CancellationToken stop)
     {
         stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"demo: {silos} silos in this process (in-memory membership); sequence of {tokens} tokens, {spec.Layers} layers, {spec.QueryHeads}:{spec.KeyValueHeads} GQA, d = {spec.HeadDim}, {spec.DType}, {spec.Mask}, {spec.Layout}; {decode} decode steps"));
+            $"demo: {silos} silos in this process (Orleans development clustering); sequence of {tokens} tokens, {spec.Layers} layers, {spec.QueryHeads}:{spec.KeyValueHeads} GQA, d = {spec.HeadDim}, {spec.DType}, {spec.Mask}, {spec.Layout}; {decode} decode steps"));
         long started = Stopwatch.GetTimestamp();
-        await using LocalAttentionCluster cluster = await LocalAttentionCluster.StartAsync(silos).ConfigureAwait(false);
+        await using LocalAttentionCluster cluster = await LocalAttentionCluster.StartAsync(silos, cancellationToken: stop).ConfigureAwait(false);
         stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  cluster up in {Stopwatch.GetElapsedTime(started).TotalSeconds:F2} s: {string.Join(", ", cluster.Endpoints)}"));
         using var client = new LongClusterClient(new LongClusterClientOptions
         {
@@ -86,7 +96,8 @@ internal static class DemoCommand
                 return new LayerInput(Rows(data[l].Q, 0, tokens), Rows(data[l].K, 0, tokens), Rows(data[l].V, 0, tokens));
             },
             documents?[..tokens],
-            progress).ConfigureAwait(false);
+            progress,
+            stop).ConfigureAwait(false);
         layerSeconds.Add(layerWatch.Elapsed.TotalSeconds);
         double prefillSeconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
         progress.Done();
@@ -98,6 +109,7 @@ internal static class DemoCommand
         long[] positions = [.. Enumerable.Range(0, total).Select(i => (long)i)];
         for (int l = 0; l < spec.Layers; l++)
         {
+            stop.ThrowIfCancellationRequested();
             LayerRunResult run = outputs[l].Run;
             var shape = new AttentionShape(tokens, tokens, spec.QueryHeads, spec.KeyValueHeads, spec.HeadDim);
             var o = new float[shape.QueryElements];
@@ -143,7 +155,7 @@ internal static class DemoCommand
                 {
                     long decodeStarted = Stopwatch.GetTimestamp();
                     DecodeOutput result = await client.DecodeAsync(
-                        "demo", l, Rows(data[l].Q, tokens + t, 1), Rows(data[l].K, tokens + t, 1), Rows(data[l].V, tokens + t, 1), documents?[tokens + t]).ConfigureAwait(false);
+                        "demo", l, Rows(data[l].Q, tokens + t, 1), Rows(data[l].K, tokens + t, 1), Rows(data[l].V, tokens + t, 1), documents?[tokens + t], stop).ConfigureAwait(false);
                     decodeSeconds += Stopwatch.GetElapsedTime(decodeStarted).TotalSeconds;
                     worst = Math.Max(worst, Math.Max(
                         Error(expected[l].O.AsSpan(t * rowO, rowO), result.Output),
@@ -157,7 +169,7 @@ internal static class DemoCommand
                 $"  decode: {decode} tokens x {spec.Layers} layers, {decodeSeconds / (decode * spec.Layers) * 1000:F1} ms per token-layer (query to every shard, partials merged by tree); max rel error {worst:E2}: {(decodeOk ? "OK" : "FAILED")}"));
         }
 
-        SequenceInfo final = await client.GetSequenceAsync("demo").ConfigureAwait(false);
+        SequenceInfo final = await client.GetSequenceAsync("demo", stop).ConfigureAwait(false);
         stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"  sequence '{final.Id}': {final.State}, {final.Length} tokens, {final.ShardMap.Sum(s => s.ResidentBytes) / 1e6:F0} MB resident over {final.Shards} shards"));
         await client.DeleteSequenceAsync("demo").ConfigureAwait(false);

@@ -1,68 +1,74 @@
 using System.Globalization;
 using System.Security.Cryptography;
-using LongCluster.Runtime.Hosting;
 using LongCluster.Service;
-using Microsoft.Extensions.Configuration;
-using Microsoft.Extensions.Hosting;
+using Microsoft.AspNetCore.Builder;
 
 namespace LongCluster.Cli;
 
 /// <summary>
-/// <c>longcluster silo</c>: one silo with the attention service, for users who run their own cluster — in-memory
-/// membership (a cluster of one) or <c>--redis HOST:PORT</c> shared by every silo. The same host as
-/// <c>longcluster-silo</c>; runs until Ctrl+C or SIGTERM, then leaves gracefully.
+/// <c>longcluster silo</c>: one silo with the attention service, for users who run their own cluster — Orleans'
+/// development clustering (a cluster of one, or joining <c>--primary HOST:PORT</c>) or <c>--redis HOST:PORT</c>
+/// shared by every silo, which also needs the cluster's TLS credentials. The same host as <c>longcluster-silo</c>;
+/// runs until Ctrl+C or SIGTERM, then drains and leaves gracefully.
 /// </summary>
 internal static class SiloCommand
 {
     public static int Run(string[] args, TextWriter stdout)
     {
-        CommandLine options = CommandLine.Parse("silo", args, ["redis", "cluster-id", "host", "port", "http-port", "secret", "token", "name"], []);
-        string? secret = options.Text("secret") ?? Environment.GetEnvironmentVariable("LONGCLUSTER_SECRET");
+        CommandLine options = CommandLine.Parse(
+            "silo", args, ["redis", "redis-password", "cluster-id", "host", "port", "http-port", "token", "name", "primary", "tls-cert", "tls-key", "tls-ca"], ["redis-tls"]);
         string? token = options.Text("token") ?? Environment.GetEnvironmentVariable("LONGCLUSTER_TOKEN");
-        if (options.Has("redis") && (secret is null || token is null))
+        if (options.Has("redis") && token is null)
         {
-            throw new UsageException("silo: with --redis, every silo needs the same --secret and --token (or LONGCLUSTER_SECRET and LONGCLUSTER_TOKEN)");
+            throw new UsageException("silo: with --redis, every silo needs the same --token (or LONGCLUSTER_TOKEN)");
         }
 
-        if (secret is null || token is null)
+        if (token is null)
         {
-            secret ??= Convert.ToHexString(RandomNumberGenerator.GetBytes(16));
-            token ??= Convert.ToHexString(RandomNumberGenerator.GetBytes(16));
+            token = Convert.ToHexString(RandomNumberGenerator.GetBytes(16));
             stdout.WriteLine($"silo: generated API token {token} (pass --token to choose one)");
         }
 
-        var settings = new Dictionary<string, string?>
+        var silo = new SiloOptions
         {
-            ["LongCluster:ClusterId"] = options.Text("cluster-id") ?? "longcluster",
-            ["LongCluster:Host"] = options.Text("host") ?? "127.0.0.1",
-            ["LongCluster:SiloPort"] = options.Int("port", 11111, 0, 65535).ToString(CultureInfo.InvariantCulture),
-            ["LongCluster:HttpPort"] = options.Int("http-port", 8080, 0, 65535).ToString(CultureInfo.InvariantCulture),
-            ["LongCluster:Secret"] = secret,
-            ["LongCluster:Service:ApiToken"] = token,
+            ClusterId = options.Text("cluster-id") ?? "longcluster",
+            Host = options.Text("host") ?? "127.0.0.1",
+            SiloPort = options.Int("port", 11111, 1, 65535),
+            HttpPort = options.Int("http-port", 8080, 0, 65535),
+            PrimarySilo = options.Text("primary") ?? "",
+            Tls = new SiloTlsOptions { CertificateFile = options.Text("tls-cert") ?? "", KeyFile = options.Text("tls-key") ?? "", AuthorityFile = options.Text("tls-ca") ?? "" },
         };
+        silo.ServiceId = silo.ClusterId;
         if (options.Text("name") is { } name)
         {
-            settings["LongCluster:Name"] = name;
+            silo.Name = name;
         }
 
         if (options.Text("redis") is { } redis)
         {
             int colon = redis.LastIndexOf(':');
-            if (colon <= 0 || !int.TryParse(redis.AsSpan(colon + 1), NumberStyles.None, CultureInfo.InvariantCulture, out int port))
+            if (colon <= 0 || !int.TryParse(redis.AsSpan(colon + 1), NumberStyles.None, CultureInfo.InvariantCulture, out _))
             {
                 throw new UsageException($"silo: --redis expects HOST:PORT, got '{redis}'");
             }
 
-            settings["LongCluster:Membership"] = "Redis";
-            settings["LongCluster:Redis:Host"] = redis[..colon];
-            settings["LongCluster:Redis:Port"] = port.ToString(CultureInfo.InvariantCulture);
+            silo.Clustering = SiloOptions.RedisClustering;
+            silo.Redis = redis
+                + (options.Text("redis-password") is { } password ? $",password={password}" : "")
+                + (options.Has("redis-tls") ? ",ssl=true" : "");
         }
 
-        HostApplicationBuilder builder = Host.CreateApplicationBuilder([]);
-        builder.Configuration.AddInMemoryCollection(settings);
-        builder.Services.AddLongClusterSilo(builder.Configuration.GetSection("LongCluster"));
-        builder.Services.AddAttentionService(builder.Configuration.GetSection("LongCluster:Service"));
-        builder.Build().Run();
+        WebApplication app;
+        try
+        {
+            app = SiloHost.Build(WebApplication.CreateSlimBuilder(), silo, new Grains.AttentionServiceOptions { ApiToken = token });
+        }
+        catch (ArgumentException e)
+        {
+            throw new UsageException($"silo: {e.Message}");
+        }
+
+        app.AnnounceWhenReady().Run();
         return CliApp.ExitOk;
     }
 }

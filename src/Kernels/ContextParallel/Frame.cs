@@ -74,21 +74,21 @@ public sealed class Frame : IDisposable
     public ReadOnlyMemory<byte> Memory => _buffer.AsMemory(0, Length);
 
     /// <summary>
-    /// Reads a frame of <paramref name="length"/> bytes (as <see cref="Bytes"/> wrote it) from a stream into a pooled
-    /// buffer, checking that its header describes exactly that many bytes.
+    /// Copies a frame (as <see cref="Bytes"/> wrote it, received from another process) into a pooled buffer, checking
+    /// that its header describes exactly that many bytes.
     /// </summary>
-    public static async ValueTask<Frame> ReadAsync(Stream source, long length, CancellationToken cancellationToken)
+    public static Frame FromBytes(ReadOnlySpan<byte> bytes)
     {
-        ArgumentNullException.ThrowIfNull(source);
-        if (length < 4 || length > Array.MaxLength)
+        int length = bytes.Length;
+        if (length < 4)
         {
-            throw new InvalidDataException($"a frame of {length} bytes cannot be read");
+            throw new InvalidDataException($"a frame of {length} bytes has no room for its header");
         }
 
-        byte[] buffer = ArrayPool<byte>.Shared.Rent((int)length);
+        byte[] buffer = ArrayPool<byte>.Shared.Rent(length);
         try
         {
-            await source.ReadExactlyAsync(buffer.AsMemory(0, (int)length), cancellationToken).ConfigureAwait(false);
+            bytes.CopyTo(buffer);
             int count = MemoryMarshal.Read<int>(buffer);
             long header = 4 + (8L * count);
             if (count < 0 || header > length)
@@ -117,7 +117,7 @@ public sealed class Frame : IDisposable
                 throw new InvalidDataException($"frame header describes {position} bytes, the message carries {length}");
             }
 
-            return new Frame(ArrayPool<byte>.Shared, buffer, (int)length, offsets, lengths);
+            return new Frame(ArrayPool<byte>.Shared, buffer, length, offsets, lengths);
         }
         catch
         {
