@@ -6,34 +6,25 @@ using LongCluster.Grains.Placement;
 namespace LongCluster.Grains;
 
 /// <summary>
-/// The coordinator of one sequence. Its state (spec, shard keys, length, the chunk in flight, decode progress) is
-/// changed only by non-reentrant calls, one at a time; the reentrant reads may run beside a long layer run and see
-/// the state before or after it, never a torn chunk (each field is replaced whole). Placed by Orleans' default and
-/// never collected while its silo lives (<see cref="KeepAliveAttribute"/>): its state is the sequence.
+/// The coordinator of one sequence. What is fixed from creation to deletion (spec, epoch, shard keys and silos, the
+/// chunk history) is one <see cref="Placed"/> record; where the sequence stands is one <see cref="SequencePhase"/>
+/// record, replaced whole in <see cref="Move"/> and only there, by non-reentrant calls one at a time; the
+/// interleaved reads may run beside a long layer run and see the phase before or after it, never half of one.
+/// Placed by Orleans' default and never collected while its silo lives (<see cref="KeepAliveAttribute"/>): its state
+/// is the sequence.
 /// </summary>
 [KeepAlive]
 internal sealed class CoordinatorGrain(SiloResources resources, IClusterMembershipService membership, ILocalSiloDetails silo) : Grain, ICoordinatorGrain
 {
-    private SequenceModel? _model;
-    private string _epoch = "";
-    private string[] _keys = [];
-    private string[] _silos = [];
+    private Placed? _placed;
+    private SequencePhase _phase = new SequencePhase.Absent();
     private volatile string? _problem;
-    private SequenceState _state;
-    private long _length;
-    private ChunkHistory _history = null!;
-    private ChunkPlan? _chunk;
-    private long[] _chunkPositions = [];
-    private int[] _chunkDocuments = [];
-    private int _layersDone;
-    private int _decodeLayersDone;
-    private int _nextChunk;
 
     private string Id => this.GetPrimaryKeyString();
 
     public async Task<SequenceInfo> CreateAsync(SequenceSpec spec, CancellationToken cancellationToken)
     {
-        if (_model is not null)
+        if (_placed is not null)
         {
             throw ServiceException.Conflict("id", $"sequence '{Id}' already exists");
         }
@@ -55,25 +46,21 @@ internal sealed class CoordinatorGrain(SiloResources resources, IClusterMembersh
             throw inits.Select(t => t.Exception?.InnerException).First(e => e is not null)!;
         }
 
-        _model = model with { Spec = model.Spec with { Shards = shards } };
-        _epoch = epoch;
-        _keys = keys;
-        _silos = [.. inits.Select(t => t.Result.Silo)];
-        _state = SequenceState.Created;
-        _history = new ChunkHistory(model.Mask);
+        _placed = new Placed(model with { Spec = model.Spec with { Shards = shards } }, epoch, keys, [.. inits.Select(t => t.Result.Silo)], new ChunkHistory(model.Mask));
+        Move(new SequencePhase.Idle(0, 0, null));
         await GrainFactory.GetGrain<ISequenceDirectoryGrain>("all").AddAsync(Id, cancellationToken);
         return Info([.. inits.Select(t => t.Result)]);
     }
 
     public async Task<SequenceInfo> DescribeAsync(CancellationToken cancellationToken)
     {
-        Require();
-        var map = new ShardInfo[_keys.Length];
-        await Task.WhenAll(_keys.Select(async (key, i) =>
+        Placed placed = Require();
+        var map = new ShardInfo[placed.Keys.Length];
+        await Task.WhenAll(placed.Keys.Select(async (key, i) =>
         {
             try
             {
-                map[i] = await Shard(key).DescribeAsync(_epoch, cancellationToken);
+                map[i] = await Shard(key).DescribeAsync(placed.Epoch, cancellationToken);
             }
             catch (Exception e) when (IsLost(e))
             {
@@ -91,41 +78,43 @@ internal sealed class CoordinatorGrain(SiloResources resources, IClusterMembersh
     public Task<ChunkPlan?> CurrentChunkAsync(CancellationToken cancellationToken)
     {
         Require();
-        return Task.FromResult(_chunk);
+        return Task.FromResult(_phase.LastChunk);
     }
 
     public Task<ShardAddress> ShardAsync(int index, CancellationToken cancellationToken)
     {
-        SequenceSpec spec = Require().Spec;
-        if (index < 0 || index >= _keys.Length)
+        Placed placed = Require();
+        if (index < 0 || index >= placed.Keys.Length)
         {
-            throw ServiceException.Invalid("shard", $"expected 0..{_keys.Length - 1}, got {index}");
+            throw ServiceException.Invalid("shard", $"expected 0..{placed.Keys.Length - 1}, got {index}");
         }
 
-        return Task.FromResult(new ShardAddress(_keys[index], _epoch, _keys.Length, spec.QueryHeads, spec.HeadDim));
+        return Task.FromResult(new ShardAddress(placed.Keys[index], placed.Epoch, placed.Keys.Length, placed.Model.Spec.QueryHeads, placed.Model.Spec.HeadDim));
     }
 
     public async Task<ChunkPlan> BeginChunkAsync(ChunkRequest request, CancellationToken cancellationToken)
     {
-        SequenceModel model = RequireHealthy();
+        Placed placed = RequireHealthy();
+        SequenceModel model = placed.Model;
         if (request is null || request.Tokens < 1)
         {
             throw ServiceException.Invalid("tokens", $"expected a chunk of at least 1 token, got {request?.Tokens ?? 0}");
         }
 
-        if (_state == SequenceState.Prefilling)
+        if (_phase is SequencePhase.Prefilling inFlight)
         {
-            throw ServiceException.Conflict("chunk", $"chunk {_chunk!.Index} is in flight ({_layersDone} of {model.Spec.Layers} layers done); finish it first");
+            throw ServiceException.Conflict("chunk", $"chunk {inFlight.Chunk.Index} is in flight ({inFlight.LayersDone} of {model.Spec.Layers} layers done); finish it first");
         }
 
-        if (_decodeLayersDone > 0)
+        if (_phase is SequencePhase.Decoding decoding)
         {
-            throw ServiceException.Conflict("chunk", $"a decode step is in flight ({_decodeLayersDone} of {model.Spec.Layers} layers done); finish it first");
+            throw ServiceException.Conflict("chunk", $"a decode step is in flight ({decoding.LayersDone} of {model.Spec.Layers} layers done); finish it first");
         }
 
-        if (_length + request.Tokens > resources.Options.MaxTokensPerSequence)
+        long length = _phase.Length;
+        if (length + request.Tokens > resources.Options.MaxTokensPerSequence)
         {
-            throw ServiceException.Limit("tokens", $"the sequence holds {_length} tokens; {request.Tokens} more would pass the limit of {resources.Options.MaxTokensPerSequence} (MaxTokensPerSequence)");
+            throw ServiceException.Limit("tokens", $"the sequence holds {length} tokens; {request.Tokens} more would pass the limit of {resources.Options.MaxTokensPerSequence} (MaxTokensPerSequence)");
         }
 
         int[] documents = request.Documents ?? [];
@@ -139,28 +128,29 @@ internal sealed class CoordinatorGrain(SiloResources resources, IClusterMembersh
             throw ServiceException.Invalid("documents", $"mask {model.Mask} takes no document ids");
         }
 
-        long[] positions = [.. Enumerable.Range(0, request.Tokens).Select(i => _length + i)];
+        long[] positions = [.. Enumerable.Range(0, request.Tokens).Select(i => length + i)];
         try
         {
-            _history.EnsureCanAppend(positions, documents);
+            placed.History.EnsureCanAppend(positions, documents);
         }
         catch (ArgumentException e)
         {
             throw ServiceException.Invalid("tokens", e.Message);
         }
 
-        LayoutPlan plan = model.Plan(_keys.Length, request.Tokens);
-        int index = _nextChunk;
-        var rows = new ShardRows[_keys.Length];
-        var begins = new Task[_keys.Length];
-        for (int i = 0; i < _keys.Length; i++)
+        string[] keys = placed.Keys;
+        LayoutPlan plan = model.Plan(keys.Length, request.Tokens);
+        int index = _phase.NextChunk;
+        var rows = new ShardRows[keys.Length];
+        var begins = new Task[keys.Length];
+        for (int i = 0; i < keys.Length; i++)
         {
             ReadOnlySpan<long> offsets = plan.RankTokens(i);
             long[] shardPositions = new long[offsets.Length];
             int[] shardDocuments = documents.Length == 0 ? [] : new int[offsets.Length];
             for (int r = 0; r < offsets.Length; r++)
             {
-                shardPositions[r] = _length + offsets[r];
+                shardPositions[r] = length + offsets[r];
                 if (shardDocuments.Length > 0)
                 {
                     shardDocuments[r] = documents[offsets[r]];
@@ -168,26 +158,29 @@ internal sealed class CoordinatorGrain(SiloResources resources, IClusterMembersh
             }
 
             rows[i] = new ShardRows(i, "", offsets.Length, Runs(offsets));
-            begins[i] = Shard(_keys[i]).BeginChunkAsync(_epoch, index, request.Tokens, shardPositions, shardDocuments, cancellationToken);
+            begins[i] = Shard(keys[i]).BeginChunkAsync(placed.Epoch, index, request.Tokens, shardPositions, shardDocuments, cancellationToken);
         }
 
         await Guard(begins);
         SequenceInfo info = await DescribeAsync(cancellationToken);
-        _chunk = new ChunkPlan(Id, index, _length, request.Tokens, [.. rows.Select(r => r with { Endpoint = info.ShardMap[r.Index].Endpoint })]);
-        _chunkPositions = positions;
-        _chunkDocuments = documents;
-        _nextChunk++;
-        _layersDone = 0;
-        _state = SequenceState.Prefilling;
-        return _chunk;
+        var chunk = new ChunkPlan(Id, index, length, request.Tokens, [.. rows.Select(r => r with { Endpoint = info.ShardMap[r.Index].Endpoint })]);
+        Move(new SequencePhase.Prefilling(length, index + 1, chunk, positions, documents, 0));
+        return chunk;
     }
 
     public async Task<LayerRunResult> RunLayerAsync(int chunk, int layer, CancellationToken cancellationToken)
     {
-        SequenceModel model = RequireHealthy();
-        if (_state != SequenceState.Prefilling || _chunk is null || _chunk.Index != chunk)
+        Placed placed = RequireHealthy();
+        SequenceModel model = placed.Model;
+        if (_phase is not SequencePhase.Prefilling prefilling || prefilling.Chunk.Index != chunk)
         {
-            throw ServiceException.Conflict("chunk", $"chunk {chunk} is not in flight ({(_chunk is null ? "no chunk was started" : $"the current chunk is {_chunk.Index}, {_layersDone} of {model.Spec.Layers} layers done")})");
+            string now = _phase switch
+            {
+                SequencePhase.Prefilling p => $"the current chunk is {p.Chunk.Index}, {p.LayersDone} of {model.Spec.Layers} layers done",
+                { LastChunk: { } last } => $"the last chunk, {last.Index}, is done",
+                _ => "no chunk was started",
+            };
+            throw ServiceException.Conflict("chunk", $"chunk {chunk} is not in flight ({now})");
         }
 
         if (layer < 0 || layer >= model.Spec.Layers)
@@ -195,14 +188,14 @@ internal sealed class CoordinatorGrain(SiloResources resources, IClusterMembersh
             throw ServiceException.Invalid("layer", $"expected 0..{model.Spec.Layers - 1}, got {layer}");
         }
 
-        if (layer != _layersDone)
+        if (layer != prefilling.LayersDone)
         {
-            throw ServiceException.Conflict("layer", $"layers run in order: the next layer of chunk {chunk} is {_layersDone}, not {layer}");
+            throw ServiceException.Conflict("layer", $"layers run in order: the next layer of chunk {chunk} is {prefilling.LayersDone}, not {layer}");
         }
 
         long started = Stopwatch.GetTimestamp();
-        var run = new ShardRun(_epoch, chunk, layer, Guid.NewGuid(), _keys, _silos);
-        ISequenceShardGrain[] shards = [.. _keys.Select(Shard)];
+        var run = new ShardRun(placed.Epoch, chunk, layer, Guid.NewGuid(), placed.Keys, placed.Silos);
+        ISequenceShardGrain[] shards = [.. placed.Keys.Select(Shard)];
         ShardTimings[] timings = await RunEverywhereAsync(
             shards.Select(s => s.RunLayerAsync(run, cancellationToken)).ToArray(),
             () => Task.WhenAll(shards.Select(s => IgnoreFailure(s.AbortRunAsync(run.Run, CancellationToken.None)))),
@@ -210,17 +203,19 @@ internal sealed class CoordinatorGrain(SiloResources resources, IClusterMembersh
             $"layer {layer} of chunk {chunk}");
         // Every shard holds the layer's KV now: the layer is done, whatever happens to the clean-up below. Were a
         // failed commit to fail the call, the shards that did commit would have dropped the uploads a retry needs.
-        _layersDone++;
-        if (_layersDone == model.Spec.Layers)
+        if (prefilling.LayersDone + 1 < model.Spec.Layers)
         {
-            _length += _chunk.Tokens;
-            _history.Add(_chunkPositions, _chunkDocuments);
-            _state = SequenceState.Ready;
+            Move(prefilling with { LayersDone = prefilling.LayersDone + 1 });
+        }
+        else
+        {
+            placed.History.Add(prefilling.Positions, prefilling.Documents);
+            Move(new SequencePhase.Idle(prefilling.Length + prefilling.Chunk.Tokens, prefilling.NextChunk, prefilling.Chunk));
         }
 
         try
         {
-            await Guard(shards.Select(s => s.CommitLayerAsync(_epoch, chunk, layer, cancellationToken)));
+            await Guard(shards.Select(s => s.CommitLayerAsync(placed.Epoch, chunk, layer, cancellationToken)));
         }
         catch (Exception e) when (IsUnreachable(e))
         {
@@ -233,36 +228,40 @@ internal sealed class CoordinatorGrain(SiloResources resources, IClusterMembersh
 
     public async Task<DecodeResult> DecodeAsync(int layer, TensorRows query, TensorRows key, TensorRows value, int document, CancellationToken cancellationToken)
     {
-        SequenceModel model = RequireHealthy();
+        Placed placed = RequireHealthy();
+        SequenceModel model = placed.Model;
         SequenceSpec spec = model.Spec;
-        if (_state == SequenceState.Prefilling)
+        if (_phase is SequencePhase.Prefilling inFlight)
         {
-            throw ServiceException.Conflict("layer", $"chunk {_chunk!.Index} is in flight; finish its layers before decoding");
+            throw ServiceException.Conflict("layer", $"chunk {inFlight.Chunk.Index} is in flight; finish its layers before decoding");
         }
+
+        int layersDone = _phase is SequencePhase.Decoding decoding ? decoding.LayersDone : 0;
+        long length = _phase.Length;
 
         if (layer < 0 || layer >= spec.Layers)
         {
             throw ServiceException.Invalid("layer", $"expected 0..{spec.Layers - 1}, got {layer}");
         }
 
-        if (layer != _decodeLayersDone)
+        if (layer != layersDone)
         {
-            throw ServiceException.Conflict("layer", $"decode runs the layers in order: the next layer of token {_length} is {_decodeLayersDone}, not {layer}");
+            throw ServiceException.Conflict("layer", $"decode runs the layers in order: the next layer of token {length} is {layersDone}, not {layer}");
         }
 
         model.CheckRows(query, "q", 1, spec.QueryHeads);
         model.CheckRows(key, "k", 1, spec.KeyValueHeads);
         model.CheckRows(value, "v", 1, spec.KeyValueHeads);
-        if (_length + 1 > resources.Options.MaxTokensPerSequence)
+        if (length + 1 > resources.Options.MaxTokensPerSequence)
         {
-            throw ServiceException.Limit("tokens", $"the sequence holds {_length} tokens, its limit (MaxTokensPerSequence)");
+            throw ServiceException.Limit("tokens", $"the sequence holds {length} tokens, its limit (MaxTokensPerSequence)");
         }
 
-        long position = _length;
+        long position = length;
         int[] documents = model.Mask.Document ? [document] : [];
         try
         {
-            _history.EnsureCanAppend([position], documents);
+            placed.History.EnsureCanAppend([position], documents);
         }
         catch (ArgumentException e)
         {
@@ -270,24 +269,25 @@ internal sealed class CoordinatorGrain(SiloResources resources, IClusterMembersh
         }
 
         long started = Stopwatch.GetTimestamp();
-        LayoutPlan plan = model.Plan(_keys.Length, 0);
+        LayoutPlan plan = model.Plan(placed.Keys.Length, 0);
         int ownerRing = (int)(position % plan.RingDegree);
-        ISequenceShardGrain[] shards = [.. _keys.Select(Shard)];
+        ISequenceShardGrain[] shards = [.. placed.Keys.Select(Shard)];
         bool[] owners = [.. Enumerable.Range(0, shards.Length).Select(i => plan.RingOf(i) == ownerRing)];
         DecodePartial[] partials = await RunEverywhereAsync(
-            shards.Select((s, i) => s.DecodeAsync(new ShardDecode(_epoch, layer, position, document, owners[i], query, key, value), cancellationToken)).ToArray(),
+            shards.Select((s, i) => s.DecodeAsync(new ShardDecode(placed.Epoch, layer, position, document, owners[i], query, key, value), cancellationToken)).ToArray(),
             () => Task.CompletedTask,
-            () => Task.WhenAll(shards.Where((_, i) => owners[i]).Select(s => IgnoreFailure(s.UndoDecodeAsync(_epoch, layer, position, CancellationToken.None)))),
+            () => Task.WhenAll(shards.Where((_, i) => owners[i]).Select(s => IgnoreFailure(s.UndoDecodeAsync(placed.Epoch, layer, position, CancellationToken.None)))),
             $"decode of token {position}, layer {layer}");
 
         (float[] output, float[] lse) = Merge(partials, spec.QueryHeads, spec.HeadDim);
-        _decodeLayersDone++;
-        if (_decodeLayersDone == spec.Layers)
+        if (layersDone + 1 < spec.Layers)
         {
-            _decodeLayersDone = 0;
-            _length++;
-            _history.Add([position], documents);
-            _state = SequenceState.Ready;
+            Move(new SequencePhase.Decoding(length, _phase.NextChunk, _phase.LastChunk, layersDone + 1));
+        }
+        else
+        {
+            placed.History.Add([position], documents);
+            Move(new SequencePhase.Idle(length + 1, _phase.NextChunk, _phase.LastChunk));
         }
 
         return new DecodeResult(position, layer, output, lse, Stopwatch.GetElapsedTime(started).TotalSeconds);
@@ -295,22 +295,23 @@ internal sealed class CoordinatorGrain(SiloResources resources, IClusterMembersh
 
     public Task<bool> HoldsAsync(string epoch, CancellationToken cancellationToken)
     {
-        if (_model is null)
+        if (_placed is not { } placed)
         {
             DeactivateOnIdle();
+            return Task.FromResult(false);
         }
 
-        return Task.FromResult(_model is not null && _epoch == epoch);
+        return Task.FromResult(placed.Epoch == epoch);
     }
 
     public async Task DeleteAsync(CancellationToken cancellationToken)
     {
-        Require();
-        await Task.WhenAll(_keys.Select(k => IgnoreFailure(Shard(k).DeleteAsync(_epoch, cancellationToken))));
+        Placed placed = Require();
+        await Task.WhenAll(placed.Keys.Select(k => IgnoreFailure(Shard(k).DeleteAsync(placed.Epoch, cancellationToken))));
         await GrainFactory.GetGrain<ISequenceDirectoryGrain>("all").RemoveAsync(Id, cancellationToken);
-        _model = null;
-        _keys = [];
-        _state = SequenceState.Deleted;
+        _placed = null;
+        _problem = null;
+        Move(new SequencePhase.Deleted());
         DeactivateOnIdle();
     }
 
@@ -399,37 +400,52 @@ internal sealed class CoordinatorGrain(SiloResources resources, IClusterMembersh
         throw ServiceException.Unavailable($"{what} failed and was rolled back on every shard; it may be retried: {first.Message}", first);
     }
 
-    private SequenceInfo Info(IReadOnlyList<ShardInfo> map) => new(
-        Id,
-        _model?.Spec ?? new SequenceSpec(),
-        _problem is null ? _state : SequenceState.Degraded,
-        _length,
-        _keys.Length,
-        map,
-        _chunk is null || _state != SequenceState.Prefilling ? null : new ChunkProgress(_chunk.Index, _chunk.Start, _chunk.Tokens, _layersDone),
-        _decodeLayersDone,
-        _problem,
-        silo.SiloAddress.ToParsableString());
+    private SequenceInfo Info(IReadOnlyList<ShardInfo> map)
+    {
+        SequencePhase phase = _phase;
+        return new(
+            Id,
+            _placed?.Model.Spec ?? new SequenceSpec(),
+            _problem is null ? phase.State : SequenceState.Degraded,
+            phase.Length,
+            _placed?.Keys.Length ?? 0,
+            map,
+            phase is SequencePhase.Prefilling p ? new ChunkProgress(p.Chunk.Index, p.Chunk.Start, p.Chunk.Tokens, p.LayersDone) : null,
+            phase is SequencePhase.Decoding d ? d.LayersDone : 0,
+            _problem,
+            silo.SiloAddress.ToParsableString());
+    }
+
+    /// <summary>The one place the phase changes. A move the life cycle does not have is a bug here, not a client's error.</summary>
+    private void Move(SequencePhase next)
+    {
+        if (!SequencePhase.CanMove(_phase, next))
+        {
+            throw new InvalidOperationException($"coordinator of '{Id}': the life cycle has no move from {_phase.GetType().Name} to {next.GetType().Name}");
+        }
+
+        _phase = next;
+    }
 
     private void Degrade(int shard, Exception cause) =>
         _problem ??= $"shard {shard} lost its KV segments ({Describe(cause)}); the sequence refuses to answer rather than answer wrongly: delete it and prefill again";
 
-    private SequenceModel Require()
+    private Placed Require()
     {
-        if (_model is null)
+        if (_placed is not { } placed)
         {
             // An activation made by asking for an unknown (or lost) sequence holds nothing: do not keep it.
             DeactivateOnIdle();
             throw ServiceException.NotFound(Id);
         }
 
-        return _model;
+        return placed;
     }
 
-    private SequenceModel RequireHealthy()
+    private Placed RequireHealthy()
     {
-        SequenceModel model = Require();
-        return _problem is null ? model : throw ServiceException.Degraded($"sequence '{Id}' is degraded: {_problem}");
+        Placed placed = Require();
+        return _problem is null ? placed : throw ServiceException.Degraded($"sequence '{Id}' is degraded: {_problem}");
     }
 
     private ISequenceShardGrain Shard(string key) => GrainFactory.GetGrain<ISequenceShardGrain>(key);
@@ -485,4 +501,7 @@ internal sealed class CoordinatorGrain(SiloResources resources, IClusterMembersh
             // Best effort: the shard may be gone, which is what is being cleaned up after.
         }
     }
+
+    /// <summary>What is fixed from a sequence's creation to its deletion: the validated spec, the incarnation, where its shards are, and the history of its chunks.</summary>
+    private sealed record Placed(SequenceModel Model, string Epoch, string[] Keys, string[] Silos, ChunkHistory History);
 }

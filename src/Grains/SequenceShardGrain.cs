@@ -282,8 +282,8 @@ internal sealed class SequenceShardGrain(SiloResources resources, IRunExchangeFa
             long bytes = 2L * kvCount * d * size;
             resources.ReserveBytes(bytes, "k");
             _reserved += bytes;
-            _decodeAppends[step.Layer] = (step.Position, store.SegmentCount);
-            store.Append([step.Position], documents, step.Key.Data.AsSpan(kvFirst * d * size, kvCount * d * size).ToArray(), step.Value.Data.AsSpan(kvFirst * d * size, kvCount * d * size).ToArray());
+            int undo = store.Append([step.Position], documents, step.Key.Data.AsSpan(kvFirst * d * size, kvCount * d * size).ToArray(), step.Value.Data.AsSpan(kvFirst * d * size, kvCount * d * size).ToArray());
+            _decodeAppends[step.Layer] = (step.Position, undo);
         }
 
         var output = new float[qCount * d];

@@ -21,7 +21,8 @@ internal interface IShardStore : IDisposable
         IExchange exchange, LayoutPlan plan, byte[] query, byte[] key, byte[] value, long[] positions, int[] documents, Memory<float> output, Memory<float> logSumExp,
         AttentionMask mask, AttentionOptions options, CancellationToken cancellationToken);
 
-    void Append(long[] positions, int[] documents, byte[] key, byte[] value);
+    /// <summary>Appends decoded rows; returns the segment count that <see cref="Truncate"/> takes to undo exactly this append.</summary>
+    int Append(long[] positions, int[] documents, byte[] key, byte[] value);
 
     void Attend(byte[] query, long[] positions, int[] documents, int queryHeads, int keyValueHeads, AttentionMask mask, AttentionOptions options, Span<float> output, Span<float> logSumExp);
 
@@ -55,7 +56,7 @@ internal sealed class ShardStore<T>(int rank, int headDim, TimeSpan receiveTimeo
         _rank.PrefillChunkAsync(
             exchange, plan, RankView<T>.AllRows(Elements(query), Elements(key), Elements(value), positions, documents, output, logSumExp), mask, options, null, cancellationToken);
 
-    public void Append(long[] positions, int[] documents, byte[] key, byte[] value) => _rank.Append(positions, documents, Elements(key), Elements(value));
+    public int Append(long[] positions, int[] documents, byte[] key, byte[] value) => _rank.Append(positions, documents, Elements(key), Elements(value));
 
     public void Attend(byte[] query, long[] positions, int[] documents, int queryHeads, int keyValueHeads, AttentionMask mask, AttentionOptions options, Span<float> output, Span<float> logSumExp) =>
         _rank.AttendStored(MemoryMarshal.Cast<byte, T>(query), positions, documents, queryHeads, keyValueHeads, mask, options, output, logSumExp);

@@ -18,6 +18,16 @@ public sealed class ContextParallelRank<T> : IDisposable
     // One frame per segment, laid out as a KeyValueFrame, so the ring sends a stored segment as it is, without a copy;
     // from the SegmentPool, so a new sequence reuses mapped memory (the price: power-of-two rounding while it lives).
     private readonly List<Frame> _segments = [];
+
+    /// <summary>
+    /// Per segment: −1 for a chunk's segment; for appended rows (decode), the level of a log-structured merge — a
+    /// row's own segment is level 0, <see cref="AppendMergeWidth"/> segments of level L merge into one of level L + 1 —
+    /// so n decoded tokens cost O(width · log n) segments, not n, on every later attend.
+    /// </summary>
+    private readonly List<int> _levels = [];
+
+    /// <summary>How many appended segments of one level are merged into one.</summary>
+    internal const int AppendMergeWidth = 16;
     private readonly int _headDim;
     // Kept as counts rather than summed over the segments: a service reads them beside a call that adds or frees segments.
     private long _storedRows;
@@ -51,6 +61,7 @@ public sealed class ContextParallelRank<T> : IDisposable
         {
             Frame segment = _segments[i];
             _segments.RemoveAt(i);
+            _levels.RemoveAt(i);
             Count(segment, -1);
             segment.Dispose();
         }
@@ -58,9 +69,10 @@ public sealed class ContextParallelRank<T> : IDisposable
 
     /// <summary>
     /// Appends KV rows this rank owns without a ring pass (a decoded token): K and V <c>[n, kvHeads, d]</c> for
-    /// this rank's KV heads. The rows are copied.
+    /// this rank's KV heads. The rows are copied. Earlier appended rows may first be merged into fewer segments;
+    /// returns the segment count to <see cref="Truncate"/> to that undoes exactly this append.
     /// </summary>
-    public void Append(long[] positions, int[] documents, T[] key, T[] value)
+    public int Append(long[] positions, int[] documents, T[] key, T[] value)
     {
         ArgumentNullException.ThrowIfNull(positions);
         ArgumentNullException.ThrowIfNull(documents);
@@ -71,13 +83,34 @@ public sealed class ContextParallelRank<T> : IDisposable
             throw new ArgumentException($"key has {key.Length} elements and value {value.Length}; they must match", nameof(value));
         }
 
+        MergeAppended();
+        int undo = _segments.Count;
         Frame segment = KeyValueFrame<T>.Create(positions.Length, documents.Length, key.Length, stored: true);
         var stored = new KeyValueFrame<T>(segment);
         positions.CopyTo(stored.Positions);
         documents.CopyTo(stored.Documents);
         key.CopyTo(stored.Key);
         value.CopyTo(stored.Value);
-        Add(segment);
+        Add(segment, level: 0);
+        return undo;
+    }
+
+    /// <summary>While the last <see cref="AppendMergeWidth"/> segments are appended ones of one level, merges them into one of the next level.</summary>
+    private void MergeAppended()
+    {
+        while (_segments.Count >= AppendMergeWidth)
+        {
+            int first = _segments.Count - AppendMergeWidth;
+            int level = _levels[first];
+            if (level < 0 || _levels.Skip(first).Any(l => l != level))
+            {
+                return;
+            }
+
+            Frame merged = Concatenate(_segments.GetRange(first, AppendMergeWidth), stored: true);
+            Truncate(first);
+            Add(merged, level + 1);
+        }
     }
 
     /// <summary>
@@ -253,9 +286,10 @@ public sealed class ContextParallelRank<T> : IDisposable
         }
     }
 
-    private void Add(Frame segment)
+    private void Add(Frame segment, int level = -1)
     {
         _segments.Add(segment);
+        _levels.Add(level);
         Count(segment, +1);
     }
 
@@ -272,6 +306,9 @@ public sealed class ContextParallelRank<T> : IDisposable
         var rows = new KeyValueFrame<T>(segment);
         return TileRange.Of(rows.Positions, mask.Document ? rows.Documents : default);
     }
+
+    /// <summary>Query rows up to which stored KV is attended by the decode kernel rather than the tiled forward kernel.</summary>
+    private const int DecodeRows = 4;
 
     private static bool AttendBlock(
         ReadOnlySpan<T> query, Frame segment, TileRange queries, KeyValueFrame<T> keys, AttentionShape shape, AttentionMask mask, AttentionOptions options,
@@ -298,8 +335,17 @@ public sealed class ContextParallelRank<T> : IDisposable
         }
 
         var tokens = new AttentionTokens(positions, keys.Positions, mask.Document ? documents : default, mask.Document ? keys.Documents : default);
-        Attention.Forward<T>(
-            query, keys.Key, keys.Value, shape with { KeyTokens = keys.Rows }, mask, tokens, accumulate ? partOutput : output, accumulate ? partLogSumExp : logSumExp, options);
+        if (positions.Length <= DecodeRows)
+        {
+            // A decode step: split-K over the stored keys, no tile packing for a handful of query rows.
+            Attention.Decode<T>(
+                query, keys.Key, keys.Value, shape with { KeyTokens = keys.Rows }, mask, tokens, accumulate ? partOutput : output, accumulate ? partLogSumExp : logSumExp, options);
+        }
+        else
+        {
+            Attention.Forward<T>(
+                query, keys.Key, keys.Value, shape with { KeyTokens = keys.Rows }, mask, tokens, accumulate ? partOutput : output, accumulate ? partLogSumExp : logSumExp, options);
+        }
         if (accumulate)
         {
             Attention.MergePartials(output, logSumExp, partOutput, partLogSumExp, output, logSumExp, shape.HeadDim);
@@ -312,39 +358,37 @@ public sealed class ContextParallelRank<T> : IDisposable
     /// All of this rank's stored KV as one frame: the one segment itself when there is one (another reference, no copy),
     /// else the segments concatenated in the order they were stored into a pooled frame.
     /// </summary>
-    private Frame StoreFrame()
-    {
-        if (_segments.Count == 1)
-        {
-            return _segments[0].Retain();
-        }
+    private Frame StoreFrame() => _segments.Count == 1 ? _segments[0].Retain() : Concatenate(_segments, stored: false);
 
+    /// <summary>Segments concatenated, in order, into one pooled frame (<paramref name="stored"/>: from the segment pool, to keep).</summary>
+    private static Frame Concatenate(List<Frame> segments, bool stored)
+    {
         int rows = 0;
         int documents = 0;
         int elements = 0;
-        foreach (Frame segment in _segments)
+        foreach (Frame segment in segments)
         {
-            var stored = new KeyValueFrame<T>(segment);
-            rows += stored.Rows;
-            documents += stored.Documents.Length;
-            elements = checked(elements + stored.Key.Length);
+            var part = new KeyValueFrame<T>(segment);
+            rows += part.Rows;
+            documents += part.Documents.Length;
+            elements = checked(elements + part.Key.Length);
         }
 
-        Frame frame = KeyValueFrame<T>.Create(rows, documents, elements, stored: false);
+        Frame frame = KeyValueFrame<T>.Create(rows, documents, elements, stored);
         var all = new KeyValueFrame<T>(frame);
         int row = 0;
         int document = 0;
         int element = 0;
-        foreach (Frame segment in _segments)
+        foreach (Frame segment in segments)
         {
-            var stored = new KeyValueFrame<T>(segment);
-            stored.Positions.CopyTo(all.Positions[row..]);
-            stored.Documents.CopyTo(all.Documents[document..]);
-            stored.Key.CopyTo(all.Key[element..]);
-            stored.Value.CopyTo(all.Value[element..]);
-            row += stored.Rows;
-            document += stored.Documents.Length;
-            element += stored.Key.Length;
+            var part = new KeyValueFrame<T>(segment);
+            part.Positions.CopyTo(all.Positions[row..]);
+            part.Documents.CopyTo(all.Documents[document..]);
+            part.Key.CopyTo(all.Key[element..]);
+            part.Value.CopyTo(all.Value[element..]);
+            row += part.Rows;
+            document += part.Documents.Length;
+            element += part.Key.Length;
         }
 
         return frame;
