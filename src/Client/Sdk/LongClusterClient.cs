@@ -4,7 +4,7 @@ using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Runtime.InteropServices;
 using System.Text.Json;
-using LongCluster.Grains;
+using LongCluster.Contracts;
 using LongCluster.Tensors;
 
 namespace LongCluster.Client;
