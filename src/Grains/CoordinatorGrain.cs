@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using LongCluster.Contracts;
 using LongCluster.Kernels;
 using LongCluster.Kernels.ContextParallel;
 using LongCluster.Grains.Placement;

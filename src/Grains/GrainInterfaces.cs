@@ -1,3 +1,5 @@
+using LongCluster.Contracts;
+
 namespace LongCluster.Grains;
 
 /// <summary>Rows of one tensor as they travel between the client API and a shard: safetensors dtype name, shape, raw little-endian bytes.</summary>

@@ -1,3 +1,5 @@
+using LongCluster.Contracts;
+
 namespace LongCluster.Grains;
 
 /// <summary>

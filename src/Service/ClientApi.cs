@@ -4,6 +4,7 @@ using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
 using System.Text.RegularExpressions;
+using LongCluster.Contracts;
 using LongCluster.Grains;
 using LongCluster.Grains.Diagnostics;
 using LongCluster.Grains.Placement;

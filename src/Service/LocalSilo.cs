@@ -1,3 +1,4 @@
+using LongCluster.Contracts;
 using LongCluster.Grains;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;

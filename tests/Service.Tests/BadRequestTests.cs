@@ -3,7 +3,7 @@ using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json;
 using LongCluster.Client;
-using LongCluster.Grains;
+using LongCluster.Contracts;
 using LongCluster.Tensors;
 
 namespace LongCluster.Service.Tests;

@@ -1,5 +1,5 @@
 using LongCluster.Client;
-using LongCluster.Grains;
+using LongCluster.Contracts;
 using LongCluster.Grains.Exchange;
 using LongCluster.Kernels;
 using LongCluster.Tensors;

@@ -1,4 +1,5 @@
 using LongCluster.Client;
+using LongCluster.Contracts;
 using LongCluster.Grains;
 using Microsoft.Extensions.DependencyInjection;
 using Orleans.Core.Internal;

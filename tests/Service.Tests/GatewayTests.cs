@@ -1,7 +1,7 @@
 using System.Net;
 using System.Net.Sockets;
 using LongCluster.Client;
-using LongCluster.Grains;
+using LongCluster.Contracts;
 
 namespace LongCluster.Service.Tests;
 

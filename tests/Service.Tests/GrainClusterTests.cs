@@ -1,3 +1,4 @@
+using LongCluster.Contracts;
 using LongCluster.Grains;
 using Microsoft.Extensions.DependencyInjection;
 using Orleans.TestingHost;

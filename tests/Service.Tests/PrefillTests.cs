@@ -1,5 +1,5 @@
 using LongCluster.Client;
-using LongCluster.Grains;
+using LongCluster.Contracts;
 
 namespace LongCluster.Service.Tests;
 

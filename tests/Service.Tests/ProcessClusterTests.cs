@@ -2,7 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using LongCluster.Cli.Processes;
 using LongCluster.Client;
-using LongCluster.Grains;
+using LongCluster.Contracts;
 using Xunit.Abstractions;
 
 namespace LongCluster.Service.Tests;

@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using LongCluster.Client;
-using LongCluster.Grains;
+using LongCluster.Contracts;
 using LongCluster.Kernels;
 using LongCluster.Service;
 using LongCluster.Tensors;

@@ -1,6 +1,6 @@
 using System.Security.Cryptography;
 using LongCluster.Client;
-using LongCluster.Grains;
+using LongCluster.Contracts;
 using LongCluster.Kernels;
 using LongCluster.Service;
 using LongCluster.Tensors;

@@ -4,90 +4,19 @@ using System.Net.Http.Headers;
 using System.Net.Http.Json;
 using System.Runtime.InteropServices;
 using System.Text.Json;
-using LongCluster.Grains;
+using LongCluster.Contracts;
 using LongCluster.Tensors;
+using Microsoft.Extensions.Http.Resilience;
+using Polly;
+using Polly.Retry;
 
 namespace LongCluster.Client;
-
-/// <summary>Where and how a <see cref="LongClusterClient"/> talks to a cluster.</summary>
-public sealed class LongClusterClientOptions
-{
-    /// <summary>HTTP endpoints of silos (any silo is a gateway); tried in turn when one fails.</summary>
-    public IReadOnlyList<Uri> Endpoints { get; set; } = [];
-
-    /// <summary>The cluster's API bearer token.</summary>
-    public string Token { get; set; } = "";
-
-    /// <summary>Deadline of one HTTP request (a layer over a long sequence can take minutes).</summary>
-    public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromMinutes(30);
-
-    /// <summary>Further attempts of a request whose failure says a retry can help (a silo failed or is busy).</summary>
-    public int MaxRetries { get; set; } = 3;
-
-    /// <summary>Wait before the first retry; doubled for each further one.</summary>
-    public TimeSpan RetryDelay { get; set; } = TimeSpan.FromMilliseconds(250);
-
-    /// <summary>Told of every retry before its wait (to log it, or show it beside a progress bar); called on the retrying task.</summary>
-    public Action<RetryNotice>? OnRetry { get; set; }
-
-    internal void Validate()
-    {
-        if (Endpoints is null || Endpoints.Count == 0)
-        {
-            throw new ArgumentException("at least one endpoint is required", nameof(Endpoints));
-        }
-
-        if (string.IsNullOrEmpty(Token))
-        {
-            throw new ArgumentException("the API token is required", nameof(Token));
-        }
-
-        if (MaxRetries < 0 || RequestTimeout <= TimeSpan.Zero || RetryDelay < TimeSpan.Zero)
-        {
-            throw new ArgumentException("MaxRetries must be >= 0, RequestTimeout positive and RetryDelay >= 0", nameof(MaxRetries));
-        }
-    }
-}
-
-/// <summary>A request the cluster refused or could not serve.</summary>
-public sealed class LongClusterException(int status, ApiError error, Exception? inner = null) : Exception(error.Error, inner)
-{
-    /// <summary>HTTP status (0 when no silo answered).</summary>
-    public int Status { get; } = status;
-
-    /// <summary>invalid_request, not_found, conflict, degraded, limit_exceeded, too_large, unauthorized, unavailable, internal.</summary>
-    public string Code { get; } = error.Code;
-
-    /// <summary>The request field that was wrong, when one was.</summary>
-    public string? Field { get; } = error.Field;
-
-    /// <summary>Whether the same request may succeed later.</summary>
-    public bool IsRetryable { get; } = error.Retryable;
-}
-
-/// <summary>
-/// A retry about to happen: what is retried (a request as <c>METHOD path</c>, or <c>prefill id</c> when a sequence
-/// is deleted and built again), its attempt number (1 = the first retry), the wait before it, and the failure.
-/// </summary>
-public sealed record RetryNotice(string What, int Attempt, TimeSpan Delay, LongClusterException Failure);
-
-/// <summary>Progress of a prefill: the phase (upload, run, read) of a layer, and bytes uploaded of the layer's total.</summary>
-public sealed record PrefillProgress(int Layer, int Layers, string Phase, long BytesUploaded, long BytesTotal);
-
-/// <summary>Q <c>[T, Hq, d]</c>, K and V <c>[T, Hkv, d]</c> of one layer of a chunk, in token order, in the sequence's dtype.</summary>
-public sealed record LayerInput(HostTensor Query, HostTensor Key, HostTensor Value);
-
-/// <summary>One layer's result in token order: O <c>[T, Hq, d]</c> and LSE <c>[T, Hq]</c> (f32), and the run's timings.</summary>
-public sealed record LayerOutput(float[] Output, float[] LogSumExp, LayerRunResult Run);
-
-/// <summary>A decode step's result: O <c>[Hq, d]</c>, LSE <c>[Hq]</c>, and the position the token took.</summary>
-public sealed record DecodeOutput(long Position, float[] Output, float[] LogSumExp);
 
 /// <summary>
 /// The client SDK over the HTTP API. Thread-safe; every method is async and takes a <see cref="CancellationToken"/>.
 /// Failures are <see cref="LongClusterException"/>s carrying the status, the field, and whether a retry can help;
-/// retryable failures are retried (<see cref="LongClusterClientOptions.MaxRetries"/>) before they are thrown.
-/// Prefill uploads each shard's rows straight to the silo that hosts it, all shards in parallel.
+/// retryable failures are retried (<see cref="LongClusterClientOptions.MaxRetries"/>, by a Polly retry pipeline) before
+/// they are thrown. Prefill uploads each shard's rows straight to the silo that hosts it, all shards in parallel.
 /// </summary>
 public sealed class LongClusterClient : IDisposable
 {
@@ -98,24 +27,48 @@ public sealed class LongClusterClient : IDisposable
 
     /// <summary>How long a gateway that refused a connection is passed over while others answer.</summary>
     private static readonly TimeSpan GatewayRest = TimeSpan.FromSeconds(10);
+
+    /// <summary>What a pipeline run retries, as <see cref="RetryNotice.What"/> names it.</summary>
+    private static readonly ResiliencePropertyKey<string> WhatKey = new("LongCluster.What");
+
+    /// <summary>The sequence that <see cref="CreateAndPrefillAsync"/> deletes before it builds it again.</summary>
+    private static readonly ResiliencePropertyKey<string> SequenceKey = new("LongCluster.Sequence");
+
     private readonly LongClusterClientOptions _options;
     private readonly HttpClient _http;
+    private readonly bool _ownsHttp;
     private readonly Uri[] _gateways;
     private readonly long[] _gatewayRestsUntil;
+    private readonly ResiliencePipeline<HttpResponseMessage> _requests;
+    private readonly ResiliencePipeline _rebuilds;
     private int _nextEndpoint;
 
+    /// <summary>A client with an <see cref="HttpClient"/> of its own, disposed with it.</summary>
     public LongClusterClient(LongClusterClientOptions options)
+        : this(Validated(options), new HttpClient(CreateHandler()) { Timeout = Timeout.InfiniteTimeSpan }, ownsHttp: true)
     {
-        ArgumentNullException.ThrowIfNull(options);
-        options.Validate();
+    }
+
+    /// <summary>
+    /// A client over the caller's <paramref name="http"/> (from <c>IHttpClientFactory</c>, say), which it neither
+    /// configures nor disposes. Requests carry absolute URIs and their own bearer token; the client's
+    /// <see cref="HttpClient.Timeout"/> still bounds every attempt, so leave it infinite and let
+    /// <see cref="LongClusterClientOptions.RequestTimeout"/> decide.
+    /// </summary>
+    public LongClusterClient(HttpClient http, LongClusterClientOptions options)
+        : this(Validated(options), http ?? throw new ArgumentNullException(nameof(http)), ownsHttp: false)
+    {
+    }
+
+    private LongClusterClient(LongClusterClientOptions options, HttpClient http, bool ownsHttp)
+    {
         _options = options;
+        _http = http;
+        _ownsHttp = ownsHttp;
         _gateways = [.. options.Endpoints];
         _gatewayRestsUntil = new long[_gateways.Length];
-        _http = new HttpClient(new SocketsHttpHandler { PooledConnectionLifetime = TimeSpan.FromMinutes(5), MaxConnectionsPerServer = 64 })
-        {
-            Timeout = Timeout.InfiniteTimeSpan,
-        };
-        _http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", options.Token);
+        _requests = BuildRequestPipeline();
+        _rebuilds = BuildRebuildPipeline();
     }
 
     public Task<SequenceInfo> CreateSequenceAsync(SequenceSpec spec, string? id = null, CancellationToken cancellationToken = default) =>
@@ -231,28 +184,23 @@ public sealed class LongClusterClient : IDisposable
     public async Task<(SequenceInfo Sequence, IReadOnlyList<LayerOutput> Layers)> CreateAndPrefillAsync(
         SequenceSpec spec, string id, int tokens, Func<int, LayerOutput?, LayerInput> inputOf, int[]? documents = null, IProgress<PrefillProgress>? progress = null, CancellationToken cancellationToken = default)
     {
-        for (int attempt = 0; ; attempt++)
+        ResilienceContext context = ResilienceContextPool.Shared.Get(cancellationToken);
+        context.Properties.Set(WhatKey, $"prefill {id}");
+        context.Properties.Set(SequenceKey, id);
+        try
         {
-            try
-            {
-                await CreateSequenceAsync(spec, id, cancellationToken).ConfigureAwait(false);
-                IReadOnlyList<LayerOutput> layers = await PrefillAsync(id, tokens, inputOf, documents, progress, cancellationToken).ConfigureAwait(false);
-                return (await GetSequenceAsync(id, cancellationToken).ConfigureAwait(false), layers);
-            }
-            catch (LongClusterException e) when (attempt < _options.MaxRetries && (e.Code is "degraded" or "not_found" || e.IsRetryable))
-            {
-                TimeSpan delay = _options.RetryDelay * (1 << attempt);
-                _options.OnRetry?.Invoke(new RetryNotice($"prefill {id}", attempt + 1, delay, e));
-                try
+            return await _rebuilds.ExecuteAsync(
+                async attempt =>
                 {
-                    await DeleteSequenceAsync(id, cancellationToken).ConfigureAwait(false);
-                }
-                catch (LongClusterException gone) when (gone.Status == 404)
-                {
-                }
-
-                await Task.Delay(delay, cancellationToken).ConfigureAwait(false);
-            }
+                    await CreateSequenceAsync(spec, id, attempt.CancellationToken).ConfigureAwait(false);
+                    IReadOnlyList<LayerOutput> layers = await PrefillAsync(id, tokens, inputOf, documents, progress, attempt.CancellationToken).ConfigureAwait(false);
+                    return (await GetSequenceAsync(id, attempt.CancellationToken).ConfigureAwait(false), layers);
+                },
+                context).ConfigureAwait(false);
+        }
+        finally
+        {
+            ResilienceContextPool.Shared.Return(context);
         }
     }
 
@@ -273,7 +221,98 @@ public sealed class LongClusterClient : IDisposable
         return new DecodeOutput(position, reader.Read("o").ToSingle(), reader.Read("lse").ToSingle());
     }
 
-    public void Dispose() => _http.Dispose();
+    public void Dispose()
+    {
+        if (_ownsHttp)
+        {
+            _http.Dispose();
+        }
+    }
+
+    /// <summary>The handler of a client's own <see cref="HttpClient"/> and of the one <c>AddLongClusterClient</c> registers.</summary>
+    internal static SocketsHttpHandler CreateHandler() => new() { PooledConnectionLifetime = TimeSpan.FromMinutes(5), MaxConnectionsPerServer = 64 };
+
+    private static LongClusterClientOptions Validated(LongClusterClientOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        return options;
+    }
+
+    /// <summary>
+    /// Retries a request whose failure says a retry can help (<see cref="LongClusterException.IsRetryable"/>: the
+    /// silo's <see cref="ApiError"/> says so, a 502/503 without one, no answer within the deadline, a broken
+    /// connection), waiting <see cref="LongClusterClientOptions.RetryDelay"/> doubled per retry, without jitter. Failed
+    /// answers reach the pipeline as exceptions, so it never sees a Retry-After header.
+    /// </summary>
+    private ResiliencePipeline<HttpResponseMessage> BuildRequestPipeline()
+    {
+        if (_options.MaxRetries == 0)
+        {
+            // Polly's retry strategy refuses MaxRetryAttempts below 1; no retries is no strategy.
+            return ResiliencePipeline<HttpResponseMessage>.Empty;
+        }
+
+        return new ResiliencePipelineBuilder<HttpResponseMessage>()
+            .AddRetry(new HttpRetryStrategyOptions
+            {
+                MaxRetryAttempts = _options.MaxRetries,
+                Delay = _options.RetryDelay,
+                BackoffType = DelayBackoffType.Exponential,
+                UseJitter = false,
+                ShouldRetryAfterHeader = false,
+                ShouldHandle = args => ValueTask.FromResult(args.Outcome.Exception is LongClusterException { IsRetryable: true }),
+                OnRetry = args =>
+                {
+                    Notify(args.Context, args.AttemptNumber, args.RetryDelay, args.Outcome.Exception);
+                    return default;
+                },
+            })
+            .Build();
+    }
+
+    /// <summary>
+    /// Builds a sequence again when it lost a shard (degraded) or its coordinator (not found) during its own prefill,
+    /// or any step failed retryably: the half-built sequence is deleted before the wait.
+    /// </summary>
+    private ResiliencePipeline BuildRebuildPipeline()
+    {
+        if (_options.MaxRetries == 0)
+        {
+            return ResiliencePipeline.Empty;
+        }
+
+        return new ResiliencePipelineBuilder()
+            .AddRetry(new RetryStrategyOptions
+            {
+                MaxRetryAttempts = _options.MaxRetries,
+                Delay = _options.RetryDelay,
+                BackoffType = DelayBackoffType.Exponential,
+                UseJitter = false,
+                ShouldHandle = new PredicateBuilder().Handle<LongClusterException>(e => e.Code is "degraded" or "not_found" || e.IsRetryable),
+                OnRetry = async args =>
+                {
+                    Notify(args.Context, args.AttemptNumber, args.RetryDelay, args.Outcome.Exception);
+                    try
+                    {
+                        await DeleteSequenceAsync(args.Context.Properties.GetValue(SequenceKey, ""), args.Context.CancellationToken).ConfigureAwait(false);
+                    }
+                    catch (LongClusterException gone) when (gone.Status == 404)
+                    {
+                    }
+                },
+            })
+            .Build();
+    }
+
+    /// <summary>Tells <see cref="LongClusterClientOptions.OnRetry"/> of a retry; Polly counts attempts from 0, a notice from 1.</summary>
+    private void Notify(ResilienceContext context, int attemptNumber, TimeSpan delay, Exception? failure)
+    {
+        if (failure is LongClusterException e)
+        {
+            _options.OnRetry?.Invoke(new RetryNotice(context.Properties.GetValue(WhatKey, ""), attemptNumber + 1, delay, e));
+        }
+    }
 
     private async Task<T> SendAsync<T>(HttpMethod method, string path, Func<HttpContent>? content, CancellationToken cancellationToken)
     {
@@ -282,39 +321,50 @@ public sealed class LongClusterClient : IDisposable
     }
 
     /// <summary>
-    /// Sends to <paramref name="endpoint"/> (the silo that hosts a shard), or to the gateways in turn, and retries
-    /// retryable failures with backoff. A refused connection never reached the silo, so the request goes elsewhere at
-    /// once without using up a retry: from a shard's silo to the gateways (any silo routes to the shard), and from a
-    /// gateway to the next one (the refusing gateway rests for <see cref="GatewayRest"/>).
+    /// Sends to <paramref name="endpoint"/> (the silo that hosts a shard), or to the gateways in turn, through the retry
+    /// pipeline, building the request anew for every attempt. A refused connection never reached the silo, so the
+    /// request goes elsewhere at once within the same attempt, without using up a retry: from a shard's silo to the
+    /// gateways (any silo routes to the shard), and from a gateway to the next one (the refusing gateway rests for
+    /// <see cref="GatewayRest"/>), until every gateway has refused once.
     /// </summary>
     private async Task<byte[]> SendBytesAsync(Uri? endpoint, HttpMethod method, string path, Func<HttpContent>? content, CancellationToken cancellationToken)
     {
         int switched = 0;
-        for (int attempt = 0; ; attempt++)
+        ResilienceContext context = ResilienceContextPool.Shared.Get(cancellationToken);
+        context.Properties.Set(WhatKey, $"{method} {path}");
+        try
         {
-            int gateway = endpoint is null ? NextGateway() : -1;
-            Uri baseUri = endpoint ?? _gateways[gateway];
-            try
-            {
-                return await SendOnceAsync(new Uri(baseUri, path), method, content, cancellationToken).ConfigureAwait(false);
-            }
-            catch (LongClusterException e) when (e.InnerException is HttpRequestException { HttpRequestError: HttpRequestError.ConnectionError } && (gateway < 0 || switched < _gateways.Length - 1))
-            {
-                if (gateway >= 0)
+            using HttpResponseMessage response = await _requests.ExecuteAsync(
+                async attempt =>
                 {
-                    Volatile.Write(ref _gatewayRestsUntil[gateway], Stopwatch.GetTimestamp() + (long)(GatewayRest.TotalSeconds * Stopwatch.Frequency));
-                    switched++;
-                }
+                    while (true)
+                    {
+                        int gateway = endpoint is null ? NextGateway() : -1;
+                        Uri baseUri = endpoint ?? _gateways[gateway];
+                        try
+                        {
+                            return await SendOnceAsync(new Uri(baseUri, path), method, content, attempt.CancellationToken).ConfigureAwait(false);
+                        }
+                        catch (LongClusterException e) when (e.InnerException is HttpRequestException { HttpRequestError: HttpRequestError.ConnectionError } && (gateway < 0 || switched < _gateways.Length - 1))
+                        {
+                            if (gateway >= 0)
+                            {
+                                Volatile.Write(ref _gatewayRestsUntil[gateway], Stopwatch.GetTimestamp() + (long)(GatewayRest.TotalSeconds * Stopwatch.Frequency));
+                                switched++;
+                            }
 
-                endpoint = null;
-                attempt--;
-            }
-            catch (LongClusterException e) when (e.IsRetryable && attempt < _options.MaxRetries)
-            {
-                TimeSpan delay = _options.RetryDelay * (1 << attempt);
-                _options.OnRetry?.Invoke(new RetryNotice($"{method} {path}", attempt + 1, delay, e));
-                await Task.Delay(delay, cancellationToken).ConfigureAwait(false);
-            }
+                            endpoint = null;
+                        }
+                    }
+                },
+                context).ConfigureAwait(false);
+
+            // Buffered by SendOnceAsync: no more I/O here.
+            return await response.Content.ReadAsByteArrayAsync(cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            ResilienceContextPool.Shared.Return(context);
         }
     }
 
@@ -335,11 +385,13 @@ public sealed class LongClusterClient : IDisposable
         return (int)((uint)Interlocked.Increment(ref _nextEndpoint) % count);
     }
 
-    private async Task<byte[]> SendOnceAsync(Uri uri, HttpMethod method, Func<HttpContent>? content, CancellationToken cancellationToken)
+    /// <summary>One attempt: the answer when it succeeded (its body read), else a <see cref="LongClusterException"/>.</summary>
+    private async Task<HttpResponseMessage> SendOnceAsync(Uri uri, HttpMethod method, Func<HttpContent>? content, CancellationToken cancellationToken)
     {
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         deadline.CancelAfter(_options.RequestTimeout);
         using var request = new HttpRequestMessage(method, uri) { Content = content?.Invoke() };
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", _options.Token);
         if (request.Content?.Headers.ContentLength > ExpectContinueBytes)
         {
             // The silo may refuse a large body by its headers alone (413 over MaxRequestBytes); without asking first,
@@ -361,14 +413,14 @@ public sealed class LongClusterClient : IDisposable
             throw new LongClusterException(0, new ApiError($"{method} {uri.AbsolutePath} got no answer within {_options.RequestTimeout.TotalSeconds:0} s", null, true, "unavailable"), e);
         }
 
+        if (response.IsSuccessStatusCode)
+        {
+            return response;
+        }
+
         using (response)
         {
             byte[] body = await response.Content.ReadAsByteArrayAsync(cancellationToken).ConfigureAwait(false);
-            if (response.IsSuccessStatusCode)
-            {
-                return body;
-            }
-
             ApiError error;
             try
             {
