@@ -49,11 +49,11 @@ public interface ISequenceShardGrain : IGrainWithStringKey
     Task<ShardTimings> RunLayerAsync(ShardRun run, CancellationToken cancellationToken);
 
     /// <summary>
-    /// A ring block (a <see cref="Kernels.ContextParallel.Frame"/>'s bytes) from rank <paramref name="source"/> of run
-    /// <paramref name="run"/> for this shard: copied into a pooled frame in this silo's mailbox before the call returns.
+    /// A ring block from rank <paramref name="source"/> of run <paramref name="run"/> for this shard: put in this
+    /// silo's mailbox before the call returns (the shard takes over the block's frame reference).
     /// </summary>
     [AlwaysInterleave]
-    Task DeliverAsync(Guid run, int source, [Immutable] ReadOnlyMemory<byte> frame, CancellationToken cancellationToken);
+    Task DeliverAsync(Guid run, int source, Exchange.RingBlock block, CancellationToken cancellationToken);
 
     /// <summary>Stops a run in progress (or one not started yet) at once: its receives fail, it rolls itself back.</summary>
     [AlwaysInterleave]

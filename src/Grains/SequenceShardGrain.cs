@@ -202,20 +202,23 @@ internal sealed class SequenceShardGrain(SiloResources resources, IRunExchangeFa
         return Task.CompletedTask;
     }
 
-    public Task DeliverAsync(Guid run, int source, ReadOnlyMemory<byte> frame, CancellationToken cancellationToken)
+    public Task DeliverAsync(Guid run, int source, RingBlock block, CancellationToken cancellationToken)
     {
+        ArgumentNullException.ThrowIfNull(block);
         if (Volatile.Read(ref _setup) is not { } setup)
         {
             // A fresh activation (its silo failed): no run of this shard is waiting here.
+            block.Frame.Dispose();
             return Task.CompletedTask;
         }
 
         if (source < 0 || source >= setup.Shards)
         {
+            block.Frame.Dispose();
             throw ServiceException.Invalid("source", $"expected a rank in 0..{setup.Shards - 1}, got {source}");
         }
 
-        hub.Deliver(run, setup.Index, source, Frame.FromBytes(frame.Span));
+        hub.Deliver(run, setup.Index, source, block.Frame);
         return Task.CompletedTask;
     }
 

@@ -12,7 +12,7 @@ public interface ITransferProbeGrain : IGrainWithStringKey
     Task<TransferFigures> MeasureAsync(string peer, int frames, int frameBytes, int calls, CancellationToken cancellationToken);
 
     /// <summary>Takes a frame as a ring block is taken: copied into a pooled frame, then released.</summary>
-    Task SinkAsync([Immutable] ReadOnlyMemory<byte> frame, CancellationToken cancellationToken);
+    Task SinkAsync(Exchange.RingBlock block, CancellationToken cancellationToken);
 
     Task PingAsync(CancellationToken cancellationToken);
 

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using LongCluster.Grains.Exchange;
 using LongCluster.Grains.Placement;
 using LongCluster.Kernels.ContextParallel;
 
@@ -18,11 +19,11 @@ internal sealed class TransferProbeGrain(ILocalSiloDetails silo) : Grain, ITrans
         string to = await target.SiloAsync(cancellationToken);
         using Frame frame = Frame.Create(frameBytes - 16);
         Random.Shared.NextBytes(frame.Section(0));
-        await target.SinkAsync(frame.Memory, cancellationToken); // warm-up: connection, buffers
+        await target.SinkAsync(new RingBlock(frame), cancellationToken); // warm-up: connection, buffers
         long started = Stopwatch.GetTimestamp();
         for (int i = 0; i < frames; i++)
         {
-            await target.SinkAsync(frame.Memory, cancellationToken);
+            await target.SinkAsync(new RingBlock(frame), cancellationToken);
         }
 
         double seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
@@ -45,9 +46,9 @@ internal sealed class TransferProbeGrain(ILocalSiloDetails silo) : Grain, ITrans
             latencies[calls / 2], latencies[Math.Min(calls - 1, (int)(calls * 0.99))]);
     }
 
-    public Task SinkAsync(ReadOnlyMemory<byte> frame, CancellationToken cancellationToken)
+    public Task SinkAsync(RingBlock block, CancellationToken cancellationToken)
     {
-        using Frame received = Frame.FromBytes(frame.Span);
+        block.Frame.Dispose();
         return Task.CompletedTask;
     }
 

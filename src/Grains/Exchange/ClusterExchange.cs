@@ -125,9 +125,9 @@ internal sealed class ClusterExchange : IRunExchange
                 long started = Stopwatch.GetTimestamp();
                 try
                 {
-                    // The frame's bytes are serialized straight from its pooled buffer; the call returns once the
-                    // destination's silo has put them in its mailbox, so frames to one rank arrive in order.
-                    await target.DeliverAsync(_run, Rank, frame.Memory, _stop.Token).ConfigureAwait(false);
+                    // The frame's bytes are serialized straight from its pooled buffer (RingBlockCodec); the call
+                    // returns once the destination's silo has put them in its mailbox, so frames to one rank arrive in order.
+                    await target.DeliverAsync(_run, Rank, new RingBlock(frame), _stop.Token).ConfigureAwait(false);
                     Interlocked.Add(ref _bytesSent, frame.Length);
                 }
                 catch (Exception e)

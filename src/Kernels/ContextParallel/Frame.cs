@@ -79,16 +79,31 @@ public sealed class Frame : IDisposable
     /// </summary>
     public static Frame FromBytes(ReadOnlySpan<byte> bytes)
     {
-        int length = bytes.Length;
-        if (length < 4)
-        {
-            throw new InvalidDataException($"a frame of {length} bytes has no room for its header");
-        }
+        byte[] buffer = RentBuffer(bytes.Length);
+        bytes.CopyTo(buffer);
+        return Adopt(buffer, bytes.Length);
+    }
 
-        byte[] buffer = ArrayPool<byte>.Shared.Rent(length);
+    /// <summary>A pooled buffer for a frame of <paramref name="length"/> bytes that a transport reads straight into; hand it to <see cref="Adopt"/>.</summary>
+    public static byte[] RentBuffer(int length) => length >= 4 && length <= Array.MaxLength
+        ? ArrayPool<byte>.Shared.Rent(length)
+        : throw new InvalidDataException($"a frame of {length} bytes cannot be received");
+
+    /// <summary>
+    /// The frame in the first <paramref name="length"/> bytes of <paramref name="buffer"/> (from <see cref="RentBuffer"/>),
+    /// checking that its header describes exactly that many bytes; the frame returns the buffer to the pool when
+    /// disposed, and so does a buffer that fails the check.
+    /// </summary>
+    public static Frame Adopt(byte[] buffer, int length)
+    {
+        ArgumentNullException.ThrowIfNull(buffer);
         try
         {
-            bytes.CopyTo(buffer);
+            if (length < 4 || length > buffer.Length)
+            {
+                throw new InvalidDataException($"a frame of {length} bytes has no room for its header or does not fit its buffer");
+            }
+
             int count = MemoryMarshal.Read<int>(buffer);
             long header = 4 + (8L * count);
             if (count < 0 || header > length)
