@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using LongCluster.Cli.Processes;
 using System.Text.Json;
 using LongCluster.Kernels;
 using LongCluster.Tensors;
@@ -475,21 +476,11 @@ public sealed class CliTests : IDisposable
 internal sealed class StreamingProcess : IDisposable
 {
     private readonly Process _process;
-    private readonly List<string> _lines = [];
-    private readonly List<(Func<string, bool> Match, TaskCompletionSource Found)> _waiters = [];
+    private readonly OutputLines _output = new();
 
     private StreamingProcess(Process process) => _process = process;
 
-    public IReadOnlyList<string> Lines
-    {
-        get
-        {
-            lock (_lines)
-            {
-                return [.. _lines];
-            }
-        }
-    }
+    public IReadOnlyList<string> Lines => _output.Lines;
 
     public static StreamingProcess Start(params string[] args)
     {
@@ -501,29 +492,15 @@ internal sealed class StreamingProcess : IDisposable
         }
 
         var cli = new StreamingProcess(new Process { StartInfo = start });
-        cli._process.OutputDataReceived += (_, e) => cli.Add(e.Data);
-        cli._process.ErrorDataReceived += (_, e) => cli.Add(e.Data);
+        cli._process.OutputDataReceived += (_, e) => cli._output.Add(e.Data);
+        cli._process.ErrorDataReceived += (_, e) => cli._output.Add(e.Data);
         cli._process.Start();
         cli._process.BeginOutputReadLine();
         cli._process.BeginErrorReadLine();
         return cli;
     }
 
-    public Task WaitForLineAsync(Func<string, bool> match, TimeSpan timeout)
-    {
-        var found = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        lock (_lines)
-        {
-            if (_lines.Any(match))
-            {
-                return Task.CompletedTask;
-            }
-
-            _waiters.Add((match, found));
-        }
-
-        return found.Task.WaitAsync(timeout);
-    }
+    public Task WaitForLineAsync(Func<string, bool> match, TimeSpan timeout) => _output.WaitForLineAsync(match, timeout);
 
     public void Signal(string signal)
     {
@@ -548,24 +525,4 @@ internal sealed class StreamingProcess : IDisposable
         _process.Dispose();
     }
 
-    private void Add(string? line)
-    {
-        if (line is null)
-        {
-            return;
-        }
-
-        lock (_lines)
-        {
-            _lines.Add(line);
-            foreach ((Func<string, bool> match, TaskCompletionSource found) in _waiters.ToArray())
-            {
-                if (match(line))
-                {
-                    found.TrySetResult();
-                    _waiters.RemoveAll(w => w.Found == found);
-                }
-            }
-        }
-    }
 }

@@ -111,6 +111,17 @@ internal static class Data
         return (o, lse);
     }
 
+    /// <summary>Asserts every layer's O and LSE equal the single-node kernel over the same <paramref name="tokens"/> tokens.</summary>
+    public static void EqualKernel(SequenceSpec spec, (float[] Q, float[] K, float[] V)[] layers, IReadOnlyList<LayerOutput> outputs, int tokens, string what)
+    {
+        for (int l = 0; l < spec.Layers; l++)
+        {
+            (float[] o, float[] lse) = Kernel(spec, layers[l], tokens);
+            Equal(o, outputs[l].Output, 1e-4, $"layer {l} O {what}");
+            Equal(lse, outputs[l].LogSumExp, 1e-4, $"layer {l} LSE {what}");
+        }
+    }
+
     /// <summary>Asserts a slice of expected rows equals actual to a relative tolerance (−∞ LSE where no key is visible).</summary>
     public static void Equal(ReadOnlySpan<float> expected, ReadOnlySpan<float> actual, double tolerance, string what)
     {

@@ -105,12 +105,7 @@ public sealed class FailureTests(ITestOutputHelper output)
             (SequenceInfo done, IReadOnlyList<LayerOutput> outputs) = await prefill;
             Assert.Equal(SequenceState.Ready, done.State);
             output.WriteLine($"prefill succeeded after the kill on {done.Shards} shards; checking every layer against the kernel\n{timeline}");
-            for (int l = 0; l < spec.Layers; l++)
-            {
-                (float[] o, float[] lse) = Data.Kernel(spec, layers[l], Tokens);
-                Data.Equal(o, outputs[l].Output, 1e-4, $"layer {l} O after a silo was killed");
-                Data.Equal(lse, outputs[l].LogSumExp, 1e-4, $"layer {l} LSE after a silo was killed");
-            }
+            Data.EqualKernel(spec, layers, outputs, Tokens, "after a silo was killed");
         }
         catch (LongClusterException e)
         {
@@ -144,12 +139,6 @@ public sealed class FailureTests(ITestOutputHelper output)
         public void Add(string what) => _events.Enqueue($"{_clock.Elapsed.TotalSeconds,7:0.00} s  {what}");
 
         public override string ToString() => string.Join('\n', _events);
-    }
-
-    /// <summary>Reports on the caller's thread (Progress&lt;T&gt; posts to the thread pool, which would race the test).</summary>
-    private sealed class SynchronousProgress(Action<PrefillProgress> report) : IProgress<PrefillProgress>
-    {
-        public void Report(PrefillProgress value) => report(value);
     }
 }
 

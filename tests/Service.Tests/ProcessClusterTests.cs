@@ -64,7 +64,7 @@ public sealed class ProcessClusterTests(ITestOutputHelper output) : IAsyncLifeti
         const int Tokens = 600;
         var layers = Enumerable.Range(0, spec.Layers).Select(l => Data.Layer(spec, Tokens, 3 + l)).ToArray();
         var killed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var progress = new Progress(p =>
+        var progress = new SynchronousProgress(p =>
         {
             if (p.Layer == 1 && p.Phase == "run" && killed.TrySetResult())
             {
@@ -75,12 +75,7 @@ public sealed class ProcessClusterTests(ITestOutputHelper output) : IAsyncLifeti
         {
             (SequenceInfo info, IReadOnlyList<LayerOutput> outputs) = await client.CreateAndPrefillAsync(spec, "procs", Tokens, (l, _) => Data.Input(spec, layers[l], 0, Tokens), progress: progress);
             output.WriteLine($"the prefill succeeded after the kill, on {info.Shards} shards");
-            for (int l = 0; l < spec.Layers; l++)
-            {
-                (float[] o, float[] lse) = Data.Kernel(spec, layers[l], Tokens);
-                Data.Equal(o, outputs[l].Output, 1e-4, $"layer {l} O");
-                Data.Equal(lse, outputs[l].LogSumExp, 1e-4, $"layer {l} LSE");
-            }
+            Data.EqualKernel(spec, layers, outputs, Tokens, "after a silo process was killed");
         }
         catch (LongClusterException e)
         {
@@ -221,10 +216,5 @@ public sealed class ProcessClusterTests(ITestOutputHelper output) : IAsyncLifeti
     {
         using Process kill = Process.Start("kill", [$"-{signal}", silo.ProcessId.ToString(CultureInfo.InvariantCulture)])!;
         kill.WaitForExit();
-    }
-
-    private sealed class Progress(Action<PrefillProgress> report) : IProgress<PrefillProgress>
-    {
-        public void Report(PrefillProgress value) => report(value);
     }
 }
