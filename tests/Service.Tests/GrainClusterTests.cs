@@ -21,6 +21,11 @@ public sealed class GrainClusterTests : IAsyncLifetime
         builder.ConfigureSilo((_, silo) => silo.AddAttentionService(new AttentionServiceOptions { ApiToken = "a grain test token, long enough" }));
         _cluster = builder.Build();
         await _cluster.DeployAsync();
+
+        // Placement runs on the calling silo over the silos it knows to host the grain type: wait until every silo
+        // sees all four active and every silo's manifest lists the others, or an early placement sees fewer.
+        await _cluster.WaitForLivenessToStabilizeAsync();
+        await _cluster.WaitForClusterManifestToStabilizeAsync();
     }
 
     public async Task DisposeAsync() => await _cluster.DisposeAsync();
@@ -32,6 +37,7 @@ public sealed class GrainClusterTests : IAsyncLifetime
     [InlineData(3, new[] { 0, 1, 1, 1 })]
     public async Task Shards_SpreadEvenlyOverTheActiveSilos(int shards, int[] perSilo)
     {
+        await WaitUntilPlacementSeesEverySiloAsync();
         var starts = new HashSet<string>();
         for (int s = 0; s < 6; s++)
         {
@@ -103,7 +109,34 @@ public sealed class GrainClusterTests : IAsyncLifetime
         }
     }
 
-    /// <summary>Exactly one of concurrent creates of <paramref name="id"/> succeeded; the rest were told it exists (or, mid-churn, that a silo was unavailable).</summary>
+    /// <summary>
+    /// Placement runs on the silo that activates a shard, over the silos its cluster manifest says host the grain
+    /// type; on a loaded machine a silo's manifest can lag its membership view for a while after start-up. Waits
+    /// (creating and deleting a probe sequence of one shard per silo) until a probe lands on all four silos: with a
+    /// broken director it never does, and the test fails here.
+    /// </summary>
+    private async Task WaitUntilPlacementSeesEverySiloAsync()
+    {
+        using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        for (int probe = 0; ; probe++)
+        {
+            ICoordinatorGrain coordinator = _cluster.Client.GetGrain<ICoordinatorGrain>($"probe-{probe}");
+            SequenceInfo info = await coordinator.CreateAsync(Spec with { Shards = 4 }, deadline.Token);
+            await coordinator.DeleteAsync(deadline.Token);
+            if (info.ShardMap.Select(m => m.Silo).Distinct().Count() == 4)
+            {
+                return;
+            }
+
+            await Task.Delay(200, deadline.Token);
+        }
+    }
+
+    /// <summary>
+    /// Exactly one of concurrent creates of <paramref name="id"/> succeeded; the rest were told it exists. Mid-churn, a
+    /// call may instead find its silo gone — even every call, when the one activation they all reached was on the
+    /// silo killed — but never do two succeed.
+    /// </summary>
     private static async Task AssertOneCreatedAsync(string id, Task<SequenceInfo>[] creates, bool allowUnavailable = false)
     {
         try
@@ -115,12 +148,12 @@ public sealed class GrainClusterTests : IAsyncLifetime
             // inspected below, one call at a time
         }
 
-        Assert.Equal(1, creates.Count(c => c.IsCompletedSuccessfully));
+        Assert.InRange(creates.Count(c => c.IsCompletedSuccessfully), allowUnavailable ? 0 : 1, 1);
         foreach (Task<SequenceInfo> failed in creates.Where(c => !c.IsCompletedSuccessfully))
         {
             Exception e = failed.Exception!.InnerException!;
             bool exists = e is ServiceException { Code: ServiceErrorCode.Conflict } s && s.Message.Contains("already exists", StringComparison.Ordinal);
-            Assert.True(exists || (allowUnavailable && e is SiloUnavailableException or OrleansMessageRejectionException), $"{id}: {e.GetType().Name}: {e.Message}");
+            Assert.True(exists || (allowUnavailable && e is SiloUnavailableException or OrleansMessageRejectionException or TimeoutException), $"{id}: {e.GetType().Name}: {e.Message}");
         }
     }
 }
