@@ -398,7 +398,7 @@ internal sealed class CoordinatorGrain(SiloResources resources, IClusterMembersh
             throw first;
         }
 
-        throw ServiceException.Unavailable($"{what} failed and was rolled back on every shard; it may be retried: {first.Message}", first);
+        throw ServiceException.Unavailable($"{what} failed and was rolled back on every shard; it may be retried: {first.Message}");
     }
 
     private SequenceInfo Info(IReadOnlyList<ShardInfo> map)

@@ -20,18 +20,24 @@ public enum ServiceErrorCode
 
     /// <summary>A layer or decode step failed on some shard and was rolled back everywhere, or a silo is gone: 503, retryable.</summary>
     Unavailable,
+
+    /// <summary>A fault of the service itself (a bug), caught where it left a grain: 500, not retryable.</summary>
+    Internal,
 }
 
 /// <summary>
 /// The one failure type of the service. It crosses silos intact — Orleans serializes <see cref="Code"/>,
 /// <see cref="Field"/> and the message — so the client API maps it to a status in one place without looking at type
-/// names or message text. The message starts with the field (<c>"q: expected …"</c>) when there is one.
+/// names or message text. The message starts with the field (<c>"q: expected …"</c>) when there is one. It carries
+/// no inner exception: the cause's text goes into the message instead, because an exception type Orleans has no
+/// codec for would fail the whole reply (and <c>ServiceErrorFilter</c> turns any such exception leaving a grain into
+/// an <see cref="ServiceErrorCode.Internal"/> one).
 /// </summary>
 [GenerateSerializer]
 public sealed class ServiceException : Exception
 {
-    public ServiceException(ServiceErrorCode code, string? field, string message, Exception? inner = null)
-        : base(field is null ? message : $"{field}: {message}", inner)
+    public ServiceException(ServiceErrorCode code, string? field, string message)
+        : base(field is null ? message : $"{field}: {message}")
     {
         Code = code;
         Field = field;
@@ -58,5 +64,5 @@ public sealed class ServiceException : Exception
 
     public static ServiceException Limit(string field, string message) => new(ServiceErrorCode.LimitExceeded, field, message);
 
-    public static ServiceException Unavailable(string message, Exception? inner = null) => new(ServiceErrorCode.Unavailable, null, message, inner);
+    public static ServiceException Unavailable(string message) => new(ServiceErrorCode.Unavailable, null, message);
 }

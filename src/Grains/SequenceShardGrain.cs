@@ -165,7 +165,7 @@ internal sealed class SequenceShardGrain(SiloResources resources, IRunExchangeFa
         {
             store.Truncate(segments);
             _outputs.Remove(run.Layer);
-            throw e is ServiceException ? e : ServiceException.Unavailable($"shard {_setup.Index}, layer {run.Layer}: {e.Message}", e);
+            throw e is ServiceException ? e : ServiceException.Unavailable($"shard {_setup.Index}, layer {run.Layer}: {e.Message}");
         }
         finally
         {

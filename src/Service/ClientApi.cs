@@ -184,7 +184,7 @@ internal static partial class ClientApi
         ServiceErrorCode.Conflict or ServiceErrorCode.Degraded => StatusCodes.Status409Conflict,
         ServiceErrorCode.LimitExceeded => StatusCodes.Status429TooManyRequests,
         ServiceErrorCode.Unavailable => StatusCodes.Status503ServiceUnavailable,
-        _ => StatusCodes.Status500InternalServerError,
+        _ => StatusCodes.Status500InternalServerError, // Internal
     };
 
     private static string NameOf(ServiceErrorCode code) => code switch

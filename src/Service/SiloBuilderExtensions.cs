@@ -83,6 +83,7 @@ public static class SiloBuilderExtensions
         silo.Services.AddSingleton<ExchangeHub>();
         silo.Services.TryAddSingleton<IRunExchangeFactory>(s => s.GetRequiredService<ExchangeHub>());
         silo.AddPlacementDirector<SpreadPlacement, SpreadPlacementDirector>();
+        silo.AddIncomingGrainCallFilter<ServiceErrorFilter>();
         return silo;
     }
 
