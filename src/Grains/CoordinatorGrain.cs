@@ -15,7 +15,8 @@ namespace LongCluster.Grains;
 /// is the sequence.
 /// </summary>
 [KeepAlive]
-internal sealed class CoordinatorGrain(SiloResources resources, IClusterMembershipService membership, ILocalSiloDetails silo) : Grain, ICoordinatorGrain
+internal sealed class CoordinatorGrain(SiloResources resources, IClusterMembershipService membership, ILocalSiloDetails silo, SiloApiEndpoint api)
+    : Grain, ICoordinatorGrain
 {
     private Placed? _placed;
     private SequencePhase _phase = new SequencePhase.Absent();
@@ -414,7 +415,8 @@ internal sealed class CoordinatorGrain(SiloResources resources, IClusterMembersh
             phase is SequencePhase.Prefilling p ? new ChunkProgress(p.Chunk.Index, p.Chunk.Start, p.Chunk.Tokens, p.LayersDone) : null,
             phase is SequencePhase.Decoding d ? d.LayersDone : 0,
             _problem,
-            silo.SiloAddress.ToParsableString());
+            silo.SiloAddress.ToParsableString(),
+            api.Url);
     }
 
     /// <summary>The one place the phase changes. A move the life cycle does not have is a bug here, not a client's error.</summary>

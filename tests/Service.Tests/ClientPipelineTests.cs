@@ -1,6 +1,9 @@
 using System.Net;
 using System.Text;
+using System.Text.Json;
 using LongCluster.Client;
+using LongCluster.Contracts;
+using LongCluster.Tensors;
 using Microsoft.Extensions.DependencyInjection;
 
 namespace LongCluster.Service.Tests;
@@ -74,6 +77,24 @@ public sealed class ClientPipelineTests
         Assert.Empty(await client.ListSequencesAsync());
         Assert.Equal(["gateway-a", "gateway-a"], handler.Hosts);
         Assert.Equal([1], retries.Select(r => r.Attempt));
+    }
+
+    [Fact]
+    public async Task Decode_SentFirstToTheSilo_OfTheSequencesCoordinator()
+    {
+        var info = new SequenceInfo("s", new SequenceSpec { QueryHeads = 1, KeyValueHeads = 1, HeadDim = 2 }, SequenceState.Ready, 5, 1, [], null, 0, null, "10.0.0.9:11111@1", "http://coordinator-silo:8080");
+        byte[] decoded = SafetensorsWriter.ToBytes(
+            new Dictionary<string, HostTensor> { ["o"] = HostTensor.From<float>([1f, 2f], 1, 1, 2), ["lse"] = HostTensor.From<float>([0.5f], 1, 1) },
+            new Dictionary<string, string> { ["position"] = "5" });
+        var handler = new ScriptedHandler(
+            _ => Answer(HttpStatusCode.OK, JsonSerializer.Serialize(info, new JsonSerializerOptions(JsonSerializerDefaults.Web))),
+            _ => new HttpResponseMessage(HttpStatusCode.OK) { Content = new ByteArrayContent(decoded) });
+        using var http = new HttpClient(handler);
+        using var client = new LongClusterClient(http, Options([], maxRetries: 0));
+        await client.GetSequenceAsync("s");
+        DecodeOutput output = await client.DecodeAsync("s", 0, HostTensor.From<float>([1f, 1f], 1, 1, 2), HostTensor.From<float>([1f, 1f], 1, 1, 2), HostTensor.From<float>([1f, 1f], 1, 1, 2));
+        Assert.Equal(5, output.Position);
+        Assert.Equal("coordinator-silo", handler.Hosts[^1]);
     }
 
     private static LongClusterClientOptions Options(List<RetryNotice> retries, int maxRetries) => new()

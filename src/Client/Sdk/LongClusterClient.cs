@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Net;
 using System.Net.Http.Headers;
@@ -38,6 +39,7 @@ public sealed class LongClusterClient : IDisposable
     private readonly HttpClient _http;
     private readonly bool _ownsHttp;
     private readonly Uri[] _gateways;
+    private readonly ConcurrentDictionary<string, Uri> _coordinators = new(StringComparer.Ordinal);
     private readonly long[] _gatewayRestsUntil;
     private readonly ResiliencePipeline<HttpResponseMessage> _requests;
     private readonly ResiliencePipeline _rebuilds;
@@ -71,17 +73,21 @@ public sealed class LongClusterClient : IDisposable
         _rebuilds = BuildRebuildPipeline();
     }
 
-    public Task<SequenceInfo> CreateSequenceAsync(SequenceSpec spec, string? id = null, CancellationToken cancellationToken = default) =>
-        SendAsync<SequenceInfo>(HttpMethod.Post, id is null ? "v1/sequences" : $"v1/sequences?id={Uri.EscapeDataString(id)}", () => JsonContent.Create(spec, options: Json), cancellationToken);
+    public async Task<SequenceInfo> CreateSequenceAsync(SequenceSpec spec, string? id = null, CancellationToken cancellationToken = default) => Remember(
+        await SendAsync<SequenceInfo>(HttpMethod.Post, id is null ? "v1/sequences" : $"v1/sequences?id={Uri.EscapeDataString(id)}", () => JsonContent.Create(spec, options: Json), cancellationToken)
+            .ConfigureAwait(false));
 
-    public Task<SequenceInfo> GetSequenceAsync(string id, CancellationToken cancellationToken = default) =>
-        SendAsync<SequenceInfo>(HttpMethod.Get, $"v1/sequences/{Escape(id)}", null, cancellationToken);
+    public async Task<SequenceInfo> GetSequenceAsync(string id, CancellationToken cancellationToken = default) => Remember(
+        await SendAsync<SequenceInfo>(HttpMethod.Get, $"v1/sequences/{Escape(id)}", null, cancellationToken).ConfigureAwait(false));
 
     public Task<List<SequenceInfo>> ListSequencesAsync(CancellationToken cancellationToken = default) =>
         SendAsync<List<SequenceInfo>>(HttpMethod.Get, "v1/sequences", null, cancellationToken);
 
-    public async Task DeleteSequenceAsync(string id, CancellationToken cancellationToken = default) =>
+    public async Task DeleteSequenceAsync(string id, CancellationToken cancellationToken = default)
+    {
         await SendBytesAsync(null, HttpMethod.Delete, $"v1/sequences/{Escape(id)}", null, cancellationToken).ConfigureAwait(false);
+        _coordinators.TryRemove(id, out _);
+    }
 
     /// <summary>Starts a chunk; the plan says which rows go to which shard's silo.</summary>
     public Task<ChunkPlan> BeginChunkAsync(string id, ChunkRequest request, CancellationToken cancellationToken = default) =>
@@ -214,11 +220,24 @@ public sealed class LongClusterClient : IDisposable
         }
 
         byte[] request = SafetensorsWriter.ToBytes(tensors);
+        // Sent first to the silo of the sequence's coordinator when known: any silo would route it there.
         byte[] body = await SendBytesAsync(
-            null, HttpMethod.Post, $"v1/sequences/{Escape(id)}/layers/{layer}/decode", () => new ByteArrayContent(request), cancellationToken).ConfigureAwait(false);
+            _coordinators.GetValueOrDefault(id), HttpMethod.Post, $"v1/sequences/{Escape(id)}/layers/{layer}/decode", () => new ByteArrayContent(request), cancellationToken)
+            .ConfigureAwait(false);
         using SafetensorsReader reader = SafetensorsReader.FromBytes(body);
         long position = long.Parse(reader.Metadata["position"], System.Globalization.CultureInfo.InvariantCulture);
         return new DecodeOutput(position, reader.Read("o").ToSingle(), reader.Read("lse").ToSingle());
+    }
+
+    /// <summary>Notes where the sequence's coordinator lives, for its decode steps.</summary>
+    private SequenceInfo Remember(SequenceInfo info)
+    {
+        if (info.CoordinatorEndpoint is { Length: > 0 } endpoint && Uri.TryCreate(endpoint.TrimEnd('/') + "/", UriKind.Absolute, out Uri? uri))
+        {
+            _coordinators[info.Id] = uri;
+        }
+
+        return info;
     }
 
     public void Dispose()
