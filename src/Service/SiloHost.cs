@@ -71,8 +71,7 @@ public static class SiloHost
         ClientApi.Map(app, service);
         app.Lifetime.ApplicationStarted.Register(() =>
         {
-            string bound = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-            int port = new Uri(bound).Port;
+            int port = app.HttpPort();
             app.Services.GetRequiredService<SiloApiEndpoint>().Url = FormattableString.Invariant($"http://{silo.Host}:{port}");
             SiloAddress address = app.Services.GetRequiredService<ILocalSiloDetails>().SiloAddress;
             app.Services.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(SiloHost)).LogInformation("silo {Silo} serving the client API on port {Port}", address, port);
