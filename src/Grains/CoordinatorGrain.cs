@@ -3,6 +3,7 @@ using LongCluster.Contracts;
 using LongCluster.Kernels;
 using LongCluster.Kernels.ContextParallel;
 using LongCluster.Grains.Placement;
+using LongCluster.Grains.Telemetry;
 
 namespace LongCluster.Grains;
 
@@ -15,7 +16,7 @@ namespace LongCluster.Grains;
 /// is the sequence.
 /// </summary>
 [KeepAlive]
-internal sealed class CoordinatorGrain(SiloResources resources, IClusterMembershipService membership, ILocalSiloDetails silo, SiloApiEndpoint api)
+internal sealed class CoordinatorGrain(SiloResources resources, IClusterMembershipService membership, ILocalSiloDetails silo, SiloApiEndpoint api, SiloMetrics metrics)
     : Grain, ICoordinatorGrain
 {
     private Placed? _placed;
@@ -195,6 +196,7 @@ internal sealed class CoordinatorGrain(SiloResources resources, IClusterMembersh
             throw ServiceException.Conflict("layer", $"layers run in order: the next layer of chunk {chunk} is {prefilling.LayersDone}, not {layer}");
         }
 
+        using Activity? activity = LongClusterTelemetry.StartSequenceActivity("coordinator run layer", Id, chunk, layer);
         long started = Stopwatch.GetTimestamp();
         var run = new ShardRun(placed.Epoch, chunk, layer, Guid.NewGuid(), placed.Keys, placed.Silos);
         ISequenceShardGrain[] shards = [.. placed.Keys.Select(Shard)];
@@ -213,6 +215,7 @@ internal sealed class CoordinatorGrain(SiloResources resources, IClusterMembersh
         {
             placed.History.Add(prefilling.Positions, prefilling.Documents);
             Move(new SequencePhase.Idle(prefilling.Length + prefilling.Chunk.Tokens, prefilling.NextChunk, prefilling.Chunk));
+            LongClusterTelemetry.RecordPrefilled(metrics.Silo, model.Spec.Layout, prefilling.Chunk.Tokens);
         }
 
         try
@@ -225,7 +228,9 @@ internal sealed class CoordinatorGrain(SiloResources resources, IClusterMembersh
             // that needs it finds the sequence degraded.
         }
 
-        return new LayerRunResult(chunk, layer, Stopwatch.GetElapsedTime(started).TotalSeconds, timings, Info([]));
+        double seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
+        LongClusterTelemetry.RecordLayerRun(metrics.Silo, model.Spec.Layout, seconds);
+        return new LayerRunResult(chunk, layer, seconds, timings, Info([]));
     }
 
     public async Task<DecodeResult> DecodeAsync(int layer, TensorRows query, TensorRows key, TensorRows value, int document, CancellationToken cancellationToken)
@@ -270,6 +275,7 @@ internal sealed class CoordinatorGrain(SiloResources resources, IClusterMembersh
             throw ServiceException.Invalid("q", e.Message);
         }
 
+        using Activity? activity = LongClusterTelemetry.StartSequenceActivity("coordinator decode", Id, null, layer);
         long started = Stopwatch.GetTimestamp();
         LayoutPlan plan = model.Plan(placed.Keys.Length, 0);
         int ownerRing = (int)(position % plan.RingDegree);
@@ -292,7 +298,15 @@ internal sealed class CoordinatorGrain(SiloResources resources, IClusterMembersh
             Move(new SequencePhase.Idle(length + 1, _phase.NextChunk, _phase.LastChunk));
         }
 
-        return new DecodeResult(position, layer, output, lse, Stopwatch.GetElapsedTime(started).TotalSeconds);
+        double seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
+        LongClusterTelemetry.RecordDecode(metrics.Silo, spec.Layout, seconds, lastLayer: layersDone + 1 == spec.Layers);
+        return new DecodeResult(position, layer, output, lse, seconds);
+    }
+
+    public override Task OnDeactivateAsync(DeactivationReason reason, CancellationToken cancellationToken)
+    {
+        metrics.Forget(Id);
+        return Task.CompletedTask;
     }
 
     public Task<bool> HoldsAsync(string epoch, CancellationToken cancellationToken)
@@ -428,10 +442,17 @@ internal sealed class CoordinatorGrain(SiloResources resources, IClusterMembersh
         }
 
         _phase = next;
+        metrics.Track(Id, _problem is null || next.State == SequenceState.Deleted ? next.State : SequenceState.Degraded);
     }
 
-    private void Degrade(int shard, Exception cause) =>
+    private void Degrade(int shard, Exception cause)
+    {
         _problem ??= $"shard {shard} lost its KV segments ({Describe(cause)}); the sequence refuses to answer rather than answer wrongly: delete it and prefill again";
+        if (_placed is not null && _phase is not SequencePhase.Deleted)
+        {
+            metrics.Track(Id, SequenceState.Degraded);
+        }
+    }
 
     private Placed Require()
     {

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Buffers;
 using System.Runtime.InteropServices;
 using LongCluster.Contracts;
@@ -5,6 +6,7 @@ using LongCluster.Kernels;
 using LongCluster.Kernels.ContextParallel;
 using LongCluster.Grains.Exchange;
 using LongCluster.Grains.Placement;
+using LongCluster.Grains.Telemetry;
 using LongCluster.Tensors;
 
 namespace LongCluster.Grains;
@@ -21,7 +23,7 @@ namespace LongCluster.Grains;
 /// </summary>
 [SpreadPlacement]
 [KeepAlive]
-internal sealed class SequenceShardGrain(SiloResources resources, IRunExchangeFactory exchanges, ExchangeHub hub, ILocalSiloDetails silo, SiloApiEndpoint api)
+internal sealed class SequenceShardGrain(SiloResources resources, IRunExchangeFactory exchanges, ExchangeHub hub, ILocalSiloDetails silo, SiloApiEndpoint api, SiloMetrics metrics)
     : Grain, ISequenceShardGrain
 {
     private readonly Lock _runLock = new();
@@ -121,6 +123,7 @@ internal sealed class SequenceShardGrain(SiloResources resources, IRunExchangeFa
             throw ServiceException.Unavailable($"shard {_setup.Index} is on {Silo}, not where the run expects it ({run.Silos.ElementAtOrDefault(_setup.Index)}); membership changed");
         }
 
+        using Activity? activity = LongClusterTelemetry.StartSequenceActivity("shard run layer", _setup.SequenceId, run.Chunk, run.Layer, _setup.Index);
         using var cancel = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         lock (_runLock)
         {
@@ -158,11 +161,14 @@ internal sealed class SequenceShardGrain(SiloResources resources, IRunExchangeFa
                 _finished = (run.Run, run.Layer, segments);
             }
 
-            return new ShardTimings(
+            var timings = new ShardTimings(
                 _setup.Index, t.Scatter.TotalSeconds, t.Compute.TotalSeconds, t.Waiting.TotalSeconds, t.Gather.TotalSeconds, exchange.TransferTime.TotalSeconds, exchange.BytesSent);
+            LongClusterTelemetry.RecordLayer(metrics.Silo, _model.Spec.Layout, timings);
+            return timings;
         }
         catch (Exception e)
         {
+            activity?.SetStatus(ActivityStatusCode.Error, e.Message);
             store.Truncate(segments);
             _outputs.Remove(run.Layer);
             throw e is ServiceException ? e : ServiceException.Unavailable($"shard {_setup.Index}, layer {run.Layer}: {e.Message}");

@@ -37,8 +37,13 @@ public sealed class LocalAttentionCluster : IAsyncDisposable
 
     /// <param name="configure">Adjusts the service's options (limits); the token is set here.</param>
     /// <param name="configureSilo">Adds to each silo's Orleans wiring (tests: membership timing, an exchange decorator).</param>
+    /// <param name="configureHost">Adds to each silo's host before it is built (configuration such as <c>OTEL_*</c> settings).</param>
     public static async Task<LocalAttentionCluster> StartAsync(
-        int silos, Action<AttentionServiceOptions>? configure = null, Action<ISiloBuilder>? configureSilo = null, CancellationToken cancellationToken = default)
+        int silos,
+        Action<AttentionServiceOptions>? configure = null,
+        Action<ISiloBuilder>? configureSilo = null,
+        CancellationToken cancellationToken = default,
+        Action<WebApplicationBuilder>? configureHost = null)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(silos, 1);
         string token = Convert.ToHexString(RandomNumberGenerator.GetBytes(16));
@@ -69,6 +74,7 @@ public sealed class LocalAttentionCluster : IAsyncDisposable
                 // The process's Ctrl+C and SIGTERM belong to whoever owns the cluster (a command, a test), which stops
                 // every silo in order; a silo's own console lifetime would stop just that host and swallow the signal.
                 builder.Services.AddSingleton<IHostLifetime, OwnedLifetime>();
+                configureHost?.Invoke(builder);
                 WebApplication app = SiloHost.Build(builder, silo, options, configureSilo);
                 var handle = new LocalSilo(i, app);
                 started.Add(handle);

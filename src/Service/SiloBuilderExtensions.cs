@@ -2,6 +2,7 @@ using System.Net;
 using LongCluster.Grains;
 using LongCluster.Grains.Exchange;
 using LongCluster.Grains.Placement;
+using LongCluster.Grains.Telemetry;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Orleans.Configuration;
@@ -80,6 +81,7 @@ public static class SiloBuilderExtensions
         silo.Services.AddSingleton(options);
         silo.Services.AddSingleton(new SiloResources(options));
         silo.Services.AddSingleton<SiloApiEndpoint>();
+        silo.Services.AddSingleton<SiloMetrics>();
         silo.Services.AddSingleton<ExchangeHub>();
         silo.Services.TryAddSingleton<IRunExchangeFactory>(s => s.GetRequiredService<ExchangeHub>());
         silo.AddPlacementDirector<SpreadPlacement, SpreadPlacementDirector>();

@@ -59,14 +59,18 @@ public static class SiloHost
         builder.Logging.AddFilter("Orleans", LogLevel.Warning);
         builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
         builder.Services.AddSingleton(silo);
+        builder.AddTelemetry(silo);
         builder.UseOrleans(orleans =>
         {
+            orleans.AddActivityPropagation();
             orleans.AddLongCluster(silo);
             orleans.AddAttentionService(service);
             configureSilo?.Invoke(orleans);
         });
 
         WebApplication app = builder.Build();
+        string? siloName = null;
+        app.MapTelemetry(() => siloName ??= app.Services.GetRequiredService<ILocalSiloDetails>().SiloAddress.ToParsableString());
         MapHealth(app);
         ClientApi.Map(app, service);
         app.Lifetime.ApplicationStarted.Register(() =>
