@@ -3,6 +3,7 @@ using LongCluster.Contracts;
 using LongCluster.Kernels;
 using LongCluster.Kernels.ContextParallel;
 using LongCluster.Grains.Placement;
+using LongCluster.Grains.Status;
 
 namespace LongCluster.Grains;
 
@@ -15,7 +16,7 @@ namespace LongCluster.Grains;
 /// is the sequence.
 /// </summary>
 [KeepAlive]
-internal sealed class CoordinatorGrain(SiloResources resources, IClusterMembershipService membership, ILocalSiloDetails silo, SiloApiEndpoint api)
+internal sealed class CoordinatorGrain(SiloResources resources, IClusterMembershipService membership, ILocalSiloDetails silo, SiloApiEndpoint api, RecentLayers recent)
     : Grain, ICoordinatorGrain
 {
     private Placed? _placed;
@@ -225,7 +226,9 @@ internal sealed class CoordinatorGrain(SiloResources resources, IClusterMembersh
             // that needs it finds the sequence degraded.
         }
 
-        return new LayerRunResult(chunk, layer, Stopwatch.GetElapsedTime(started).TotalSeconds, timings, Info([]));
+        double seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
+        recent.Add(Id, chunk, layer, seconds, timings);
+        return new LayerRunResult(chunk, layer, seconds, timings, Info([]));
     }
 
     public async Task<DecodeResult> DecodeAsync(int layer, TensorRows query, TensorRows key, TensorRows value, int document, CancellationToken cancellationToken)
