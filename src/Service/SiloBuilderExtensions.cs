@@ -3,6 +3,7 @@ using LongCluster.Grains;
 using LongCluster.Grains.Exchange;
 using LongCluster.Grains.Placement;
 using LongCluster.Grains.Telemetry;
+using LongCluster.Grains.Status;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Orleans.Configuration;
@@ -71,7 +72,8 @@ public static class SiloBuilderExtensions
     /// <summary>
     /// The attention service's grains and what they need on every silo: its options and resource limits, the
     /// exchange hub (the ring's mailboxes, and the exchange factory unless a test registers its own), the spread
-    /// placement of shards, and the slot for the silo's client-API URL.
+    /// placement of shards, the slot for the silo's client-API URL, and the per-silo status service (resident bytes,
+    /// hosted sequences, recent layer runs) the status page asks every silo.
     /// </summary>
     public static ISiloBuilder AddAttentionService(this ISiloBuilder silo, AttentionServiceOptions options)
     {
@@ -82,6 +84,9 @@ public static class SiloBuilderExtensions
         silo.Services.AddSingleton(new SiloResources(options));
         silo.Services.AddSingleton<SiloApiEndpoint>();
         silo.Services.AddSingleton<SiloMetrics>();
+        silo.Services.AddSingleton<RecentLayers>();
+        silo.Services.AddSingleton<SiloStatusClient>();
+        silo.AddGrainService<SiloStatusService>();
         silo.Services.AddSingleton<ExchangeHub>();
         silo.Services.TryAddSingleton<IRunExchangeFactory>(s => s.GetRequiredService<ExchangeHub>());
         silo.AddPlacementDirector<SpreadPlacement, SpreadPlacementDirector>();

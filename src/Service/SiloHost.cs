@@ -16,7 +16,8 @@ namespace LongCluster.Service;
 /// <summary>
 /// One silo as a generic host: the Orleans silo (grains, membership, placement, silo-to-silo TLS) and the ASP.NET
 /// Core client API side by side, with <c>/healthz</c> (the process is alive), <c>/readyz</c> (the Orleans silo is
-/// Active in membership and the host is not stopping) and <c>/membership</c>. SIGTERM drains: readiness drops at
+/// Active in membership and the host is not stopping), <c>/membership</c> and the status page (<c>/</c>,
+/// <see cref="StatusPage"/>). SIGTERM drains: readiness drops at
 /// once, the silo leaves membership gracefully and its grains finish their calls, within
 /// <see cref="SiloOptions.ShutdownTimeout"/>. The same code runs one silo per process (<c>src/Silo</c>,
 /// <c>longcluster silo</c>) and N silos in one process (<see cref="LocalAttentionCluster"/>).
@@ -73,6 +74,7 @@ public static class SiloHost
         app.MapTelemetry(() => siloName ??= app.Services.GetRequiredService<ILocalSiloDetails>().SiloAddress.ToParsableString());
         MapHealth(app);
         ClientApi.Map(app, service);
+        StatusPage.Map(app, service);
         app.Lifetime.ApplicationStarted.Register(() =>
         {
             int port = app.HttpPort();

@@ -17,6 +17,9 @@ public sealed class ClusterFixture : IAsyncLifetime
 
     public SendFaults Faults { get; } = new();
 
+    /// <summary>The cluster's read-only token: it opens the status page, never the <c>/v1</c> API.</summary>
+    public string StatusToken { get; } = "read-only status token for tests";
+
     public async Task InitializeAsync()
     {
         Cluster = await LocalAttentionCluster.StartAsync(
@@ -26,6 +29,7 @@ public sealed class ClusterFixture : IAsyncLifetime
                 o.ReceiveTimeout = TimeSpan.FromSeconds(20);
                 o.MaxRequestBytes = 4 * 1024 * 1024;
                 o.MaxTokensPerSequence = 1_000_000;
+                o.StatusToken = StatusToken;
             },
             silo => silo.InjectFaults(Faults));
         Client = Cluster.NewClient();

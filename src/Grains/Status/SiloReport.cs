@@ -1,0 +1,11 @@
+namespace LongCluster.Grains.Status;
+
+/// <summary>What one silo reports about itself to the status page.</summary>
+/// <param name="Silo">Silo address (host:port@generation).</param>
+/// <param name="Endpoint">HTTP base URL of its client API.</param>
+/// <param name="ResidentBytes">Bytes its shards hold in memory now (KV of every layer, pending uploads, unread outputs).</param>
+/// <param name="MaxResidentBytes">Its budget for those bytes (<c>MaxResidentBytes</c>).</param>
+/// <param name="Sequences">Ids of the sequences it hosts at least one shard of, in ordinal order.</param>
+/// <param name="RecentLayers">The last layer runs its coordinators finished, oldest first (at most <see cref="Status.RecentLayers.Capacity"/>).</param>
+[GenerateSerializer, Immutable]
+public sealed record SiloReport(string Silo, string Endpoint, long ResidentBytes, long MaxResidentBytes, IReadOnlyList<string> Sequences, IReadOnlyList<LayerTiming> RecentLayers);
