@@ -36,6 +36,13 @@ public sealed class AttentionServiceOptions
     /// <summary>How often an idle shard asks its coordinator whether the sequence still exists (an orphan frees its memory).</summary>
     public TimeSpan OrphanCheckInterval { get; set; } = TimeSpan.FromMinutes(1);
 
+    /// <summary>
+    /// Whether the client API speaks MessagePack for control messages besides JSON (<c>Content-Type</c>/<c>Accept</c>
+    /// <c>application/x-msgpack</c>); false: JSON only, a MessagePack body is refused with 415 and answers are JSON
+    /// whatever the request accepts.
+    /// </summary>
+    public bool MessagePack { get; set; } = true;
+
     public void Validate()
     {
         if (MaxResidentBytes <= 0 || MaxTokensPerSequence <= 0 || MaxSequences <= 0 || MaxRequestBytes <= 0)

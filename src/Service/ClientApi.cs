@@ -1,23 +1,30 @@
+using System.Buffers;
 using System.Globalization;
+using System.Reflection;
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
+using System.Text.Json.Serialization;
 using System.Text.RegularExpressions;
 using LongCluster.Contracts;
 using LongCluster.Grains;
 using LongCluster.Grains.Diagnostics;
 using LongCluster.Grains.Placement;
 using LongCluster.Tensors;
+using MessagePack;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Net.Http.Headers;
 
 namespace LongCluster.Service;
 
 /// <summary>
-/// The client HTTP API, on every silo. Control is JSON, tensors are safetensors bodies, every request under
+/// The client HTTP API, on every silo. Control messages are JSON, or MessagePack where the request asks for it
+/// (<see cref="ControlMessages"/>; <see cref="AttentionServiceOptions.MessagePack"/> turns it off) — every error body is
+/// JSON —, tensors are safetensors bodies, every request under
 /// <c>/v1</c> needs <c>Authorization: Bearer &lt;token&gt;</c>. Every refusal is an <see cref="ApiError"/> naming the
 /// field, raised before anything is changed. Rows are uploaded to (and outputs read from) the silo that hosts the
 /// shard — the chunk plan names it — so no gateway carries a whole sequence; a request that reaches another silo
@@ -28,6 +35,8 @@ internal static partial class ClientApi
     private const string SafetensorsType = "application/octet-stream";
 
     private static readonly JsonSerializerOptions Json = new(JsonSerializerDefaults.Web);
+
+    private static readonly MediaTypeHeaderValue JsonMediaType = new(ControlMessages.JsonType);
 
     public static void Map(WebApplication app, AttentionServiceOptions options)
     {
@@ -68,13 +77,13 @@ internal static partial class ClientApi
 
             TransferFigures figures = await grains.GetGrain<ITransferProbeGrain>(first)
                 .MeasureAsync(second, frames ?? 64, megabytes * 1024 * 1024, calls ?? 20000, http.RequestAborted).ConfigureAwait(false);
-            return Results.Json(figures, Json);
+            return Control(http, options, figures);
         });
         app.MapPost("/v1/sequences", async (HttpContext http, string? id) =>
         {
-            SequenceSpec spec = await ReadJsonAsync<SequenceSpec>(http, options).ConfigureAwait(false);
+            SequenceSpec spec = await ReadControlAsync<SequenceSpec>(http, options).ConfigureAwait(false);
             SequenceInfo info = await Coordinator(id ?? $"seq-{Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(6))}").CreateAsync(spec, http.RequestAborted).ConfigureAwait(false);
-            return Results.Json(info, Json, statusCode: StatusCodes.Status201Created);
+            return Control(http, options, info, StatusCodes.Status201Created);
         });
         app.MapGet("/v1/sequences", async (HttpContext http) =>
         {
@@ -92,10 +101,10 @@ internal static partial class ClientApi
                 }
             }
 
-            return Results.Json(infos, Json);
+            return Control(http, options, infos);
         });
         app.MapGet("/v1/sequences/{id}", async (HttpContext http, string id) =>
-            Results.Json(await Coordinator(id).DescribeAsync(http.RequestAborted).ConfigureAwait(false), Json));
+            Control(http, options, await Coordinator(id).DescribeAsync(http.RequestAborted).ConfigureAwait(false)));
         app.MapDelete("/v1/sequences/{id}", async (HttpContext http, string id) =>
         {
             await Coordinator(id).DeleteAsync(http.RequestAborted).ConfigureAwait(false);
@@ -103,8 +112,8 @@ internal static partial class ClientApi
         });
         app.MapPost("/v1/sequences/{id}/chunks", async (HttpContext http, string id) =>
         {
-            ChunkRequest request = await ReadJsonAsync<ChunkRequest>(http, options).ConfigureAwait(false);
-            return Results.Json(await Coordinator(id).BeginChunkAsync(request, http.RequestAborted).ConfigureAwait(false), Json);
+            ChunkRequest request = await ReadControlAsync<ChunkRequest>(http, options).ConfigureAwait(false);
+            return Control(http, options, await Coordinator(id).BeginChunkAsync(request, http.RequestAborted).ConfigureAwait(false));
         });
         app.MapPut("/v1/sequences/{id}/chunks/{chunk:int}/layers/{layer:int}/shards/{shard:int}", async (HttpContext http, string id, int chunk, int layer, int shard) =>
         {
@@ -115,7 +124,7 @@ internal static partial class ClientApi
             return Results.NoContent();
         });
         app.MapPost("/v1/sequences/{id}/chunks/{chunk:int}/layers/{layer:int}/run", async (HttpContext http, string id, int chunk, int layer) =>
-            Results.Json(await Coordinator(id).RunLayerAsync(chunk, layer, http.RequestAborted).ConfigureAwait(false), Json));
+            Control(http, options, await Coordinator(id).RunLayerAsync(chunk, layer, http.RequestAborted).ConfigureAwait(false)));
         app.MapGet("/v1/sequences/{id}/chunks/{chunk:int}/layers/{layer:int}/shards/{shard:int}/output", async (HttpContext http, string id, int chunk, int layer, int shard) =>
         {
             ShardAddress address = await Coordinator(id).ShardAsync(shard, http.RequestAborted).ConfigureAwait(false);
@@ -171,6 +180,7 @@ internal static partial class ClientApi
     {
         ServiceException s => (StatusOf(s.Code), new ApiError(s.Message, s.Field, s.Retryable, NameOf(s.Code))),
         BadHttpRequestException { StatusCode: StatusCodes.Status413PayloadTooLarge } => (StatusCodes.Status413PayloadTooLarge, new ApiError(e.Message, "body", false, "too_large")),
+        BadHttpRequestException { StatusCode: StatusCodes.Status415UnsupportedMediaType } => (StatusCodes.Status415UnsupportedMediaType, new ApiError(e.Message, "Content-Type", false, "unsupported_media_type")),
         BadHttpRequestException => (StatusCodes.Status400BadRequest, new ApiError(e.Message, "body", false, "invalid_request")),
         SiloUnavailableException or OrleansMessageRejectionException or TimeoutException or IOException
             => (StatusCodes.Status503ServiceUnavailable, new ApiError(e.Message, null, true, "unavailable")),
@@ -227,9 +237,25 @@ internal static partial class ClientApi
         return buffer.Length == buffer.Capacity ? buffer.GetBuffer() : buffer.ToArray();
     }
 
-    private static async Task<T> ReadJsonAsync<T>(HttpContext http, AttentionServiceOptions options)
+    /// <summary>
+    /// A control message from the body: MessagePack when <c>Content-Type</c> says so (refused with 415 before the body
+    /// is read when this silo speaks only JSON), otherwise JSON whatever it says (curl's default form type included).
+    /// </summary>
+    private static async Task<T> ReadControlAsync<T>(HttpContext http, AttentionServiceOptions options)
     {
+        bool messagePack = MediaTypeHeaderValue.TryParse(http.Request.ContentType, out MediaTypeHeaderValue? type) && ControlMessages.IsMessagePack(type.MediaType.Value);
+        if (messagePack && !options.MessagePack)
+        {
+            throw new BadHttpRequestException(
+                $"Content-Type: this silo speaks JSON only (LongCluster:Service:MessagePack is false); send the {typeof(T).Name} as {ControlMessages.JsonType}", StatusCodes.Status415UnsupportedMediaType);
+        }
+
         byte[] body = await ReadBodyAsync(http, options).ConfigureAwait(false);
+        if (messagePack)
+        {
+            return ReadMessagePack<T>(body);
+        }
+
         if (body.Length == 0)
         {
             throw ServiceException.Invalid("body", $"expected a JSON {typeof(T).Name}, got an empty body");
@@ -244,6 +270,63 @@ internal static partial class ClientApi
             throw ServiceException.Invalid(e.Path is { Length: > 2 } path ? path.TrimStart('$', '.') : "body", $"not a valid {typeof(T).Name}: {e.Message}");
         }
     }
+
+    /// <summary>
+    /// A MessagePack map of <typeparamref name="T"/>'s properties, held to the JSON path's rules: a key <typeparamref name="T"/>
+    /// lacks (MessagePack would skip it, leaving a default the client did not mean) or a value of the wrong type is
+    /// refused naming that field as the JSON path would (<c>layers</c>, <c>dtype</c>); anything else wrong, naming the body.
+    /// </summary>
+    private static T ReadMessagePack<T>(byte[] body)
+    {
+        string what = $"a MessagePack {typeof(T).Name}";
+        if (body.Length == 0)
+        {
+            throw ServiceException.Invalid("body", $"expected {what}, got an empty body");
+        }
+
+        Dictionary<string, PropertyInfo> members = typeof(T).GetProperties(BindingFlags.Public | BindingFlags.Instance).ToDictionary(p => p.Name, StringComparer.Ordinal);
+        try
+        {
+            var reader = new MessagePackReader(body);
+            if (reader.NextMessagePackType != MessagePackType.Map)
+            {
+                throw ServiceException.Invalid("body", $"expected {what} (a map), got a {reader.NextMessagePackType}");
+            }
+
+            for (int count = reader.ReadMapHeader(); count > 0; count--)
+            {
+                string key = reader.NextMessagePackType == MessagePackType.String ? reader.ReadString()! : throw ServiceException.Invalid("body", $"expected {what}: its keys are strings, got a {reader.NextMessagePackType}");
+                if (!members.TryGetValue(key, out PropertyInfo? member))
+                {
+                    throw ServiceException.Invalid(key, $"{typeof(T).Name} has no field '{key}' (it has: {string.Join(", ", members.Keys.Order(StringComparer.Ordinal))})");
+                }
+
+                ReadOnlySequence<byte> value = reader.ReadRaw();
+                try
+                {
+                    _ = ControlMessages.FromMessagePack(member.PropertyType, value.ToArray());
+                }
+                catch (MessagePackSerializationException e)
+                {
+                    string field = member.GetCustomAttribute<JsonPropertyNameAttribute>()?.Name ?? JsonNamingPolicy.CamelCase.ConvertName(key);
+                    throw ServiceException.Invalid(field, $"not a valid {typeof(T).Name}: '{key}' is not a {member.PropertyType.Name}: {Innermost(e).Message}");
+                }
+            }
+
+            if (!reader.End)
+            {
+                throw ServiceException.Invalid("body", $"expected {what}, got {body.Length - reader.Consumed} bytes after it");
+            }
+
+            return ControlMessages.FromMessagePack<T>(body) ?? throw ServiceException.Invalid("body", $"expected {what}, got nil");
+        }
+        catch (Exception e) when (e is MessagePackSerializationException or EndOfStreamException)
+        {
+            throw ServiceException.Invalid("body", $"not {what}: {Innermost(e).Message}");
+        }
+    }
+
+    private static Exception Innermost(Exception e) => e.InnerException is { } inner ? Innermost(inner) : e;
 
     private static async Task<Dictionary<string, TensorRows>> ReadTensorsAsync(HttpContext http, AttentionServiceOptions options, params string[] required)
     {
@@ -295,6 +378,39 @@ internal static partial class ClientApi
     private static IResult Tensors(Dictionary<string, HostTensor> tensors, IReadOnlyDictionary<string, string>? metadata) =>
         Results.Bytes(SafetensorsWriter.ToBytes(tensors, metadata), SafetensorsType);
 
+    /// <summary>
+    /// A control answer, as MessagePack when this silo speaks it and the request's <c>Accept</c> names
+    /// <c>application/x-msgpack</c> with a q-value above 0 and at least JSON's (<c>application/json</c>,
+    /// <c>application/*</c> or <c>*/*</c>); otherwise JSON, also to curl's <c>*/*</c> and to no <c>Accept</c> at all.
+    /// </summary>
+    private static IResult Control<T>(HttpContext http, AttentionServiceOptions options, T value, int status = StatusCodes.Status200OK)
+    {
+        http.Response.Headers.Vary = "Accept";
+        return options.MessagePack && AcceptsMessagePack(http.Request)
+            ? new MessagePackResult(ControlMessages.ToMessagePack(value), status)
+            : Results.Json(value, Json, statusCode: status);
+    }
+
+    private static bool AcceptsMessagePack(HttpRequest request)
+    {
+        double messagePack = 0;
+        double json = 0;
+        foreach (MediaTypeHeaderValue accept in request.GetTypedHeaders().Accept)
+        {
+            double quality = accept.Quality ?? 1;
+            if (ControlMessages.IsMessagePack(accept.MediaType.Value))
+            {
+                messagePack = Math.Max(messagePack, quality);
+            }
+            else if (JsonMediaType.IsSubsetOf(accept))
+            {
+                json = Math.Max(json, quality);
+            }
+        }
+
+        return messagePack > 0 && messagePack >= json;
+    }
+
     private static Task WriteError(HttpResponse response, int status, ApiError error)
     {
         response.StatusCode = status;
@@ -303,4 +419,16 @@ internal static partial class ClientApi
 
     [GeneratedRegex("^[A-Za-z0-9._-]{1,128}$")]
     private static partial Regex SequenceId();
+
+    /// <summary>A control answer in MessagePack, with its status (<c>Results.Bytes</c> takes none).</summary>
+    private sealed class MessagePackResult(byte[] body, int status) : IResult
+    {
+        public Task ExecuteAsync(HttpContext httpContext)
+        {
+            httpContext.Response.StatusCode = status;
+            httpContext.Response.ContentType = ControlMessages.MessagePackType;
+            httpContext.Response.ContentLength = body.Length;
+            return httpContext.Response.Body.WriteAsync(body, httpContext.RequestAborted).AsTask();
+        }
+    }
 }

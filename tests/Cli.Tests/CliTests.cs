@@ -236,7 +236,9 @@ public sealed class CliTests : IDisposable
     [InlineData(new[] { "bench", "decode", "--tk", "0" }, "--tk must be an integer >= 1")]
     [InlineData(new[] { "bench", "decode", "--hq", "4" }, "--hq (4) must be a multiple of --hkv (8)")]
     [InlineData(new[] { "bench", "decode", "--dtype", "f64" }, "--dtype must be f32, f16 or bf16")]
-    [InlineData(new[] { "bench" }, "'bench decode', 'bench ring' or 'bench transport'")]
+    [InlineData(new[] { "bench" }, "'bench decode', 'bench ring', 'bench transport' or 'bench control'")]
+    [InlineData(new[] { "bench", "control", "--endpoint", "http://127.0.0.1:1", "--local-cluster", "2" }, "bench control: give --endpoint or --local-cluster, not both")]
+    [InlineData(new[] { "bench", "control", "--requests", "0" }, "--requests must be an integer >= 1")]
     [InlineData(new[] { "demo", "--dtype", "f64" }, "--dtype must be f32, f16 or bf16")]
     [InlineData(new[] { "demo", "--mask", "full" }, "decode needs a mask under which earlier tokens cannot see later ones")]
     [InlineData(new[] { "silo", "--redis", "127.0.0.1:6379" }, "with --redis, every silo needs the same --token")]
@@ -309,6 +311,28 @@ public sealed class CliTests : IDisposable
         Assert.Equal("bf16", json.RootElement.GetProperty("dtype").GetString());
         Assert.Equal(2, json.RootElement.GetProperty("threads").GetInt32());
         Assert.Contains(json.RootElement.GetProperty("vector_bits").GetInt32(), new[] { 0, 128, 256, 512 });
+    }
+
+    [Fact]
+    public void BenchControl_LocalCluster_LastLineIsJsonWithBothFormats()
+    {
+        (int code, string stdout, string stderr) = Run("bench", "control", "--local-cluster", "1", "--requests", "3");
+        Assert.True(code == 0, stderr);
+        Assert.Contains("bench control: 3 requests of each kind and format through the SDK on a local cluster of 1 silos", stdout);
+        using JsonDocument json = JsonDocument.Parse(stdout.TrimEnd().Split('\n')[^1]);
+        JsonElement asJson = json.RootElement.GetProperty("json");
+        JsonElement asMessagePack = json.RootElement.GetProperty("msgpack");
+        // The bench's SequenceSpec and ChunkRequest(4096) bodies: camelCase JSON, and MessagePack maps of the same members.
+        Assert.Equal(
+            [("create", 121L, 91L), ("describe", 0, 0), ("begin_chunk", 32, 22), ("list", 0, 0)],
+            new[] { "create", "describe", "begin_chunk", "list" }.Select(k => (k, asJson.GetProperty(k).GetProperty("request_bytes").GetInt64(), asMessagePack.GetProperty(k).GetProperty("request_bytes").GetInt64())));
+        foreach (string kind in new[] { "create", "describe", "begin_chunk", "list" })
+        {
+            Assert.Equal("application/json", asJson.GetProperty(kind).GetProperty("answer_type").GetString());
+            Assert.Equal("application/x-msgpack", asMessagePack.GetProperty(kind).GetProperty("answer_type").GetString());
+            Assert.True(asMessagePack.GetProperty(kind).GetProperty("answer_bytes").GetInt64() < asJson.GetProperty(kind).GetProperty("answer_bytes").GetInt64(), kind);
+            Assert.True(asMessagePack.GetProperty(kind).GetProperty("p50_ms").GetDouble() > 0, kind);
+        }
     }
 
     [Fact]

@@ -44,6 +44,9 @@ public static class CliApp
           longcluster bench transport [--frames 64] [--frame-mib 16] [--calls 20000] [--in-process]
               Orleans grain calls between two silo processes (Redis, mutual TLS) as the ring uses them: frames one
               at a time (GB/s) and small calls (p50/p99 latency); the last line is JSON.
+          longcluster bench control [--local-cluster 3 | --endpoint URL [--token T]] [--requests 200]
+              The SDK's control requests (create, describe, begin chunk, list) in JSON and in MessagePack: body bytes
+              of each request and answer, mean/p50/p99 ms per request; the last line is JSON.
           longcluster local-cluster [--silos 3] [--processes] [--for S]
               N silos with the attention service on this machine (in this process, or as silo processes with a
               redis-server it starts), until Ctrl+C, SIGTERM or S seconds; then they leave gracefully.
@@ -82,7 +85,8 @@ public static class CliApp
                 "bench" when rest.Length > 0 && rest[0] == "decode" => BenchDecodeCommand.Run(rest[1..], stdout),
                 "bench" when rest.Length > 0 && rest[0] == "ring" => BenchRingCommand.Run(rest[1..], stdout),
                 "bench" when rest.Length > 0 && rest[0] == "transport" => BenchTransportCommand.Run(rest[1..], stdout),
-                "bench" => throw new UsageException("bench: say what to benchmark: 'longcluster bench kernel', 'bench decode', 'bench ring' or 'bench transport'"),
+                "bench" when rest.Length > 0 && rest[0] == "control" => BenchControlCommand.Run(rest[1..], stdout),
+                "bench" => throw new UsageException("bench: say what to benchmark: 'longcluster bench kernel', 'bench decode', 'bench ring', 'bench transport' or 'bench control'"),
                 _ => throw new UsageException($"unknown command '{args[0]}' (commands: demo, attend, plan, local-cluster, silo, bench; see --help)"),
             };
         }

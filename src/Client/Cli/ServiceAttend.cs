@@ -2,7 +2,6 @@ using System.Security.Cryptography;
 using LongCluster.Client;
 using LongCluster.Contracts;
 using LongCluster.Kernels;
-using LongCluster.Service;
 using LongCluster.Tensors;
 
 namespace LongCluster.Cli;
@@ -21,33 +20,10 @@ internal static class ServiceAttend
     private static async Task<string> RunAsync(
         CommandLine options, HostTensor q, HostTensor k, HostTensor v, AttentionShape shape, AttentionMask mask, string layout, int shards, int[] documents, float[] output, float[] logSumExp)
     {
-        LocalAttentionCluster? local = null;
+        await using ClusterTarget target = await ClusterTarget.StartAsync(options, "attend").ConfigureAwait(false);
         try
         {
-            LongClusterClientOptions client;
-            string where;
-            if (options.Has("local-cluster"))
-            {
-                int silos = options.Int("local-cluster", 4, 1, 64);
-                local = await LocalAttentionCluster.StartAsync(silos).ConfigureAwait(false);
-                client = new LongClusterClientOptions { Endpoints = local.Endpoints, Token = local.ApiToken };
-                where = $" on a local cluster of {silos} silos";
-            }
-            else
-            {
-                string endpoint = options.RequiredText("endpoint");
-                if (!Uri.TryCreate(endpoint, UriKind.Absolute, out Uri? uri) || uri.Scheme is not ("http" or "https"))
-                {
-                    throw new UsageException($"attend: --endpoint expects an http(s) URL of a silo, got '{endpoint}'");
-                }
-
-                string token = options.Text("token") ?? Environment.GetEnvironmentVariable("LONGCLUSTER_TOKEN")
-                    ?? throw new UsageException("attend: --endpoint needs the cluster's API token: --token T or LONGCLUSTER_TOKEN");
-                client = new LongClusterClientOptions { Endpoints = [uri], Token = token };
-                where = $" on {uri.GetLeftPart(UriPartial.Authority)}";
-            }
-
-            using var sdk = new LongClusterClient(client);
+            using var sdk = new LongClusterClient(target.ClientOptions());
             var spec = new SequenceSpec
             {
                 Layers = 1, QueryHeads = shape.QueryHeads, KeyValueHeads = shape.KeyValueHeads, HeadDim = shape.HeadDim, DType = q.DType.SafetensorsName().ToLowerInvariant(),
@@ -60,7 +36,7 @@ internal static class ServiceAttend
                     spec, id, shape.QueryTokens, (_, _) => new LayerInput(q, k, v), mask.Document ? documents : null).ConfigureAwait(false);
                 layers[0].Output.CopyTo(output, 0);
                 layers[0].LogSumExp.CopyTo(logSumExp, 0);
-                return $"{where} ({info.Shards} shards, layout {layout})";
+                return $"{target.Where} ({info.Shards} shards, layout {layout})";
             }
             catch (LongClusterException e) when (e.Status is 400 or 409 or 413 or 429)
             {
@@ -81,13 +57,6 @@ internal static class ServiceAttend
         catch (LongClusterException e)
         {
             throw new IOException($"attend: the cluster failed the request ({e.Code}, status {e.Status}): {e.Message}", e);
-        }
-        finally
-        {
-            if (local is not null)
-            {
-                await local.DisposeAsync().ConfigureAwait(false);
-            }
         }
     }
 }

@@ -18,6 +18,7 @@ namespace LongCluster.Client;
 /// Failures are <see cref="LongClusterException"/>s carrying the status, the field, and whether a retry can help;
 /// retryable failures are retried (<see cref="LongClusterClientOptions.MaxRetries"/>, by a Polly retry pipeline) before
 /// they are thrown. Prefill uploads each shard's rows straight to the silo that hosts it, all shards in parallel.
+/// Control messages travel as MessagePack where the silo speaks it (<see cref="LongClusterClientOptions.ControlFormat"/>).
 /// </summary>
 public sealed class LongClusterClient : IDisposable
 {
@@ -43,6 +44,9 @@ public sealed class LongClusterClient : IDisposable
     private readonly long[] _gatewayRestsUntil;
     private readonly ResiliencePipeline<HttpResponseMessage> _requests;
     private readonly ResiliencePipeline _rebuilds;
+
+    /// <summary>Silos that refused a MessagePack body (415): they get JSON from then on.</summary>
+    private readonly ConcurrentDictionary<Uri, bool> _jsonOnly = new();
     private int _nextEndpoint;
 
     /// <summary>A client with an <see cref="HttpClient"/> of its own, disposed with it.</summary>
@@ -74,7 +78,7 @@ public sealed class LongClusterClient : IDisposable
     }
 
     public async Task<SequenceInfo> CreateSequenceAsync(SequenceSpec spec, string? id = null, CancellationToken cancellationToken = default) => Remember(
-        await SendAsync<SequenceInfo>(HttpMethod.Post, id is null ? "v1/sequences" : $"v1/sequences?id={Uri.EscapeDataString(id)}", () => JsonContent.Create(spec, options: Json), cancellationToken)
+        await SendAsync<SequenceInfo>(HttpMethod.Post, id is null ? "v1/sequences" : $"v1/sequences?id={Uri.EscapeDataString(id)}", spec, cancellationToken)
             .ConfigureAwait(false));
 
     public async Task<SequenceInfo> GetSequenceAsync(string id, CancellationToken cancellationToken = default) => Remember(
@@ -91,7 +95,7 @@ public sealed class LongClusterClient : IDisposable
 
     /// <summary>Starts a chunk; the plan says which rows go to which shard's silo.</summary>
     public Task<ChunkPlan> BeginChunkAsync(string id, ChunkRequest request, CancellationToken cancellationToken = default) =>
-        SendAsync<ChunkPlan>(HttpMethod.Post, $"v1/sequences/{Escape(id)}/chunks", () => JsonContent.Create(request, options: Json), cancellationToken);
+        SendAsync<ChunkPlan>(HttpMethod.Post, $"v1/sequences/{Escape(id)}/chunks", request, cancellationToken);
 
     /// <summary>Splits a layer's rows by the plan and uploads every shard's rows to the silo that hosts it, in parallel.</summary>
     public async Task UploadLayerAsync(ChunkPlan plan, int layer, LayerInput input, IProgress<PrefillProgress>? progress = null, int layers = 0, CancellationToken cancellationToken = default)
@@ -333,20 +337,31 @@ public sealed class LongClusterClient : IDisposable
         }
     }
 
-    private async Task<T> SendAsync<T>(HttpMethod method, string path, Func<HttpContent>? content, CancellationToken cancellationToken)
+    /// <summary>A control request to the gateways: <paramref name="message"/> (or no body) out, a <typeparamref name="T"/> back, each in the format negotiated.</summary>
+    private async Task<T> SendAsync<T>(HttpMethod method, string path, object? message, CancellationToken cancellationToken)
     {
-        byte[] body = await SendBytesAsync(null, method, path, content, cancellationToken).ConfigureAwait(false);
-        return JsonSerializer.Deserialize<T>(body, Json) ?? throw new LongClusterException(0, new ApiError($"{path}: empty answer", null, true, "internal"));
+        Func<bool, HttpContent>? content = message is null ? null : messagePack => messagePack
+            ? new ByteArrayContent(ControlMessages.ToMessagePack(message.GetType(), message)) { Headers = { ContentType = new MediaTypeHeaderValue(ControlMessages.MessagePackType) } }
+            : JsonContent.Create(message, message.GetType(), options: Json);
+        (byte[] body, string? mediaType) = await SendAsync(null, method, path, content, control: true, cancellationToken).ConfigureAwait(false);
+        T? answer = ControlMessages.IsMessagePack(mediaType) ? ControlMessages.FromMessagePack<T>(body) : JsonSerializer.Deserialize<T>(body, Json);
+        return answer ?? throw new LongClusterException(0, new ApiError($"{path}: empty answer", null, true, "internal"));
     }
+
+    private async Task<byte[]> SendBytesAsync(Uri? endpoint, HttpMethod method, string path, Func<HttpContent>? content, CancellationToken cancellationToken) =>
+        (await SendAsync(endpoint, method, path, content is null ? null : _ => content(), control: false, cancellationToken).ConfigureAwait(false)).Body;
 
     /// <summary>
     /// Sends to <paramref name="endpoint"/> (the silo that hosts a shard), or to the gateways in turn, through the retry
     /// pipeline, building the request anew for every attempt. A refused connection never reached the silo, so the
     /// request goes elsewhere at once within the same attempt, without using up a retry: from a shard's silo to the
     /// gateways (any silo routes to the shard), and from a gateway to the next one (the refusing gateway rests for
-    /// <see cref="GatewayRest"/>), until every gateway has refused once.
+    /// <see cref="GatewayRest"/>), until every gateway has refused once. A <paramref name="control"/> request builds its body
+    /// by <paramref name="content"/>(MessagePack?) and asks for its answer in the format of <see cref="LongClusterClientOptions.ControlFormat"/>;
+    /// a silo that refuses a MessagePack body (415) gets it again as JSON at once, also without using up a retry.
     /// </summary>
-    private async Task<byte[]> SendBytesAsync(Uri? endpoint, HttpMethod method, string path, Func<HttpContent>? content, CancellationToken cancellationToken)
+    private async Task<(byte[] Body, string? MediaType)> SendAsync(
+        Uri? endpoint, HttpMethod method, string path, Func<bool, HttpContent>? content, bool control, CancellationToken cancellationToken)
     {
         int switched = 0;
         ResilienceContext context = ResilienceContextPool.Shared.Get(cancellationToken);
@@ -356,13 +371,23 @@ public sealed class LongClusterClient : IDisposable
             using HttpResponseMessage response = await _requests.ExecuteAsync(
                 async attempt =>
                 {
+                    Uri? jsonAgain = null;
                     while (true)
                     {
-                        int gateway = endpoint is null ? NextGateway() : -1;
-                        Uri baseUri = endpoint ?? _gateways[gateway];
+                        int gateway = endpoint is null && jsonAgain is null ? NextGateway() : -1;
+                        Uri baseUri = jsonAgain ?? endpoint ?? _gateways[gateway];
+                        jsonAgain = null;
+                        bool messagePack = control && _options.ControlFormat == ControlFormat.Auto && !_jsonOnly.ContainsKey(baseUri);
+                        string? accept = control ? (messagePack ? ControlMessages.AcceptEither : ControlMessages.JsonType) : null;
                         try
                         {
-                            return await SendOnceAsync(new Uri(baseUri, path), method, content, attempt.CancellationToken).ConfigureAwait(false);
+                            return await SendOnceAsync(new Uri(baseUri, path), method, content?.Invoke(messagePack), accept, attempt.CancellationToken).ConfigureAwait(false);
+                        }
+                        catch (LongClusterException e) when (e.Status == (int)HttpStatusCode.UnsupportedMediaType && messagePack && content is not null)
+                        {
+                            // This silo speaks only JSON (its MessagePack switch is off): it refused the body before reading it.
+                            _jsonOnly[baseUri] = true;
+                            jsonAgain = baseUri;
                         }
                         catch (LongClusterException e) when (e.InnerException is HttpRequestException { HttpRequestError: HttpRequestError.ConnectionError } && (gateway < 0 || switched < _gateways.Length - 1))
                         {
@@ -379,7 +404,7 @@ public sealed class LongClusterClient : IDisposable
                 context).ConfigureAwait(false);
 
             // Buffered by SendOnceAsync: no more I/O here.
-            return await response.Content.ReadAsByteArrayAsync(cancellationToken).ConfigureAwait(false);
+            return (await response.Content.ReadAsByteArrayAsync(cancellationToken).ConfigureAwait(false), response.Content.Headers.ContentType?.MediaType);
         }
         finally
         {
@@ -405,12 +430,17 @@ public sealed class LongClusterClient : IDisposable
     }
 
     /// <summary>One attempt: the answer when it succeeded (its body read), else a <see cref="LongClusterException"/>.</summary>
-    private async Task<HttpResponseMessage> SendOnceAsync(Uri uri, HttpMethod method, Func<HttpContent>? content, CancellationToken cancellationToken)
+    private async Task<HttpResponseMessage> SendOnceAsync(Uri uri, HttpMethod method, HttpContent? content, string? accept, CancellationToken cancellationToken)
     {
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         deadline.CancelAfter(_options.RequestTimeout);
-        using var request = new HttpRequestMessage(method, uri) { Content = content?.Invoke() };
+        using var request = new HttpRequestMessage(method, uri) { Content = content };
         request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", _options.Token);
+        if (accept is not null)
+        {
+            request.Headers.Accept.ParseAdd(accept);
+        }
+
         if (request.Content?.Headers.ContentLength > ExpectContinueBytes)
         {
             // The silo may refuse a large body by its headers alone (413 over MaxRequestBytes); without asking first,

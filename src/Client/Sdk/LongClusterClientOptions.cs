@@ -18,6 +18,9 @@ public sealed class LongClusterClientOptions
     /// <summary>Wait before the first retry; doubled for each further one.</summary>
     public TimeSpan RetryDelay { get; set; } = TimeSpan.FromMilliseconds(250);
 
+    /// <summary>Control messages in MessagePack where the silo speaks it (<see cref="ControlFormat.Auto"/>), or always JSON.</summary>
+    public ControlFormat ControlFormat { get; set; } = ControlFormat.Auto;
+
     /// <summary>Told of every retry before its wait (to log it, or show it beside a progress bar); called on the retrying task.</summary>
     public Action<RetryNotice>? OnRetry { get; set; }
 
@@ -31,6 +34,11 @@ public sealed class LongClusterClientOptions
         if (string.IsNullOrEmpty(Token))
         {
             throw new ArgumentException("the API token is required", nameof(Token));
+        }
+
+        if (!Enum.IsDefined(ControlFormat))
+        {
+            throw new ArgumentException($"ControlFormat must be Auto or Json, got {(int)ControlFormat}", nameof(ControlFormat));
         }
 
         if (MaxRetries < 0 || RequestTimeout <= TimeSpan.Zero || RetryDelay < TimeSpan.Zero)
