@@ -165,7 +165,7 @@ internal static class BenchLoadCommand
     private sealed record Settings(int Clients, TimeSpan Duration, int Seed, Uri? Endpoint, string? Token, int LocalSilos);
 
     /// <summary>One heap and RSS reading: the silos' (from /metrics) and, for in-process silos, this process's own.</summary>
-    /// <param name="LocalFullGcHeapMb">This process's heap after its last full (gen 2) GC, whenever that ran: what a leak grows and GC sizing does not.</param>
+    /// <param name="LocalFullGcHeapMb">This process's heap after its last gen 2 GC, whenever that ran: what a leak grows and GC sizing does not.</param>
     private sealed record Sample(
         double Seconds, long Requests, double? HeapMb, double? RssMb, Dictionary<string, (double? HeapMb, double? RssMb)> BySilo, double? LocalHeapMb, double? LocalRssMb, double? LocalFullGcHeapMb);
 
@@ -261,8 +261,12 @@ internal static class BenchLoadCommand
             // The figures .NET's "System.Runtime" meter reports, read in this process: the generations' sizes after the last GC, and the working set.
             double? localHeap = inProcess ? GC.GetGCMemoryInfo().GenerationInfo.ToArray().Sum(g => g.SizeAfterBytes) / 1e6 : null;
             double? localRss = inProcess ? Environment.WorkingSet / 1e6 : null;
-            GCMemoryInfo full = GC.GetGCMemoryInfo(GCKind.FullBlocking);
+            // The last gen 2 GC, blocking or background (workstation GC runs most of them in the background).
+            GCMemoryInfo blocking = GC.GetGCMemoryInfo(GCKind.FullBlocking);
+            GCMemoryInfo background = GC.GetGCMemoryInfo(GCKind.Background);
+            GCMemoryInfo full = background.Index > blocking.Index ? background : blocking;
             double? localFull = inProcess && full.Index > 0 ? full.GenerationInfo.ToArray().Sum(g => g.SizeAfterBytes) / 1e6 : null;
+            int gen2 = GC.CollectionCount(2);
             var sample = new Sample(seconds, requests, heap, rss, bySilo, localHeap, localRss, localFull);
             long previous;
             double since;
@@ -278,7 +282,7 @@ internal static class BenchLoadCommand
                 $"  {when,9}: {requests} requests ({(since > 0 ? (requests - previous) / since : 0):0.0}/s), {stats.Sequences} sequences, {stats.Wrong} wrong, {stats.Errors} errors, {stats.Refused} refused; silos: heap {Mb(heap)}, RSS {Mb(rss)}");
             if (inProcess)
             {
-                line += string.Create(CultureInfo.InvariantCulture, $"; this process (local reading): heap {Mb(localHeap)}, RSS {Mb(localRss)}, heap after the last full GC {Mb(localFull)}");
+                line += string.Create(CultureInfo.InvariantCulture, $"; this process (local reading): heap {Mb(localHeap)}, RSS {Mb(localRss)}, heap after the last gen 2 GC {Mb(localFull)} ({gen2} gen 2 GCs so far)");
             }
 
             console.WriteLine(line);
