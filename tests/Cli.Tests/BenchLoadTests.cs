@@ -39,6 +39,22 @@ public sealed class BenchLoadTests
     }
 
     [Fact]
+    public async Task BenchLoad_SigTerm_StopsEarlyAndStillReports()
+    {
+        using var cli = StreamingProcess.Start("bench", "load", "--local-cluster", "2", "--clients", "2", "--minutes", "10");
+        await cli.WaitForLineAsync(l => l.Contains("start: 0 requests", StringComparison.Ordinal), TimeSpan.FromMinutes(1));
+        cli.Signal("TERM");
+
+        Assert.Equal(0, await cli.ExitCodeAsync(TimeSpan.FromMinutes(1)));
+        Assert.Contains(cli.Lines, l => l == "bench load: stopped by a signal");
+        using var json = JsonDocument.Parse(cli.Lines.Last(l => !string.IsNullOrEmpty(l)));
+        Assert.True(json.RootElement.GetProperty("stopped").GetBoolean());
+        Assert.Equal(0, json.RootElement.GetProperty("wrong").GetInt64());
+        Assert.Equal(0, json.RootElement.GetProperty("errors").GetInt64());
+        Assert.Equal(2, json.RootElement.GetProperty("sample_s").GetArrayLength()); // at the start and at the stop
+    }
+
+    [Fact]
     public void Pick_ManySeeds_EveryShapeIsOneTheServiceAccepts()
     {
         var random = new Random(5);

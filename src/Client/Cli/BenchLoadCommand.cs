@@ -165,7 +165,7 @@ internal static class BenchLoadCommand
     private sealed record Settings(int Clients, TimeSpan Duration, int Seed, Uri? Endpoint, string? Token, int LocalSilos);
 
     /// <summary>One heap and RSS reading: the silos' (from /metrics) and, for in-process silos, this process's own.</summary>
-    /// <param name="LocalFullGcHeapMb">This process's heap after its last gen 2 GC, whenever that ran: what a leak grows and GC sizing does not.</param>
+    /// <param name="LocalFullGcHeapMb">This process's live bytes after its last gen 2 GC, whenever that ran: what a leak grows and GC sizing does not.</param>
     private sealed record Sample(
         double Seconds, long Requests, double? HeapMb, double? RssMb, Dictionary<string, (double? HeapMb, double? RssMb)> BySilo, double? LocalHeapMb, double? LocalRssMb, double? LocalFullGcHeapMb);
 
@@ -235,22 +235,23 @@ internal static class BenchLoadCommand
                     break;
                 }
 
-                await SampleAsync(console, stop).ConfigureAwait(false);
+                await SampleAsync(console).ConfigureAwait(false);
             }
 
             await Task.WhenAll(clients).ConfigureAwait(false);
             if (stop.IsCancellationRequested)
             {
                 console.WriteLine("bench load: stopped by a signal");
-                await SampleAsync(console, CancellationToken.None).ConfigureAwait(false);
+                await SampleAsync(console).ConfigureAwait(false);
             }
         }
 
-        private async Task SampleAsync(IAnsiConsole console, CancellationToken stop)
+        /// <summary>Reads memory; not cancelled by a stop signal, which still wants its figures (each silo's answer is bounded by the scraper's timeout).</summary>
+        private async Task SampleAsync(IAnsiConsole console)
         {
             double seconds = Elapsed;
             long requests = stats.Requests;
-            (Dictionary<string, (double? HeapMb, double? RssMb)> bySilo, List<string> notes) = await memory.ReadAsync(stop).ConfigureAwait(false);
+            (Dictionary<string, (double? HeapMb, double? RssMb)> bySilo, List<string> notes) = await memory.ReadAsync(CancellationToken.None).ConfigureAwait(false);
             foreach (string note in notes)
             {
                 console.WriteLine($"  {note}");
@@ -265,7 +266,8 @@ internal static class BenchLoadCommand
             GCMemoryInfo blocking = GC.GetGCMemoryInfo(GCKind.FullBlocking);
             GCMemoryInfo background = GC.GetGCMemoryInfo(GCKind.Background);
             GCMemoryInfo full = background.Index > blocking.Index ? background : blocking;
-            double? localFull = inProcess && full.Index > 0 ? full.GenerationInfo.ToArray().Sum(g => g.SizeAfterBytes) / 1e6 : null;
+            // Live bytes: the generations' sizes less the free space left in them (fragmentation), which a leak does not make.
+            double? localFull = inProcess && full.Index > 0 ? full.GenerationInfo.ToArray().Sum(g => g.SizeAfterBytes - g.FragmentationAfterBytes) / 1e6 : null;
             int gen2 = GC.CollectionCount(2);
             var sample = new Sample(seconds, requests, heap, rss, bySilo, localHeap, localRss, localFull);
             long previous;
@@ -282,7 +284,7 @@ internal static class BenchLoadCommand
                 $"  {when,9}: {requests} requests ({(since > 0 ? (requests - previous) / since : 0):0.0}/s), {stats.Sequences} sequences, {stats.Wrong} wrong, {stats.Errors} errors, {stats.Refused} refused; silos: heap {Mb(heap)}, RSS {Mb(rss)}");
             if (inProcess)
             {
-                line += string.Create(CultureInfo.InvariantCulture, $"; this process (local reading): heap {Mb(localHeap)}, RSS {Mb(localRss)}, heap after the last gen 2 GC {Mb(localFull)} ({gen2} gen 2 GCs so far)");
+                line += string.Create(CultureInfo.InvariantCulture, $"; this process (local reading): heap {Mb(localHeap)}, RSS {Mb(localRss)}, live after the last gen 2 GC {Mb(localFull)} ({gen2} gen 2 GCs so far)");
             }
 
             console.WriteLine(line);
@@ -498,7 +500,7 @@ internal static class BenchLoadCommand
             {
                 result["local_heap_mb"] = samples.Select(s => Round(s.LocalHeapMb)).ToArray();
                 result["local_rss_mb"] = samples.Select(s => Round(s.LocalRssMb)).ToArray();
-                result["local_full_gc_heap_mb"] = samples.Select(s => Round(s.LocalFullGcHeapMb)).ToArray();
+                result["local_gen2_live_mb"] = samples.Select(s => Round(s.LocalFullGcHeapMb)).ToArray();
             }
 
             stdout.WriteLine(JsonSerializer.Serialize(result, Json));
