@@ -1,7 +1,8 @@
-using System.Globalization;
 using System.Text.Json;
+using static System.FormattableString;
 using LongCluster.Kernels;
 using LongCluster.Tensors;
+using Spectre.Console;
 
 namespace LongCluster.Cli;
 
@@ -48,8 +49,9 @@ internal static class BenchDecodeCommand
         double median = BenchTimer.Median(times);
         double gbps = bytes / (median / 1000) / 1e9;
         string shapeText = $"Tq=1 Tk={tk} Hq={hq} Hkv={hkv} d={d}";
-        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{"shape",-40} {"mask",-16} {"dtype",-5} {"thr",3} {"K+V MiB",9} {"median ms",10} {"min ms",9} {"GB/s",7}"));
-        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{shapeText,-40} {mask,-16} {dtypeText,-5} {threads,3} {bytes / 1048576.0,9:F1} {median,10:F3} {times[0],9:F3} {gbps,7:F2}"));
+        IAnsiConsole console = CliConsole.For(stdout);
+        console.Write(CliConsole.Table(console, "shape", "mask", "dtype", ">thr", ">K+V MiB", ">median ms", ">min ms", ">GB/s").AddRow(
+            shapeText, mask.ToString(), dtypeText, Invariant($"{threads}"), Invariant($"{bytes / 1048576.0:F1}"), Invariant($"{median:F3}"), Invariant($"{times[0]:F3}"), Invariant($"{gbps:F2}")));
         var summary = new Dictionary<string, object>
         {
             ["gbps"] = Math.Round(gbps, 3),

@@ -1,8 +1,9 @@
-using System.Globalization;
 using System.Runtime.Intrinsics;
 using System.Text.Json;
+using static System.FormattableString;
 using LongCluster.Kernels;
 using LongCluster.Tensors;
+using Spectre.Console;
 
 namespace LongCluster.Cli;
 
@@ -48,8 +49,9 @@ internal static class BenchKernelCommand
         double median = BenchTimer.Median(times);
         double gflops = flops / (median / 1000) / 1e9;
         string shapeText = $"Tq={tq} Tk={tk} Hq={hq} Hkv={hkv} d={d}";
-        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{"shape",-36} {"mask",-16} {"dtype",-5} {"thr",3} {"live pairs",14} {"median ms",10} {"min ms",9} {"GFLOP/s",8}"));
-        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{shapeText,-36} {mask,-16} {dtypeText,-5} {threads,3} {livePairs,14} {median,10:F2} {times[0],9:F2} {gflops,8:F1}"));
+        IAnsiConsole console = CliConsole.For(stdout);
+        console.Write(CliConsole.Table(console, "shape", "mask", "dtype", ">thr", ">live pairs", ">median ms", ">min ms", ">GFLOP/s").AddRow(
+            shapeText, mask.ToString(), dtypeText, Invariant($"{threads}"), Invariant($"{livePairs}"), Invariant($"{median:F2}"), Invariant($"{times[0]:F2}"), Invariant($"{gflops:F1}")));
         var summary = new Dictionary<string, object>
         {
             ["gflops"] = Math.Round(gflops, 2),

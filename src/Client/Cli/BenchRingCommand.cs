@@ -3,6 +3,7 @@ using System.Text.Json;
 using LongCluster.Kernels;
 using LongCluster.Kernels.ContextParallel;
 using LongCluster.Tensors;
+using Spectre.Console;
 
 namespace LongCluster.Cli;
 
@@ -53,19 +54,18 @@ internal static class BenchRingCommand
         double maxRef = singleO.Max(Math.Abs);
         double maxError = singleO.Zip(shardedO, (a, b) => (double)Math.Abs(a - b)).Max();
         double efficiency = single / (shards * parallel);
-        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{"case",-44} {"median ms",10}"));
-        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{"single node, 1 thread",-44} {single * 1000,10:F1}"));
-        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{$"{layout}, {shards} ranks x 1 thread",-44} {parallel * 1000,10:F1}"));
-        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  distribute rows to ranks {timings.Distribute.TotalMilliseconds,10:F1}"));
+        IAnsiConsole console = CliConsole.For(stdout);
+        Table cases = CliConsole.Table(console, "case", ">median ms", ">distribute ms", ">scatter ms", ">compute ms", ">waiting ms", ">gather ms", ">collect ms")
+            .AddRow("single node, 1 thread", Ms(single * 1000), "", "", "", "", "", "")
+            .AddRow($"{layout}, {shards} ranks x 1 thread", Ms(parallel * 1000), Ms(timings.Distribute.TotalMilliseconds), "", "", "", "", Ms(timings.Collect.TotalMilliseconds));
         for (int r = 0; r < timings.Ranks.Count; r++)
         {
             RankTimings t = timings.Ranks[r];
-            stdout.WriteLine(string.Create(
-                CultureInfo.InvariantCulture,
-                $"  rank {r}: scatter {t.Scatter.TotalMilliseconds:F1}, compute {t.Compute.TotalMilliseconds:F1}, waiting {t.Waiting.TotalMilliseconds:F1}, gather {t.Gather.TotalMilliseconds:F1} ms"));
+            cases.AddRow(
+                $"  rank {r}", "", "", Ms(t.Scatter.TotalMilliseconds), Ms(t.Compute.TotalMilliseconds), Ms(t.Waiting.TotalMilliseconds), Ms(t.Gather.TotalMilliseconds), "");
         }
 
-        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  collect O from ranks      {timings.Collect.TotalMilliseconds,10:F1}"));
+        console.Write(cases);
         stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"parallel efficiency single / (P x parallel) = {efficiency:F3} (whole call), {single / (shards * ring):F3} (ring phase: slowest rank's compute + waiting)"));
         stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"max |O diff| / max |O| = {maxError / maxRef:E2}"));
         stdout.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
@@ -83,6 +83,8 @@ internal static class BenchRingCommand
         }));
         return maxError <= 1e-4 * maxRef ? CliApp.ExitOk : CliApp.ExitFailed;
     }
+
+    private static string Ms(double milliseconds) => milliseconds.ToString("F1", CultureInfo.InvariantCulture);
 
     private static double Median(int repeat, Action action) => BenchTimer.Median(BenchTimer.Measure(repeat, action));
 }

@@ -47,6 +47,11 @@ public static class CliApp
           longcluster bench control [--local-cluster 3 | --endpoint URL [--token T]] [--requests 200]
               The SDK's control requests (create, describe, begin chunk, list) in JSON and in MessagePack: body bytes
               of each request and answer, mean/p50/p99 ms per request; the last line is JSON.
+          longcluster bench load [--endpoint URL [--token T] | --local-cluster 3] [--clients 8] [--minutes 10 | --seconds S] [--seed 1]
+              Concurrent clients create, prefill (in chunks), decode and delete sequences of random shapes, masks and
+              layouts, every output checked against the single-node kernel; each minute the requests so far and the
+              silos' managed heap and RSS (from /metrics); then p50/p99 per operation and failures by code. The last
+              line is JSON (requests, wrong, errors, refused, heap_mb, rss_mb, ops, ...). Exit 0: nothing wrong, no errors.
           longcluster local-cluster [--silos 3] [--processes] [--for S]
               N silos with the attention service on this machine (in this process, or as silo processes with a
               redis-server it starts), until Ctrl+C, SIGTERM or S seconds; then they leave gracefully.
@@ -86,7 +91,8 @@ public static class CliApp
                 "bench" when rest.Length > 0 && rest[0] == "ring" => BenchRingCommand.Run(rest[1..], stdout),
                 "bench" when rest.Length > 0 && rest[0] == "transport" => BenchTransportCommand.Run(rest[1..], stdout),
                 "bench" when rest.Length > 0 && rest[0] == "control" => BenchControlCommand.Run(rest[1..], stdout),
-                "bench" => throw new UsageException("bench: say what to benchmark: 'longcluster bench kernel', 'bench decode', 'bench ring', 'bench transport' or 'bench control'"),
+                "bench" when rest.Length > 0 && rest[0] == "load" => BenchLoadCommand.Run(rest[1..], stdout),
+                "bench" => throw new UsageException("bench: say what to benchmark: 'longcluster bench kernel', 'bench decode', 'bench ring', 'bench transport', 'bench control' or 'bench load'"),
                 _ => throw new UsageException($"unknown command '{args[0]}' (commands: demo, attend, plan, local-cluster, silo, bench; see --help)"),
             };
         }

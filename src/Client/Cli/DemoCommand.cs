@@ -5,6 +5,7 @@ using LongCluster.Contracts;
 using LongCluster.Kernels;
 using LongCluster.Service;
 using LongCluster.Tensors;
+using Spectre.Console;
 
 namespace LongCluster.Cli;
 
@@ -62,11 +63,13 @@ internal static class DemoCommand
         long started = Stopwatch.GetTimestamp();
         await using LocalAttentionCluster cluster = await LocalAttentionCluster.StartAsync(silos, cancellationToken: stop).ConfigureAwait(false);
         stdout.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  cluster up in {Stopwatch.GetElapsedTime(started).TotalSeconds:F2} s: {string.Join(", ", cluster.Endpoints)}"));
+        IAnsiConsole console = CliConsole.For(stdout);
         using var client = new LongClusterClient(new LongClusterClientOptions
         {
             Endpoints = cluster.Endpoints,
             Token = cluster.ApiToken,
-            OnRetry = r => stdout.WriteLine($"\nretry {r.Attempt} of {r.What} in {r.Delay.TotalSeconds:0.0} s: {r.Failure.Message}"),
+            // Through the console, which keeps a live progress bar below what it writes.
+            OnRetry = r => console.WriteLine($"retry {r.Attempt} of {r.What} in {r.Delay.TotalSeconds:0.0} s: {r.Failure.Message}"),
         });
         int total = tokens + decode;
         DType dtype = DTypes.TryParseFloat(spec.DType, out DType parsed) ? parsed : DType.F32;
@@ -77,11 +80,10 @@ internal static class DemoCommand
         AttentionMask mask = AttentionMask.Parse(spec.Mask);
         int[]? documents = mask.Document ? [.. Enumerable.Range(0, total).Select(t => t / 1024)] : null;
 
-        var progress = new ProgressBar(stdout, spec.Layers);
         var layerWatch = new Stopwatch();
         var layerSeconds = new List<double>();
         started = Stopwatch.GetTimestamp();
-        (SequenceInfo info, IReadOnlyList<LayerOutput> outputs) = await client.CreateAndPrefillAsync(
+        (SequenceInfo info, IReadOnlyList<LayerOutput> outputs) = await PrefillProgressView.ShowAsync(console, CliConsole.IsInteractive(stdout), spec.Layers, progress => client.CreateAndPrefillAsync(
             spec,
             "demo",
             tokens,
@@ -97,10 +99,9 @@ internal static class DemoCommand
             },
             documents?[..tokens],
             progress,
-            stop).ConfigureAwait(false);
+            stop)).ConfigureAwait(false);
         layerSeconds.Add(layerWatch.Elapsed.TotalSeconds);
         double prefillSeconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
-        progress.Done();
         stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"  prefill: {tokens} tokens x {spec.Layers} layers on {info.Shards} shards in {prefillSeconds:F2} s: {(double)tokens * spec.Layers / prefillSeconds:F0} token-layers/s"));
 
@@ -202,47 +203,5 @@ internal static class DemoCommand
     {
         int row = (int)(tensor.Shape[1] * tensor.Shape[2]) * tensor.DType.Size();
         return new HostTensor(tensor.DType, [count, tensor.Shape[1], tensor.Shape[2]], tensor.Data.AsSpan(start * row, count * row).ToArray());
-    }
-
-    /// <summary>A one-line bar on a terminal; a line per layer phase otherwise (logs, tests).</summary>
-    private sealed class ProgressBar(TextWriter stdout, int layers) : IProgress<PrefillProgress>
-    {
-        private readonly bool _terminal = ReferenceEquals(stdout, Console.Out) && !Console.IsOutputRedirected;
-        private readonly Lock _lock = new();
-        private string _last = "";
-
-        public void Report(PrefillProgress value)
-        {
-            double fraction = (value.Layer + (value.Phase switch
-            {
-                "upload" => value.BytesTotal == 0 ? 0 : 0.1 * value.BytesUploaded / value.BytesTotal,
-                "run" => 0.1,
-                _ => 0.95,
-            })) / layers;
-            int filled = (int)(fraction * 30);
-            string line = string.Create(CultureInfo.InvariantCulture,
-                $"  [{new string('#', filled)}{new string('.', 30 - filled)}] layer {value.Layer + 1}/{layers} {value.Phase}{(value.Phase == "upload" ? $" {value.BytesUploaded / 1e6:F0}/{value.BytesTotal / 1e6:F0} MB" : "")}");
-            lock (_lock)
-            {
-                if (_terminal)
-                {
-                    stdout.Write($"\r{line.PadRight(_last.Length)}");
-                }
-                else if (value.Phase != "upload" || value.BytesUploaded == value.BytesTotal)
-                {
-                    stdout.WriteLine(line);
-                }
-
-                _last = line;
-            }
-        }
-
-        public void Done()
-        {
-            if (_terminal)
-            {
-                stdout.WriteLine();
-            }
-        }
     }
 }
