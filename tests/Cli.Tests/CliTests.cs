@@ -237,7 +237,7 @@ public sealed class CliTests : IDisposable
     [InlineData(new[] { "bench", "decode", "--hq", "4" }, "--hq (4) must be a multiple of --hkv (8)")]
     [InlineData(new[] { "bench", "decode", "--dtype", "f64" }, "--dtype must be f32, f16 or bf16")]
     [InlineData(new[] { "bench" }, "'bench decode', 'bench ring', 'bench transport', 'bench control' or 'bench load'")]
-    [InlineData(new[] { "bench", "control", "--endpoint", "http://127.0.0.1:1", "--local-cluster", "2" }, "bench control: give --endpoint or --local-cluster, not both")]
+    [InlineData(new[] { "bench", "control", "--endpoint", "http://127.0.0.1:1", "--local-cluster", "2" }, "bench control: give --endpoint URL (a running cluster) or --local-cluster N (silos in this process), not both")]
     [InlineData(new[] { "bench", "control", "--requests", "0" }, "--requests must be an integer >= 1")]
     [InlineData(new[] { "bench", "load", "--clients", "0" }, "bench load: --clients must be an integer in 1..1024, got '0'")]
     [InlineData(new[] { "bench", "load", "--endpoint", "http://127.0.0.1:1", "--token", "t", "--local-cluster", "2" }, "bench load: give --endpoint URL (a running cluster) or --local-cluster N")]

@@ -26,6 +26,14 @@ internal static class BenchLoadCommand
     /// <summary>The heap and RSS are read this often (and at the start and the end).</summary>
     private const int SampleSeconds = 60;
 
+    /// <summary>
+    /// Between minute marks the silos' memory is read this often, and each minute reports the lowest heap and RSS it
+    /// saw. The heap after a GC swings with the garbage waiting for the next gen 2 collection (tens of percent under
+    /// this load); its low-water mark over a minute is what the live data holds up, which a leak raises minute after
+    /// minute and the GC's sizing does not. The reading at the mark itself is reported too (<c>heap_at_mark_mb</c>).
+    /// </summary>
+    private const int ProbeSeconds = 5;
+
     /// <summary>Longest a run may be asked to last: a week.</summary>
     private const double MaxMinutes = 7 * 24 * 60;
 
@@ -40,36 +48,12 @@ internal static class BenchLoadCommand
     public static int Run(string[] args, TextWriter stdout)
     {
         CommandLine options = CommandLine.Parse("bench load", args, ["endpoint", "token", "local-cluster", "clients", "minutes", "seconds", "seed"], []);
-        if (options.Has("endpoint") && options.Has("local-cluster"))
-        {
-            throw new UsageException("bench load: give --endpoint URL (a running cluster) or --local-cluster N (silos in this process), not both");
-        }
-
-        if (options.Has("token") && !options.Has("endpoint"))
-        {
-            throw new UsageException("bench load: --token goes with --endpoint (a local cluster makes its own)");
-        }
-
+        ClusterChoice cluster = ClusterTarget.Parse(options, "bench load", defaultSilos: 3);
         int clients = options.Int("clients", 8, 1, 1024);
         int seed = options.Int("seed", 1, 0);
         TimeSpan duration = Duration(options);
-        Uri? endpoint = null;
-        string? token = null;
-        if (options.Has("endpoint"))
-        {
-            string text = options.RequiredText("endpoint");
-            if (!Uri.TryCreate(text, UriKind.Absolute, out endpoint) || endpoint.Scheme is not ("http" or "https"))
-            {
-                throw new UsageException($"bench load: --endpoint expects an http(s) URL of a silo, got '{text}'");
-            }
-
-            token = options.Text("token") ?? Environment.GetEnvironmentVariable("LONGCLUSTER_TOKEN")
-                ?? throw new UsageException("bench load: --endpoint needs the cluster's API token: --token T or LONGCLUSTER_TOKEN");
-        }
-
-        int localSilos = options.Int("local-cluster", 3, 1, 64);
         using var stop = new StopSignal();
-        return RunAsync(new Settings(clients, duration, seed, endpoint, token, localSilos), stdout, stop.Token).GetAwaiter().GetResult();
+        return RunAsync(new Settings(clients, duration, seed, cluster), stdout, stop.Token).GetAwaiter().GetResult();
     }
 
     /// <summary><c>--minutes M</c> (fractions allowed) or <c>--seconds S</c>, 10 minutes by default.</summary>
@@ -94,36 +78,32 @@ internal static class BenchLoadCommand
     private static async Task<int> RunAsync(Settings settings, TextWriter stdout, CancellationToken stop)
     {
         IAnsiConsole console = CliConsole.For(stdout);
-        LocalAttentionCluster? local = null;
         try
         {
-            if (settings.Endpoint is null)
+            if (settings.Cluster.Endpoint is null)
             {
-                console.WriteLine($"bench load: starting {settings.LocalSilos} silos in this process (Orleans development clustering)");
-                local = await LocalAttentionCluster.StartAsync(settings.LocalSilos, cancellationToken: stop).ConfigureAwait(false);
+                console.WriteLine($"bench load: starting {settings.Cluster.LocalSilos} silos in this process (Orleans development clustering)");
             }
 
-            string token = local?.ApiToken ?? settings.Token!;
-            using var sdk = new LongClusterClient(new LongClusterClientOptions
-            {
-                Endpoints = local?.Endpoints ?? [settings.Endpoint!],
-                Token = token,
-                RequestTimeout = RequestTimeout,
-                // Every failure the service gives is counted: a retry that succeeded would hide it.
-                MaxRetries = 0,
-            });
-            using var memory = new SiloMemory(new HttpClient { Timeout = TimeSpan.FromSeconds(10) }, token);
+            await using ClusterTarget target = await ClusterTarget.StartAsync(settings.Cluster, stop).ConfigureAwait(false);
+            LocalAttentionCluster? local = target.Local;
+            LongClusterClientOptions options = target.ClientOptions();
+            // Every failure the service gives is counted: a retry that succeeded would hide it.
+            options.RequestTimeout = RequestTimeout;
+            options.MaxRetries = 0;
+            using var sdk = new LongClusterClient(options);
+            using var memory = new SiloMemory(new HttpClient { Timeout = TimeSpan.FromSeconds(10) }, target.Token);
             string run = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(4));
             int silos;
             if (local is not null)
             {
                 // One process: every silo's /metrics reads the same runtime, so one of them stands for all.
                 memory.Add(local.Endpoints[0].ToString());
-                silos = settings.LocalSilos;
+                silos = local.Silos.Count;
             }
             else
             {
-                memory.Add(settings.Endpoint!.ToString());
+                memory.Add(target.Endpoints[0].ToString());
                 silos = await DiscoverAsync(sdk, memory, run, stop).ConfigureAwait(false);
             }
 
@@ -138,13 +118,6 @@ internal static class BenchLoadCommand
         catch (LongClusterException e)
         {
             throw new IOException($"bench load: the cluster failed the probe sequence ({e.Code}, status {e.Status}): {e.Message}", e);
-        }
-        finally
-        {
-            if (local is not null)
-            {
-                await local.DisposeAsync().ConfigureAwait(false);
-            }
         }
     }
 
@@ -162,12 +135,16 @@ internal static class BenchLoadCommand
         return info.Shards;
     }
 
-    private sealed record Settings(int Clients, TimeSpan Duration, int Seed, Uri? Endpoint, string? Token, int LocalSilos);
+    private sealed record Settings(int Clients, TimeSpan Duration, int Seed, ClusterChoice Cluster);
 
     /// <summary>One heap and RSS reading: the silos' (from /metrics) and, for in-process silos, this process's own.</summary>
     /// <param name="LocalFullGcHeapMb">This process's live bytes after its last gen 2 GC, whenever that ran: what a leak grows and GC sizing does not.</param>
+    /// <param name="HeapMb">The silos' heap at its lowest among the readings of the minute up to this sample (one every <see cref="ProbeSeconds"/>).</param>
+    /// <param name="RssMb">The silos' RSS at its lowest among the same readings.</param>
+    /// <param name="HeapNowMb">The silos' heap read at this sample's moment.</param>
+    /// <param name="RssNowMb">The silos' RSS read at this sample's moment.</param>
     private sealed record Sample(
-        double Seconds, long Requests, double? HeapMb, double? RssMb, Dictionary<string, (double? HeapMb, double? RssMb)> BySilo, double? LocalHeapMb, double? LocalRssMb, double? LocalFullGcHeapMb);
+        double Seconds, long Requests, double? HeapMb, double? RssMb, double? HeapNowMb, double? RssNowMb, Dictionary<string, (double? HeapMb, double? RssMb)> BySilo, double? LocalHeapMb, double? LocalRssMb, double? LocalFullGcHeapMb);
 
     /// <summary>A run of the load: its clients, its samples, its report.</summary>
     private sealed class Load(Settings settings, LongClusterClient sdk, SiloMemory memory, LoadStats stats, string run, int silos, bool inProcess)
@@ -178,7 +155,7 @@ internal static class BenchLoadCommand
         public async Task<int> RunAsync(IAnsiConsole console, TextWriter stdout, CancellationToken stop)
         {
             console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"bench load: {settings.Clients} clients for {settings.Duration.TotalMinutes:0.##} min against {(inProcess ? $"{silos} silos in this process" : $"{settings.Endpoint} ({silos} silos)")}; seed {settings.Seed}; " +
+                $"bench load: {settings.Clients} clients for {settings.Duration.TotalMinutes:0.##} min against {(inProcess ? $"{silos} silos in this process" : $"{settings.Cluster.Endpoint} ({silos} silos)")}; seed {settings.Seed}; " +
                 $"sequences of {LoadShape.MinTokens}..{LoadShape.MaxTokens} tokens, every output checked against the single-node kernel"));
             if (inProcess)
             {
@@ -219,15 +196,27 @@ internal static class BenchLoadCommand
 
         private double Elapsed => Stopwatch.GetElapsedTime(_started).TotalSeconds;
 
+        /// <summary>The silos' heap and RSS together (null unless every silo gave its figure).</summary>
+        private static (double? Heap, double? Rss) Total(Dictionary<string, (double? HeapMb, double? RssMb)> bySilo) => (
+            bySilo.Values.All(s => s.HeapMb is not null) ? bySilo.Values.Sum(s => s.HeapMb) : null,
+            bySilo.Values.All(s => s.RssMb is not null) ? bySilo.Values.Sum(s => s.RssMb) : null);
+
         /// <summary>Reads memory at the start, after every minute and at the end (or at a stop signal), then waits for the clients.</summary>
         private async Task SampleEachMinuteAsync(IAnsiConsole console, Task[] clients, CancellationToken stop)
         {
             double end = settings.Duration.TotalSeconds;
             double[] marks = [.. Enumerable.Range(0, (int)Math.Ceiling(end / SampleSeconds)).Select(m => (double)(m * SampleSeconds)).Append(end)];
+            var window = new List<(double? Heap, double? Rss)>();
             foreach (double mark in marks)
             {
                 try
                 {
+                    while (mark - Elapsed > ProbeSeconds)
+                    {
+                        await Task.Delay(TimeSpan.FromSeconds(ProbeSeconds), stop).ConfigureAwait(false);
+                        window.Add(Total((await memory.ReadAsync(CancellationToken.None).ConfigureAwait(false)).Silos));
+                    }
+
                     await Task.Delay(TimeSpan.FromSeconds(Math.Max(0, mark - Elapsed)), stop).ConfigureAwait(false);
                 }
                 catch (OperationCanceledException)
@@ -235,19 +224,21 @@ internal static class BenchLoadCommand
                     break;
                 }
 
-                await SampleAsync(console).ConfigureAwait(false);
+                await SampleAsync(console, window).ConfigureAwait(false);
+                window.Clear();
             }
 
             await Task.WhenAll(clients).ConfigureAwait(false);
             if (stop.IsCancellationRequested)
             {
                 console.WriteLine("bench load: stopped by a signal");
-                await SampleAsync(console).ConfigureAwait(false);
+                await SampleAsync(console, window).ConfigureAwait(false);
             }
         }
 
         /// <summary>Reads memory; not cancelled by a stop signal, which still wants its figures (each silo's answer is bounded by the scraper's timeout).</summary>
-        private async Task SampleAsync(IAnsiConsole console)
+        /// <param name="window">The readings since the last sample, for the minute's low-water marks.</param>
+        private async Task SampleAsync(IAnsiConsole console, List<(double? Heap, double? Rss)> window)
         {
             double seconds = Elapsed;
             long requests = stats.Requests;
@@ -257,8 +248,10 @@ internal static class BenchLoadCommand
                 console.WriteLine($"  {note}");
             }
 
-            double? heap = bySilo.Values.All(s => s.HeapMb is not null) ? bySilo.Values.Sum(s => s.HeapMb) : null;
-            double? rss = bySilo.Values.All(s => s.RssMb is not null) ? bySilo.Values.Sum(s => s.RssMb) : null;
+            (double? heapNow, double? rssNow) = Total(bySilo);
+            (double? Heap, double? Rss)[] readings = [.. window, (heapNow, rssNow)];
+            double? heap = readings.All(r => r.Heap is not null) ? readings.Min(r => r.Heap) : null;
+            double? rss = readings.All(r => r.Rss is not null) ? readings.Min(r => r.Rss) : null;
             // The figures .NET's "System.Runtime" meter reports, read in this process: the generations' sizes after the last GC, and the working set.
             double? localHeap = inProcess ? GC.GetGCMemoryInfo().GenerationInfo.ToArray().Sum(g => g.SizeAfterBytes) / 1e6 : null;
             double? localRss = inProcess ? Environment.WorkingSet / 1e6 : null;
@@ -269,7 +262,7 @@ internal static class BenchLoadCommand
             // Live bytes: the generations' sizes less the free space left in them (fragmentation), which a leak does not make.
             double? localFull = inProcess && full.Index > 0 ? full.GenerationInfo.ToArray().Sum(g => g.SizeAfterBytes - g.FragmentationAfterBytes) / 1e6 : null;
             int gen2 = GC.CollectionCount(2);
-            var sample = new Sample(seconds, requests, heap, rss, bySilo, localHeap, localRss, localFull);
+            var sample = new Sample(seconds, requests, heap, rss, heapNow, rssNow, bySilo, localHeap, localRss, localFull);
             long previous;
             double since;
             lock (_samples)
@@ -281,7 +274,7 @@ internal static class BenchLoadCommand
 
             string when = _samples.Count == 1 ? "start" : string.Create(CultureInfo.InvariantCulture, $"{seconds / 60:0.00} min");
             string line = string.Create(CultureInfo.InvariantCulture,
-                $"  {when,9}: {requests} requests ({(since > 0 ? (requests - previous) / since : 0):0.0}/s), {stats.Sequences} sequences, {stats.Wrong} wrong, {stats.Errors} errors, {stats.Refused} refused; silos: heap {Mb(heap)}, RSS {Mb(rss)}");
+                $"  {when,9}: {requests} requests ({(since > 0 ? (requests - previous) / since : 0):0.0}/s), {stats.Sequences} sequences, {stats.Wrong} wrong, {stats.Errors} errors, {stats.Refused} refused; silos: heap {Mb(heapNow)} (lowest this minute {Mb(heap)}), RSS {Mb(rssNow)} (lowest {Mb(rss)})");
             if (inProcess)
             {
                 line += string.Create(CultureInfo.InvariantCulture, $"; this process (local reading): heap {Mb(localHeap)}, RSS {Mb(localRss)}, live after the last gen 2 GC {Mb(localFull)} ({gen2} gen 2 GCs so far)");
@@ -473,7 +466,7 @@ internal static class BenchLoadCommand
                 ["minutes"] = Math.Round(settings.Duration.TotalMinutes, 4),
                 ["seconds"] = Math.Round(seconds, 1),
                 ["stopped"] = stopped,
-                ["cluster"] = inProcess ? "in-process" : settings.Endpoint!.ToString(),
+                ["cluster"] = inProcess ? "in-process" : settings.Cluster.Endpoint!.ToString(),
                 ["silos"] = silos,
                 ["seed"] = settings.Seed,
                 ["requests"] = stats.Requests,
@@ -493,6 +486,8 @@ internal static class BenchLoadCommand
                 ["sample_s"] = samples.Select(s => Math.Round(s.Seconds, 1)).ToArray(),
                 ["heap_mb"] = samples.Select(s => Round(s.HeapMb)).ToArray(),
                 ["rss_mb"] = samples.Select(s => Round(s.RssMb)).ToArray(),
+                ["heap_at_mark_mb"] = samples.Select(s => Round(s.HeapNowMb)).ToArray(),
+                ["rss_at_mark_mb"] = samples.Select(s => Round(s.RssNowMb)).ToArray(),
                 ["silo_heap_mb"] = memory.Silos.ToDictionary(s => s, s => samples.Select(x => Round(x.BySilo.GetValueOrDefault(s).HeapMb)).ToArray()),
                 ["silo_rss_mb"] = memory.Silos.ToDictionary(s => s, s => samples.Select(x => Round(x.BySilo.GetValueOrDefault(s).RssMb)).ToArray()),
             };

@@ -29,19 +29,27 @@ internal sealed class ClusterTarget : IAsyncDisposable
     /// <summary>SDK options for this cluster, the SDK's defaults otherwise.</summary>
     public LongClusterClientOptions ClientOptions() => new() { Endpoints = Endpoints, Token = Token };
 
+    /// <summary>The silos of the local cluster this target started, or null for a cluster reached by <c>--endpoint</c>.</summary>
+    public LocalAttentionCluster? Local => _local;
+
+    /// <summary>Checks the options naming the cluster, before anything starts: a wrong one throws <see cref="UsageException"/> naming it.</summary>
     /// <param name="defaultSilos">Silos of a local cluster when neither option is given; null: one of them is required.</param>
-    public static async Task<ClusterTarget> StartAsync(CommandLine options, string command, int? defaultSilos = null)
+    public static ClusterChoice Parse(CommandLine options, string command, int? defaultSilos = null)
     {
+        ArgumentNullException.ThrowIfNull(options);
+        if (options.Has("endpoint") && options.Has("local-cluster"))
+        {
+            throw new UsageException($"{command}: give --endpoint URL (a running cluster) or --local-cluster N (silos in this process), not both");
+        }
+
         if (options.Has("local-cluster") || (defaultSilos is not null && !options.Has("endpoint")))
         {
-            if (options.Has("endpoint"))
+            if (options.Has("token"))
             {
-                throw new UsageException($"{command}: give --endpoint or --local-cluster, not both");
+                throw new UsageException($"{command}: --token goes with --endpoint (a local cluster makes its own)");
             }
 
-            int silos = options.Int("local-cluster", defaultSilos ?? 4, 1, 64);
-            LocalAttentionCluster local = await LocalAttentionCluster.StartAsync(silos).ConfigureAwait(false);
-            return new ClusterTarget(local, local.Endpoints, local.ApiToken, $" on a local cluster of {silos} silos");
+            return new ClusterChoice(null, null, options.Int("local-cluster", defaultSilos ?? 4, 1, 64));
         }
 
         string endpoint = options.RequiredText("endpoint");
@@ -52,7 +60,24 @@ internal sealed class ClusterTarget : IAsyncDisposable
 
         string token = options.Text("token") ?? Environment.GetEnvironmentVariable("LONGCLUSTER_TOKEN")
             ?? throw new UsageException($"{command}: --endpoint needs the cluster's API token: --token T or LONGCLUSTER_TOKEN");
-        return new ClusterTarget(null, [uri], token, $" on {uri.GetLeftPart(UriPartial.Authority)}");
+        return new ClusterChoice(uri, token, 0);
+    }
+
+    /// <summary><see cref="Parse"/>, then <see cref="StartAsync(ClusterChoice, CancellationToken)"/>.</summary>
+    public static Task<ClusterTarget> StartAsync(CommandLine options, string command, int? defaultSilos = null) =>
+        StartAsync(Parse(options, command, defaultSilos));
+
+    /// <summary>Starts the local cluster chosen (returning once every silo sees all), or names the remote one.</summary>
+    public static async Task<ClusterTarget> StartAsync(ClusterChoice choice, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(choice);
+        if (choice.Endpoint is { } uri)
+        {
+            return new ClusterTarget(null, [uri], choice.Token!, $" on {uri.GetLeftPart(UriPartial.Authority)}");
+        }
+
+        LocalAttentionCluster local = await LocalAttentionCluster.StartAsync(choice.LocalSilos, cancellationToken: cancellationToken).ConfigureAwait(false);
+        return new ClusterTarget(local, local.Endpoints, local.ApiToken, $" on a local cluster of {choice.LocalSilos} silos");
     }
 
     public async ValueTask DisposeAsync()
@@ -63,3 +88,6 @@ internal sealed class ClusterTarget : IAsyncDisposable
         }
     }
 }
+
+/// <summary>The cluster a command's options name: <see cref="Endpoint"/> and <see cref="Token"/>, or <see cref="LocalSilos"/> silos in this process.</summary>
+internal sealed record ClusterChoice(Uri? Endpoint, string? Token, int LocalSilos);

@@ -98,7 +98,7 @@ internal sealed class LoadStats
         }
 
         double errorO = DemoCommand.Error(expectedO, actualO);
-        double errorL = DemoCommand.Error(expectedLse, actualLse);
+        double errorL = DemoCommand.Error(expectedLse, actualLse, floor: 1);
         if (errorO <= tolerance && errorL <= tolerance)
         {
             return true;
