@@ -186,6 +186,22 @@ public sealed class ChartTests
         }
     }
 
+    [Fact]
+    public async Task Template_Metrics_ScrapeAnnotationsNameTheHttpPortUnlessTurnedOff()
+    {
+        YamlMappingNode set = (await RenderAsync("default")).Single("StatefulSet");
+        YamlMappingNode annotations = set.Map("spec").Map("template").Map("metadata").Map("annotations");
+        Assert.Equal("true", annotations.Text("prometheus.io/scrape"));
+        Assert.Equal(Silo(set).Env("LongCluster__HttpPort").Text("value"), annotations.Text("prometheus.io/port"));
+        Assert.Equal("/metrics", annotations.Text("prometheus.io/path"));
+
+        YamlMappingNode off = (await RenderAsync("default", "metrics.scrapeAnnotations=false", "podAnnotations.team=attention"))
+            .Single("StatefulSet").Map("spec").Map("template").Map("metadata").Map("annotations");
+        Assert.Equal("attention", off.Text("team"));
+        Assert.False(off.Has("prometheus.io/scrape"));
+        Assert.False((await RenderAsync("default", "metrics.scrapeAnnotations=false")).Single("StatefulSet").Map("spec").Map("template").Map("metadata").Has("annotations"));
+    }
+
     internal static async Task<Manifests> RenderAsync(string values, params string[] sets)
     {
         ProcessResult render = await Helm.TemplateAsync(values, sets);
