@@ -3,6 +3,8 @@ using System.Globalization;
 using LongCluster.Cli.Processes;
 using System.Text.Json;
 using LongCluster.Kernels;
+using LongCluster.Kernels.ContextParallel;
+using LongCluster.Kernels.Planning;
 using LongCluster.Tensors;
 
 namespace LongCluster.Cli.Tests;
@@ -90,6 +92,21 @@ public sealed class CliTests : IDisposable
     {
         string stdout = AttendAgainstSingleNode(mask, "--shards", shards, "--layout", layout);
         Assert.Contains($"shards={shards} layout={layout}", stdout);
+    }
+
+    [Theory]
+    [InlineData("causal", 2)]
+    [InlineData("full", 3)]
+    public void Attend_ShardedLayoutAuto_RunsTheModelsChoiceExactly(string mask, int shards)
+    {
+        string stdout = AttendAgainstSingleNode(mask, "--shards", shards.ToString(CultureInfo.InvariantCulture), "--layout", "auto");
+        ContextLayout chosen = LayoutPlanner.Choose(shards, new ChunkShape(45, 4, 2, 16, 4, AttentionMask.Parse(mask)), HardwareProfile.Load("this-machine")).Layout;
+        Assert.Contains($"shards={shards} layout={chosen}", stdout);
+        if (mask == "full")
+        {
+            // Ring layouts tie under a full mask: contiguous.
+            Assert.Equal(ContextLayout.Contiguous, chosen);
+        }
     }
 
     /// <summary>
