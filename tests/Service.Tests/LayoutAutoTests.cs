@@ -1,5 +1,6 @@
 using LongCluster.Client;
 using LongCluster.Contracts;
+using LongCluster.Grains;
 using LongCluster.Kernels;
 using LongCluster.Kernels.ContextParallel;
 using LongCluster.Kernels.Planning;
@@ -55,6 +56,15 @@ public sealed class LayoutAutoTests(ClusterFixture fixture) : IClassFixture<Clus
         {
             await fixture.Client.DeleteSequenceAsync("auto-full-3");
         }
+    }
+
+    [Fact]
+    public void Validate_BadCostProfile_NamesTheSetting()
+    {
+        var options = new AttentionServiceOptions { ApiToken = "a token of sixteen chars", CostProfile = "no-such-profile" };
+        ArgumentException e = Assert.Throws<ArgumentException>(options.Validate);
+        Assert.StartsWith("CostProfile: profile no-such-profile: no such file, and not a built-in profile (built in: ", e.Message, StringComparison.Ordinal);
+        Assert.Equal("cpu-node", new AttentionServiceOptions().LoadCostProfile().Name);
     }
 
     [Fact]
