@@ -2,6 +2,7 @@ using System.Diagnostics;
 using LongCluster.Contracts;
 using LongCluster.Kernels;
 using LongCluster.Kernels.ContextParallel;
+using LongCluster.Kernels.Planning;
 using LongCluster.Grains.Placement;
 using LongCluster.Grains.Telemetry;
 using LongCluster.Grains.Status;
@@ -33,8 +34,16 @@ internal sealed class CoordinatorGrain(SiloResources resources, IClusterMembersh
             throw ServiceException.Conflict("id", $"sequence '{Id}' already exists");
         }
 
-        SequenceModel model = SequenceModel.Of(spec);
+        // auto: every other field is checked as for a fixed layout, then the layout is chosen for the shard count.
+        bool auto = SequenceModel.IsAuto(spec);
+        SequenceModel model = SequenceModel.Of(auto ? spec with { Layout = ContextLayout.Zigzag.ToString() } : spec);
         int shards = spec.Shards > 0 ? spec.Shards : membership.CurrentSnapshot.Members.Values.Count(m => m.Status == SiloStatus.Active);
+        LayoutChoice? choice = null;
+        if (auto && shards >= 1)
+        {
+            (model, choice) = model.ChooseLayout(shards, resources.CostProfile);
+        }
+
         _ = model.Plan(shards, 0);
         string epoch = Guid.NewGuid().ToString("N")[..12];
         string[] keys = [.. Enumerable.Range(0, shards).Select(i => new ShardKey(Id, epoch, i, shards).ToString())];
@@ -50,7 +59,7 @@ internal sealed class CoordinatorGrain(SiloResources resources, IClusterMembersh
             throw inits.Select(t => t.Exception?.InnerException).First(e => e is not null)!;
         }
 
-        _placed = new Placed(model with { Spec = model.Spec with { Shards = shards } }, epoch, keys, [.. inits.Select(t => t.Result.Silo)], new ChunkHistory(model.Mask));
+        _placed = new Placed(model with { Spec = model.Spec with { Shards = shards } }, epoch, keys, [.. inits.Select(t => t.Result.Silo)], new ChunkHistory(model.Mask), choice);
         Move(new SequencePhase.Idle(0, 0, null));
         await GrainFactory.GetGrain<ISequenceDirectoryGrain>("all").AddAsync(Id, cancellationToken);
         return Info([.. inits.Select(t => t.Result)]);
@@ -432,7 +441,9 @@ internal sealed class CoordinatorGrain(SiloResources resources, IClusterMembersh
             phase is SequencePhase.Decoding d ? d.LayersDone : 0,
             _problem,
             silo.SiloAddress.ToParsableString(),
-            api.Url);
+            api.Url,
+            _placed?.Auto?.Layout.ToString(),
+            _placed?.Auto is { } auto ? Math.Round(auto.Prediction.LayerMs, 3) : null);
     }
 
     /// <summary>The one place the phase changes. A move the life cycle does not have is a bug here, not a client's error.</summary>
@@ -528,6 +539,9 @@ internal sealed class CoordinatorGrain(SiloResources resources, IClusterMembersh
         }
     }
 
-    /// <summary>What is fixed from a sequence's creation to its deletion: the validated spec, the incarnation, where its shards are, and the history of its chunks.</summary>
-    private sealed record Placed(SequenceModel Model, string Epoch, string[] Keys, string[] Silos, ChunkHistory History);
+    /// <summary>
+    /// What is fixed from a sequence's creation to its deletion: the validated spec, the incarnation, where its shards
+    /// are, the history of its chunks, and, for <c>layout: auto</c>, the choice made.
+    /// </summary>
+    private sealed record Placed(SequenceModel Model, string Epoch, string[] Keys, string[] Silos, ChunkHistory History, LayoutChoice? Auto);
 }

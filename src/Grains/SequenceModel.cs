@@ -1,6 +1,7 @@
 using LongCluster.Contracts;
 using LongCluster.Kernels;
 using LongCluster.Kernels.ContextParallel;
+using LongCluster.Kernels.Planning;
 using LongCluster.Tensors;
 
 namespace LongCluster.Grains;
@@ -41,6 +42,11 @@ internal sealed record SequenceModel(SequenceSpec Spec, ContextLayout Layout, At
             throw ServiceException.Invalid("dtype", $"expected f32, f16 or bf16, got '{spec.DType}'");
         }
 
+        if (spec.AutoChunkTokens is < 0 or > SequenceSpec.MaxAutoChunkTokens)
+        {
+            throw ServiceException.Invalid("autoChunkTokens", $"expected 0 (the default, {SequenceSpec.DefaultAutoChunkTokens}) .. {SequenceSpec.MaxAutoChunkTokens}, got {spec.AutoChunkTokens}");
+        }
+
         ContextLayout layout;
         try
         {
@@ -62,6 +68,21 @@ internal sealed record SequenceModel(SequenceSpec Spec, ContextLayout Layout, At
         }
 
         return new SequenceModel(spec with { DType = dtype.SafetensorsName().ToLowerInvariant() }, layout, mask, dtype);
+    }
+
+    /// <summary>Whether the spec asks the coordinator to choose the layout (<c>layout: auto</c>, any case).</summary>
+    public static bool IsAuto(SequenceSpec? spec) => string.Equals(spec?.Layout?.Trim(), "auto", StringComparison.OrdinalIgnoreCase);
+
+    /// <summary>
+    /// This model with the layout the cost model predicts fastest on <paramref name="shards"/> for a chunk of the spec's
+    /// <see cref="SequenceSpec.AutoChunkTokens"/> (0: <see cref="SequenceSpec.DefaultAutoChunkTokens"/>), documents of
+    /// 4096 tokens for document masks; the spec names the layout and the chunk length planned for.
+    /// </summary>
+    public (SequenceModel Model, LayoutChoice Choice) ChooseLayout(int shards, HardwareProfile profile)
+    {
+        int tokens = Spec.AutoChunkTokens > 0 ? Spec.AutoChunkTokens : SequenceSpec.DefaultAutoChunkTokens;
+        LayoutChoice choice = LayoutPlanner.Choose(shards, new ChunkShape(tokens, Spec.QueryHeads, Spec.KeyValueHeads, Spec.HeadDim, DType.Size(), Mask), profile);
+        return (this with { Layout = choice.Layout, Spec = Spec with { Layout = choice.Layout.ToString(), AutoChunkTokens = tokens } }, choice);
     }
 
     /// <summary>The layout plan for a chunk of <paramref name="tokens"/> over <paramref name="shards"/>, with head errors reported on the spec's fields.</summary>

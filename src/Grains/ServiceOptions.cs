@@ -1,3 +1,5 @@
+using LongCluster.Kernels.Planning;
+
 namespace LongCluster.Grains;
 
 /// <summary>Limits and client-API settings of the attention service, per silo (configuration section <c>LongCluster:Service</c>).</summary>
@@ -43,6 +45,16 @@ public sealed class AttentionServiceOptions
     /// </summary>
     public bool MessagePack { get; set; } = true;
 
+    /// <summary>
+    /// The hardware profile <c>layout: auto</c> plans with: a JSON file path or a built-in profile's name
+    /// (<see cref="HardwareProfile.BuiltInNames"/>); empty: <see cref="HardwareProfile.DefaultName"/>. Loaded and
+    /// checked at start-up.
+    /// </summary>
+    public string CostProfile { get; set; } = "";
+
+    /// <summary>The profile <see cref="CostProfile"/> names.</summary>
+    public HardwareProfile LoadCostProfile() => string.IsNullOrWhiteSpace(CostProfile) ? HardwareProfile.Default : HardwareProfile.Load(CostProfile);
+
     public void Validate()
     {
         if (MaxResidentBytes <= 0 || MaxTokensPerSequence <= 0 || MaxSequences <= 0 || MaxRequestBytes <= 0)
@@ -64,6 +76,15 @@ public sealed class AttentionServiceOptions
         {
             throw new ArgumentException("ReceiveTimeout and OrphanCheckInterval must be positive and KernelThreads >= 0", nameof(ReceiveTimeout));
         }
+
+        try
+        {
+            _ = LoadCostProfile();
+        }
+        catch (HardwareProfileException e)
+        {
+            throw new ArgumentException($"CostProfile: {e.Message}", nameof(CostProfile), e);
+        }
     }
 }
 
@@ -76,6 +97,7 @@ public sealed class SiloResources(AttentionServiceOptions options)
     private readonly Lock _lock = new();
     private long _residentBytes;
     private readonly HashSet<string> _sequences = [];
+    private readonly Lazy<HardwareProfile> _costProfile = new(options.LoadCostProfile);
 
     public long ResidentBytes
     {
@@ -112,6 +134,9 @@ public sealed class SiloResources(AttentionServiceOptions options)
     }
 
     public AttentionServiceOptions Options => options;
+
+    /// <summary>The profile <c>layout: auto</c> plans with, loaded once (<see cref="AttentionServiceOptions.CostProfile"/>).</summary>
+    public HardwareProfile CostProfile => _costProfile.Value;
 
     public void ReserveBytes(long bytes, string field)
     {

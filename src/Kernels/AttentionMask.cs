@@ -198,8 +198,9 @@ public readonly record struct AttentionMask
 
     /// <summary>
     /// Counts visible (query, key) pairs: the work a kernel must do. When the key positions ascend (and, for document
-    /// masks, their document ids do not decrease, as in packed sequences) each query row is two binary searches;
-    /// otherwise every pair is tested.
+    /// masks, their document ids do not decrease, as in packed sequences) each query row is two binary searches, or,
+    /// when the query positions ascend too (no documents), one walk of two cursors over the keys; otherwise every
+    /// pair is tested.
     /// </summary>
     public long CountLivePairs(ReadOnlySpan<long> queryPositions, ReadOnlySpan<long> keyPositions, ReadOnlySpan<int> queryDocuments = default, ReadOnlySpan<int> keyDocuments = default)
     {
@@ -215,6 +216,32 @@ public readonly record struct AttentionMask
         }
 
         long count = 0;
+        if (sorted && !Document && IsAscending(queryPositions))
+        {
+            // Both ascending: a query's visible range only moves right (VisibleRange is monotone in q), so two
+            // cursors walk the keys once — O(n + m) rather than O(n log m) for a ring schedule's million cells.
+            int first = 0;
+            int end = 0;
+            foreach (long q in queryPositions)
+            {
+                (long lo, long hi) = VisibleRange(q);
+                while (first < keyPositions.Length && keyPositions[first] < lo)
+                {
+                    first++;
+                }
+
+                end = Math.Max(end, first);
+                while (end < keyPositions.Length && keyPositions[end] <= hi)
+                {
+                    end++;
+                }
+
+                count += end - first;
+            }
+
+            return count;
+        }
+
         if (sorted)
         {
             for (int i = 0; i < queryPositions.Length; i++)
@@ -247,6 +274,19 @@ public readonly record struct AttentionMask
         }
 
         return count;
+    }
+
+    private static bool IsAscending(ReadOnlySpan<long> positions)
+    {
+        for (int i = 1; i < positions.Length; i++)
+        {
+            if (positions[i] <= positions[i - 1])
+            {
+                return false;
+            }
+        }
+
+        return true;
     }
 
     private static int LowerBound<T>(ReadOnlySpan<T> sorted, T value)

@@ -47,8 +47,9 @@ public sealed class LocalAttentionCluster : IAsyncDisposable
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(silos, 1);
         string token = Convert.ToHexString(RandomNumberGenerator.GetBytes(16));
-        // The silos share this machine's cores: each shard's kernel gets its share rather than all of them.
-        var options = new AttentionServiceOptions { ApiToken = token, KernelThreads = Math.Max(1, Environment.ProcessorCount / silos) };
+        // The silos share this machine's cores: each shard's kernel gets its share rather than all of them; and
+        // layout auto plans with the profile of silos sharing one host.
+        var options = new AttentionServiceOptions { ApiToken = token, KernelThreads = Math.Max(1, Environment.ProcessorCount / silos), CostProfile = "this-machine" };
         configure?.Invoke(options);
         string clusterId = $"local-{Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(4))}";
         var started = new List<LocalSilo>();

@@ -3,6 +3,8 @@ using System.Globalization;
 using LongCluster.Cli.Processes;
 using System.Text.Json;
 using LongCluster.Kernels;
+using LongCluster.Kernels.ContextParallel;
+using LongCluster.Kernels.Planning;
 using LongCluster.Tensors;
 
 namespace LongCluster.Cli.Tests;
@@ -90,6 +92,21 @@ public sealed class CliTests : IDisposable
     {
         string stdout = AttendAgainstSingleNode(mask, "--shards", shards, "--layout", layout);
         Assert.Contains($"shards={shards} layout={layout}", stdout);
+    }
+
+    [Theory]
+    [InlineData("causal", 2)]
+    [InlineData("full", 3)]
+    public void Attend_ShardedLayoutAuto_RunsTheModelsChoiceExactly(string mask, int shards)
+    {
+        string stdout = AttendAgainstSingleNode(mask, "--shards", shards.ToString(CultureInfo.InvariantCulture), "--layout", "auto");
+        ContextLayout chosen = LayoutPlanner.Choose(shards, new ChunkShape(45, 4, 2, 16, 4, AttentionMask.Parse(mask)), HardwareProfile.Load("this-machine")).Layout;
+        Assert.Contains($"shards={shards} layout={chosen}", stdout);
+        if (mask == "full")
+        {
+            // Ring layouts tie under a full mask: contiguous.
+            Assert.Equal(ContextLayout.Contiguous, chosen);
+        }
     }
 
     /// <summary>
@@ -328,9 +345,10 @@ public sealed class CliTests : IDisposable
         using JsonDocument json = JsonDocument.Parse(stdout.TrimEnd().Split('\n')[^1]);
         JsonElement asJson = json.RootElement.GetProperty("json");
         JsonElement asMessagePack = json.RootElement.GetProperty("msgpack");
-        // The bench's SequenceSpec and ChunkRequest(4096) bodies: camelCase JSON, and MessagePack maps of the same members.
+        // The bench's SequenceSpec and ChunkRequest(4096) bodies: camelCase JSON, and MessagePack maps of the same members
+        // (the spec's autoChunkTokens, 0, adds 20 bytes of JSON and 17 of MessagePack to the 121 and 91 before it).
         Assert.Equal(
-            [("create", 121L, 91L), ("describe", 0, 0), ("begin_chunk", 32, 22), ("list", 0, 0)],
+            [("create", 141L, 108L), ("describe", 0, 0), ("begin_chunk", 32, 22), ("list", 0, 0)],
             new[] { "create", "describe", "begin_chunk", "list" }.Select(k => (k, asJson.GetProperty(k).GetProperty("request_bytes").GetInt64(), asMessagePack.GetProperty(k).GetProperty("request_bytes").GetInt64())));
         foreach (string kind in new[] { "create", "describe", "begin_chunk", "list" })
         {

@@ -98,6 +98,11 @@ public sealed class AttentionMaskTests
         Assert.Equal(pairwise, mask.CountLivePairs(queries, keys));
         long[] strided = TestData.Positions(35, 10, 2);
         Assert.Equal(queries.Sum(q => strided.Count(k => mask.IsVisible(q, k))), mask.CountLivePairs(queries, strided));
+        // Queries not ascending take the binary searches, ascending ones the two cursors: the same count.
+        long[] descending = [.. queries.Reverse()];
+        Assert.Equal(pairwise, mask.CountLivePairs(descending, keys));
+        long[] stridedQueries = TestData.Positions(40, 3, 3);
+        Assert.Equal(stridedQueries.Sum(q => strided.Count(k => mask.IsVisible(q, k))), mask.CountLivePairs(stridedQueries, strided));
     }
 
     [Theory]

@@ -38,6 +38,8 @@ public sealed class BadRequestTests(ClusterFixture fixture) : IClassFixture<Clus
         { "POST", "v1/sequences?id=x4", """{"queryHeads":4,"keyValueHeads":2,"headDim":8,"mask":"sideways"}""", 400, "mask" },
         { "POST", "v1/sequences?id=x5", """{"queryHeads":4,"keyValueHeads":2,"headDim":8,"layout":"ulysses","shards":3}""", 400, "layout" },
         { "POST", "v1/sequences?id=x6", "not json", 400, null },
+        { "POST", "v1/sequences?id=x7", """{"queryHeads":4,"keyValueHeads":2,"headDim":8,"layout":"auto","autoChunkTokens":-1}""", 400, "autoChunkTokens" },
+        { "POST", "v1/sequences?id=x8", """{"queryHeads":4,"keyValueHeads":2,"headDim":8,"layout":"auto","mask":"sideways"}""", 400, "mask" },
         { "POST", "v1/sequences?id=bad%2Fid", """{"queryHeads":4,"keyValueHeads":2,"headDim":8}""", 400, "id" },
         { "POST", $"v1/sequences?id={Id}", """{"queryHeads":4,"keyValueHeads":2,"headDim":8}""", 409, "id" },
         { "GET", "v1/sequences/nope", "", 404, "id" },

@@ -23,6 +23,7 @@ public sealed class ControlMessagesTests
         { "ChunkRequest without documents", new ChunkRequest(7) },
         { "SequenceInfo", Info },
         { "SequenceInfo without chunk, problem or coordinator", new SequenceInfo("s", new SequenceSpec(), SequenceState.Created, 0, 0, [], null, 0, null) },
+        { "SequenceInfo of layout auto", Info with { Spec = Spec with { Layout = "contiguous", AutoChunkTokens = 32768 }, LayoutChosen = "contiguous", PredictedLayerMs = 12.375 } },
         { "SequenceInfo list", new List<SequenceInfo> { Info, Info with { Id = "seq-2", State = SequenceState.Ready } } },
         { "ChunkPlan", new ChunkPlan("seq-1", 2, 64, 40, [new ShardRows(0, "http://a:1/", 20, [0, 10, 30, 10]), new ShardRows(1, "http://b:2/", 20, [10, 20])]) },
         { "LayerRunResult", new LayerRunResult(1, 2, 0.125, [new ShardTimings(0, 0.5, 1.25, 1e-9, 0, double.Epsilon, long.MaxValue)], Info) },

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using LongCluster.Kernels;
 using LongCluster.Kernels.ContextParallel;
+using LongCluster.Kernels.Planning;
 using LongCluster.Tensors;
 
 namespace LongCluster.Cli;
@@ -30,9 +31,8 @@ internal static class AttendCommand
         };
 
         int shards = options.Int("shards", 1, 1, 4096);
-        ContextLayout? layout = options.Has("shards") || options.Has("layout")
-            ? options.Layout("zigzag")
-            : null;
+        // "auto": the cluster's coordinator chooses; in process, the cost model with this machine's profile does.
+        string? layoutText = options.Has("shards") || options.Has("layout") ? options.LayoutOrAuto("zigzag") : null;
 
         using SafetensorsReader reader = SafetensorsReader.Open(input);
         HostTensor q = reader.Read("q", 3, FloatTypes);
@@ -62,6 +62,7 @@ internal static class AttendCommand
         TensorChecks.RequireFinite("k", k);
         TensorChecks.RequireFinite("v", v);
 
+        ContextLayout? layout = null;
         var o = new float[shape.QueryElements];
         var lse = new float[shape.LseElements];
         var tokens = new AttentionTokens(qPositions, kPositions, qDocuments, kDocuments);
@@ -85,9 +86,9 @@ internal static class AttendCommand
                 throw new InputException($"q, k and v must share one dtype to be stored in a sequence, got {q.DType.SafetensorsName()}, {k.DType.SafetensorsName()}, {v.DType.SafetensorsName()}");
             }
 
-            where = ServiceAttend.Run(options, q, k, v, shape, mask, layout?.ToString() ?? "zigzag", options.Has("shards") ? shards : 0, qDocuments, o, lse);
+            where = ServiceAttend.Run(options, q, k, v, shape, mask, layoutText ?? "zigzag", options.Has("shards") ? shards : 0, qDocuments, o, lse);
         }
-        else if (layout is null)
+        else if (layoutText is null)
         {
             TensorChecks.Forward(q, k, v, shape, mask, tokens, o, lse, kernelOptions);
         }
@@ -98,6 +99,9 @@ internal static class AttendCommand
                 throw new InputException("--shards runs a context-parallel prefill: q and k must cover the same tokens (Tq == Tk, same positions)");
             }
 
+            layout = layoutText == "auto"
+                ? LayoutPlanner.Choose(shards, new ChunkShape(shape.QueryTokens, shape.QueryHeads, shape.KeyValueHeads, shape.HeadDim, q.DType.Size(), mask), HardwareProfile.Load("this-machine")).Layout
+                : ContextLayout.Parse(layoutText);
             _ = PlanCommand.CreatePlan("attend", layout, shards, shape.QueryTokens, shape.QueryHeads, shape.KeyValueHeads);
             TensorChecks.ShardedForward(q, k, v, shape, mask, layout, shards, qPositions, qDocuments, o, lse, kernelOptions);
         }

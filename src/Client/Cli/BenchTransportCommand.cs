@@ -45,7 +45,7 @@ internal static class BenchTransportCommand
         return CliApp.ExitOk;
     }
 
-    private static async Task<TransferFigures> InProcessAsync(int frames, int frameMib, int calls)
+    internal static async Task<TransferFigures> InProcessAsync(int frames, int frameMib, int calls)
     {
         await using LocalAttentionCluster cluster = await LocalAttentionCluster.StartAsync(2).ConfigureAwait(false);
         return await MeasureAsync(cluster.Endpoints[0], cluster.ApiToken, frames, frameMib, calls).ConfigureAwait(false);

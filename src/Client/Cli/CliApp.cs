@@ -17,23 +17,33 @@ public static class CliApp
         longcluster — exact attention over long sequences
 
         Usage:
-          longcluster demo [--silos 4] [--tokens 32768] [--layers 4] [--hq 8] [--hkv 2] [--d 128] [--mask causal] [--layout zigzag]
+          longcluster demo [--silos 4] [--tokens 32768] [--layers 4] [--hq 8] [--hkv 2] [--d 128] [--mask causal] [--layout zigzag|auto]
                            [--shards P] [--dtype f32|f16|bf16] [--decode 16] [--seed N]
               A local cluster of N silos in this process; a sequence prefilled through the SDK with progress, decode
               steps, every layer checked against the single-node kernel; timings. Exit 0 when all checks pass.
           longcluster attend --input IN.safetensors --output OUT.safetensors [--mask M] [--scale S] [--threads N]
-                             [--shards P --layout contiguous|striped[:S]|zigzag|ulysses|hybrid:U]
+                             [--shards P --layout contiguous|striped[:S]|zigzag|ulysses|hybrid:U|auto]
                              [--endpoint URL [--token T] | --local-cluster N]
               Reads q [Tq,Hq,d], k and v [Tk,Hkv,d] (f32/f16/bf16) and optional doc_ids [N] (i32, indexed by
               position), q_positions [Tq] and k_positions [Tk] (i64); writes o [Tq,Hq,d] and lse [Tq,Hq] as f32.
               With --shards, P in-process ranks compute it context-parallel (q and k over the same tokens).
               With --endpoint (token: --token or LONGCLUSTER_TOKEN) or --local-cluster N, a cluster computes it.
+              --layout auto: the layout the cost model predicts fastest (the cluster's coordinator chooses; in process,
+              with the this-machine profile).
           longcluster silo [--redis HOST:PORT [--redis-password P] [--redis-tls] --tls-cert F --tls-key F --tls-ca F]
                            [--primary HOST:PORT] [--cluster-id ID] [--host IP] [--port 11111] [--http-port 8080] [--token T] [--name N]
               One Orleans silo with the attention service: development clustering (a cluster of one, or joining the
               silo at --primary), or Redis shared by all silos with mutual TLS from the cluster's authority.
           longcluster plan --tokens T --shards P [--layout zigzag] [--mask causal] [--hq 8] [--hkv Hq] [--d 128] [--dtype f32] [--doc-len 4096]
               Per-step, per-shard live work, load imbalance and bytes sent, from positions alone.
+          longcluster plan --model PROFILE [--nodes 1,2,4,...,1024] [--tokens 65536] [--hq 32] [--hkv 8] [--d 128] [--mask causal]
+                           [--dtype f32] [--layouts zigzag,striped,contiguous,ulysses,hybrid:2] [--png FILE]
+              The cost model's layer time (compute, waiting, all-to-all), efficiency vs single node / P and tokens/s of
+              every layout at every node count, or why a layout cannot run there; --png plots efficiency and tokens/s
+              against nodes. PROFILE: a JSON file or a built-in name (h200-400g, cpu-node, this-machine). Last line JSON.
+          longcluster plan --calibrate [--out FILE]
+              Measures this machine (the kernel with its cores split as a local cluster splits them, Orleans transfers
+              between two silos in this process) in well under a minute and prints its profile, or writes it to FILE.
           longcluster bench kernel [--tq N] [--tk N] [--hq N] [--hkv N] [--d N] [--mask M] [--dtype T] [--threads N] [--repeat N]
               Times the forward kernel; the last line is a JSON object with gflops and ms.
           longcluster bench decode [--tk 262144] [--hq 32] [--hkv 8] [--d 128] [--mask full] [--dtype bf16] [--threads N] [--repeat 5]

@@ -132,6 +132,10 @@ internal sealed class CommandLine
         }
     }
 
+    /// <summary>The <c>--layout</c> option where the cluster may choose: <c>auto</c>, or a layout in its canonical text form.</summary>
+    public string LayoutOrAuto(string defaultValue) =>
+        string.Equals(Text("layout")?.Trim(), "auto", StringComparison.OrdinalIgnoreCase) ? "auto" : Layout(defaultValue).ToString();
+
     /// <summary><c>--hq</c> and <c>--hkv</c>, with Hq a multiple of Hkv.</summary>
     public (int QueryHeads, int KeyValueHeads) Heads(int defaultQueryHeads, int? defaultKeyValueHeads = null)
     {

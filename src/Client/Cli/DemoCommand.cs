@@ -33,7 +33,7 @@ internal static class DemoCommand
         int shards = options.Int("shards", 0, 0, 1024);
         DType dtype = options.FloatType("dtype", "f32");
         AttentionMask mask = options.Mask("causal");
-        string layout = options.Layout("zigzag").ToString();
+        string layout = options.LayoutOrAuto("zigzag");
         if (decode > 0 && mask.Kind == MaskKind.Full)
         {
             throw new UsageException("demo: decode needs a mask under which earlier tokens cannot see later ones (not full); use --decode 0 with --mask full");
@@ -42,6 +42,8 @@ internal static class DemoCommand
         var spec = new SequenceSpec
         {
             Layers = layers, QueryHeads = hq, KeyValueHeads = hkv, HeadDim = d, DType = dtype.SafetensorsName().ToLowerInvariant(), Layout = layout, Mask = mask.ToString(), Shards = shards,
+            // The demo prefills in one chunk: auto plans for exactly that.
+            AutoChunkTokens = layout == "auto" ? Math.Min(tokens, SequenceSpec.MaxAutoChunkTokens) : 0,
         };
         using var stop = new StopSignal();
         try
@@ -104,6 +106,11 @@ internal static class DemoCommand
         double prefillSeconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
         stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"  prefill: {tokens} tokens x {spec.Layers} layers on {info.Shards} shards in {prefillSeconds:F2} s: {(double)tokens * spec.Layers / prefillSeconds:F0} token-layers/s"));
+        if (info.LayoutChosen is { } chosen)
+        {
+            stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"  layout auto: the coordinator chose {chosen} (predicted {info.PredictedLayerMs:F1} ms per layer for chunks of {info.Spec.AutoChunkTokens} tokens)"));
+        }
 
         bool ok = true;
         double kernelSeconds = 0;

@@ -3,6 +3,7 @@ using System.Text;
 using System.Text.Json;
 using LongCluster.Kernels;
 using LongCluster.Kernels.ContextParallel;
+using LongCluster.Kernels.Planning;
 using LongCluster.Tensors;
 
 namespace LongCluster.Cli;
@@ -15,7 +16,22 @@ internal static class PlanCommand
 {
     public static int Run(string[] args, TextWriter stdout)
     {
-        CommandLine options = CommandLine.Parse("plan", args, ["tokens", "shards", "layout", "mask", "hq", "hkv", "d", "dtype", "doc-len"], []);
+        CommandLine options = CommandLine.Parse(
+            "plan", args, ["tokens", "shards", "layout", "mask", "hq", "hkv", "d", "dtype", "doc-len", "model", "nodes", "layouts", "png", "out"], ["calibrate"]);
+        if (options.Has("calibrate"))
+        {
+            return Calibrate(options, stdout);
+        }
+
+        if (options.Has("model"))
+        {
+            Refuse(options, "does not go with --model (it sweeps --nodes and --layouts)", "shards", "layout");
+        Refuse(options, "needs --calibrate", "out");
+            return PlanModelCommand.Run(options, stdout);
+        }
+
+        Refuse(options, "needs --model", "nodes", "layouts", "png");
+        Refuse(options, "needs --calibrate", "out");
         int tokens = options.Int("tokens", 0, 1);
         if (!options.Has("tokens"))
         {
@@ -86,6 +102,37 @@ internal static class PlanCommand
             ["bytes_sent"] = schedule.BytesSent,
         }));
         return CliApp.ExitOk;
+    }
+
+    /// <summary><c>plan --calibrate [--out FILE]</c>: measures this machine and prints (or writes) its profile.</summary>
+    private static int Calibrate(CommandLine options, TextWriter stdout)
+    {
+        Refuse(options, "does not go with --calibrate", "tokens", "shards", "layout", "mask", "hq", "hkv", "d", "dtype", "doc-len", "model", "nodes", "layouts", "png");
+        HardwareProfile profile = ProfileCalibration.Measure(stdout);
+        string json = profile.ToJson();
+        if (options.Text("out") is { } path)
+        {
+            File.WriteAllText(path, json + "\n");
+            stdout.WriteLine($"calibrate: wrote {path}");
+        }
+        else
+        {
+            stdout.WriteLine(json);
+        }
+
+        return CliApp.ExitOk;
+    }
+
+    /// <summary>Options that do not go with a mode are refused, not ignored.</summary>
+    private static void Refuse(CommandLine options, string why, params string[] names)
+    {
+        foreach (string name in names)
+        {
+            if (options.Has(name))
+            {
+                throw new UsageException($"plan: --{name} {why}");
+            }
+        }
     }
 
     internal static LayoutPlan CreatePlan(string command, ContextLayout layout, int shards, int tokens, int hq, int hkv)

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Security.Cryptography;
 using LongCluster.Client;
 using LongCluster.Contracts;
@@ -28,6 +29,8 @@ internal static class ServiceAttend
             {
                 Layers = 1, QueryHeads = shape.QueryHeads, KeyValueHeads = shape.KeyValueHeads, HeadDim = shape.HeadDim, DType = q.DType.SafetensorsName().ToLowerInvariant(),
                 Layout = layout, Mask = mask.ToString(), Shards = shards,
+                // One chunk of all the tokens: auto plans for exactly that.
+                AutoChunkTokens = layout == "auto" ? Math.Min(shape.QueryTokens, SequenceSpec.MaxAutoChunkTokens) : 0,
             };
             string id = $"attend-{Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(6))}";
             try
@@ -36,7 +39,8 @@ internal static class ServiceAttend
                     spec, id, shape.QueryTokens, (_, _) => new LayerInput(q, k, v), mask.Document ? documents : null).ConfigureAwait(false);
                 layers[0].Output.CopyTo(output, 0);
                 layers[0].LogSumExp.CopyTo(logSumExp, 0);
-                return $"{target.Where} ({info.Shards} shards, layout {layout})";
+                string chosen = info.LayoutChosen is null ? "" : string.Create(CultureInfo.InvariantCulture, $", chosen by auto: predicted {info.PredictedLayerMs:F1} ms");
+                return $"{target.Where} ({info.Shards} shards, layout {info.Spec.Layout}{chosen})";
             }
             catch (LongClusterException e) when (e.Status is 400 or 409 or 413 or 429)
             {

@@ -80,40 +80,54 @@ public sealed class RingSchedule
         int ring = plan.RingDegree;
         long[][] positions = new long[ring][];
         int[][] documents = new int[ring][];
+        TileRange[][] tiles = new TileRange[ring][];
         for (int i = 0; i < ring; i++)
         {
             positions[i] = plan.RingShardTokens(i).ToArray();
             documents[i] = mask.Document ? positions[i].Select(p => (int)(p / documentLength)).ToArray() : [];
+            tiles[i] = Tiles(positions[i], documents[i], mask.Document);
         }
 
+        // Every cell is independent of the others, so the steps run in parallel and the result is the same: a cost
+        // model sweeping 1..1024 shards builds schedules of up to a million cells.
         var livePairs = new long[ring, ring];
         var liveTiles = new int[ring, ring];
-        for (int s = 0; s < ring; s++)
+        Parallel.For(0, ring, s =>
         {
             for (int i = 0; i < ring; i++)
             {
                 int source = (((i - s) % ring) + ring) % ring;
                 livePairs[s, i] = mask.CountLivePairs(positions[i], positions[source], documents[i], documents[source]);
-                liveTiles[s, i] = CountLiveTiles(mask, positions[i], documents[i], positions[source], documents[source]);
+                liveTiles[s, i] = CountLiveTiles(mask, tiles[i], tiles[source]);
             }
-        }
+        });
 
         return new RingSchedule(plan, livePairs, liveTiles, Traffic(plan, headDim, elementSize, mask.Document));
     }
 
-    private static int CountLiveTiles(AttentionMask mask, long[] queries, int[] queryDocuments, long[] keys, int[] keyDocuments)
+    /// <summary>The ranges of a shard's kernel tiles (<see cref="Attention.KeyTile"/> rows each, in shard order): its query tiles and its key tiles alike.</summary>
+    private static TileRange[] Tiles(long[] positions, int[] documents, bool useDocuments)
     {
         const int Tile = Attention.KeyTile;
-        int count = 0;
-        for (int q0 = 0; q0 < queries.Length; q0 += Tile)
+        var tiles = new TileRange[(positions.Length + Tile - 1) / Tile];
+        for (int t = 0; t < tiles.Length; t++)
         {
-            int qn = Math.Min(Tile, queries.Length - q0);
-            TileRange qRange = TileRange.Of(queries.AsSpan(q0, qn), mask.Document ? queryDocuments.AsSpan(q0, qn) : default);
-            for (int k0 = 0; k0 < keys.Length; k0 += Tile)
+            int start = t * Tile;
+            int n = Math.Min(Tile, positions.Length - start);
+            tiles[t] = TileRange.Of(positions.AsSpan(start, n), useDocuments ? documents.AsSpan(start, n) : default);
+        }
+
+        return tiles;
+    }
+
+    private static int CountLiveTiles(AttentionMask mask, TileRange[] queries, TileRange[] keys)
+    {
+        int count = 0;
+        foreach (TileRange q in queries)
+        {
+            foreach (TileRange k in keys)
             {
-                int kn = Math.Min(Tile, keys.Length - k0);
-                TileRange kRange = TileRange.Of(keys.AsSpan(k0, kn), mask.Document ? keyDocuments.AsSpan(k0, kn) : default);
-                if (mask.Classify(qRange, kRange) != TileVisibility.Hidden)
+                if (mask.Classify(q, k) != TileVisibility.Hidden)
                 {
                     count++;
                 }
