@@ -45,6 +45,12 @@ internal sealed partial record LinkShape(double BitsPerSecond, double LatencyMic
         return new LinkShape(rate, latency, text.Trim());
     }
 
+    /// <summary>The rate as given (<c>10gbit</c>).</summary>
+    public string RateText => Text[..Text.IndexOf(':', StringComparison.Ordinal)];
+
+    /// <summary>The latency as given (<c>50us</c>).</summary>
+    public string LatencyText => Text[(Text.IndexOf(':', StringComparison.Ordinal) + 1)..];
+
     /// <summary>The rate as tc reads it: whole bits per second.</summary>
     public string TcRate => string.Create(CultureInfo.InvariantCulture, $"{Math.Round(BitsPerSecond):0}bit");
 

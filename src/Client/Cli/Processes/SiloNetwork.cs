@@ -206,7 +206,7 @@ internal sealed partial class SiloNetwork : IDisposable
         if (Exec("tc", "-n", name, "qdisc", "add", "dev", device, "root", "netem", "delay", Link.TcLatency, "rate", Link.TcRate, "limit", "100000").Code == 0)
         {
             LatencyApplied = true;
-            Shaping = $"netem delay {Link.TcLatency} rate {Link.TcRate}";
+            Shaping = $"netem delay {Link.LatencyText} rate {Link.RateText}";
             return;
         }
 
@@ -214,8 +214,8 @@ internal sealed partial class SiloNetwork : IDisposable
         Must("tc", "-n", name, "qdisc", "add", "dev", device, "root", "tbf", "rate", Link.TcRate, "burst", burst.ToString(CultureInfo.InvariantCulture), "latency", "100ms");
         LatencyApplied = Link.LatencyMicroseconds == 0;
         Shaping = LatencyApplied
-            ? $"tbf rate {Link.TcRate}"
-            : $"tbf rate {Link.TcRate}; latency {Link.TcLatency} NOT applied: this kernel has no netem qdisc (sch_netem), and no other qdisc delays packets";
+            ? $"tbf rate {Link.RateText}"
+            : $"tbf rate {Link.RateText}; latency {Link.LatencyText} NOT applied: this kernel has no netem qdisc (sch_netem), and no other qdisc delays packets";
     }
 
     /// <summary>A /24 under 10.213.0.0/16 that no interface of this namespace uses yet.</summary>
