@@ -62,6 +62,13 @@ public static class CliApp
               layouts, every output checked against the single-node kernel; each minute the requests so far and the
               silos' managed heap and RSS (from /metrics); then p50/p99 per operation and failures by code. The last
               line is JSON (requests, wrong, errors, refused, heap_mb, rss_mb, ops, ...). Exit 0: nothing wrong, no errors.
+          longcluster bench scaling [--tokens 65536] [--layouts zigzag,striped,contiguous,ulysses,hybrid:2] [--silos 1,2,4] [--link RATE:LATENCY]
+                                    [--layers 2] [--hq 8] [--hkv 2] [--d 128] [--dtype f32] [--mask causal] [--seed 1] [--model this-machine|PROFILE|none]
+              For each silo count P, P silo processes (Redis, mutual TLS), each pinned to 1/P of the cores; for each
+              layout a verified prefill through the SDK: the service's layer time (median after the warm-up layer 0),
+              its split, efficiency against the single-node kernel. --link 10gbit:50us: silos in network namespaces
+              on shaped veth links (root, iproute2; otherwise loopback). Beside each point the cost model's prediction
+              (--model: a profile, default this-machine; none: no prediction). The last line is JSON.
           longcluster local-cluster [--silos 3] [--processes] [--for S]
               N silos with the attention service on this machine (in this process, or as silo processes with a
               redis-server it starts), until Ctrl+C, SIGTERM or S seconds; then they leave gracefully.
@@ -102,7 +109,8 @@ public static class CliApp
                 "bench" when rest.Length > 0 && rest[0] == "transport" => BenchTransportCommand.Run(rest[1..], stdout),
                 "bench" when rest.Length > 0 && rest[0] == "control" => BenchControlCommand.Run(rest[1..], stdout),
                 "bench" when rest.Length > 0 && rest[0] == "load" => BenchLoadCommand.Run(rest[1..], stdout),
-                "bench" => throw new UsageException("bench: say what to benchmark: 'longcluster bench kernel', 'bench decode', 'bench ring', 'bench transport', 'bench control' or 'bench load'"),
+                "bench" when rest.Length > 0 && rest[0] == "scaling" => BenchScalingCommand.Run(rest[1..], stdout),
+                "bench" => throw new UsageException("bench: say what to benchmark: 'longcluster bench kernel', 'bench decode', 'bench ring', 'bench transport', 'bench control', 'bench load' or 'bench scaling'"),
                 _ => throw new UsageException($"unknown command '{args[0]}' (commands: demo, attend, plan, local-cluster, silo, bench; see --help)"),
             };
         }

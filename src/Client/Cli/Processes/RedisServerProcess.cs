@@ -5,8 +5,8 @@ using System.Net.Sockets;
 namespace LongCluster.Cli.Processes;
 
 /// <summary>
-/// A real redis-server (Debian's package <c>redis-server</c>; the test command installs it) on a free loopback port,
-/// in its own temporary directory, without persistence: the Redis of a local multi-process cluster and of the
+/// A real redis-server (Debian's package <c>redis-server</c>; the test command installs it) on a free port of loopback
+/// (or of another local address, for silos in network namespaces), in its own temporary directory, without persistence: the Redis of a local multi-process cluster and of the
 /// cluster tests. Start and restart wait for the server's own "Ready to accept connections" line, not a poll.
 /// </summary>
 internal sealed class RedisServerProcess : IAsyncDisposable
@@ -15,25 +15,39 @@ internal sealed class RedisServerProcess : IAsyncDisposable
     private readonly List<string> _arguments;
     private Process? _process;
 
-    private RedisServerProcess(int port, List<string> arguments)
+    private RedisServerProcess(string host, int port, List<string> arguments)
     {
+        Host = host;
         Port = port;
         _arguments = arguments;
     }
 
+    /// <summary>The one address the server listens on.</summary>
+    public string Host { get; }
+
     public int Port { get; }
 
     /// <summary>The StackExchange.Redis configuration string of this server.</summary>
-    public string Endpoint => string.Create(System.Globalization.CultureInfo.InvariantCulture, $"127.0.0.1:{Port}");
+    public string Endpoint => string.Create(System.Globalization.CultureInfo.InvariantCulture, $"{Host}:{Port}");
 
     public string Directory => _directory;
 
     public int ProcessId => _process?.Id ?? 0;
 
-    public static async Task<RedisServerProcess> StartAsync(string? password = null, bool tls = false, string? certificate = null, string? key = null)
+    /// <param name="host">
+    /// Address to listen on, loopback by default. Another one (a bridge to network namespaces) turns Redis' protected
+    /// mode off, which would refuse every client not on loopback while no password is set: bound to that one address,
+    /// only the namespaces on the bridge reach it.
+    /// </param>
+    public static async Task<RedisServerProcess> StartAsync(string? password = null, bool tls = false, string? certificate = null, string? key = null, string host = "127.0.0.1")
     {
         int port = FreePort();
-        var arguments = new List<string> { "--bind", "127.0.0.1", "--save", "", "--appendonly", "no" };
+        var arguments = new List<string> { "--bind", host, "--save", "", "--appendonly", "no" };
+        if (!IPAddress.IsLoopback(IPAddress.Parse(host)))
+        {
+            arguments.AddRange(["--protected-mode", "no"]);
+        }
+
         if (tls)
         {
             arguments.AddRange(["--port", "0", "--tls-port", port.ToString(System.Globalization.CultureInfo.InvariantCulture),
@@ -49,7 +63,7 @@ internal sealed class RedisServerProcess : IAsyncDisposable
             arguments.AddRange(["--requirepass", password]);
         }
 
-        var server = new RedisServerProcess(port, arguments);
+        var server = new RedisServerProcess(host, port, arguments);
         await server.RunAsync();
         return server;
     }

@@ -17,12 +17,27 @@ internal sealed class SiloProcess : IDisposable
 
     public IReadOnlyList<string> Lines => _output.Lines;
 
-    /// <summary>Starts <c>dotnet <paramref name="siloAssembly"/></c> with <c>--LongCluster:Key=Value</c> for every setting.</summary>
-    public static SiloProcess Start(string siloAssembly, IEnumerable<KeyValuePair<string, string>> settings)
+    /// <summary>
+    /// Starts <c>dotnet <paramref name="siloAssembly"/></c> with <c>--LongCluster:Key=Value</c> for every setting, behind
+    /// <paramref name="prefix"/> when one is given: a command that execs the rest in place (<c>ip netns exec NS</c>,
+    /// <c>taskset -c CPUS</c>), so the process id is still the silo's own and killing it kills the silo.
+    /// </summary>
+    public static SiloProcess Start(string siloAssembly, IEnumerable<KeyValuePair<string, string>> settings, IReadOnlyList<string>? prefix = null)
     {
         ArgumentNullException.ThrowIfNull(siloAssembly);
         ArgumentNullException.ThrowIfNull(settings);
-        var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        prefix ??= [];
+        var start = new ProcessStartInfo(prefix.Count > 0 ? prefix[0] : "dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (string word in prefix.Skip(1))
+        {
+            start.ArgumentList.Add(word);
+        }
+
+        if (prefix.Count > 0)
+        {
+            start.ArgumentList.Add("dotnet");
+        }
+
         start.ArgumentList.Add(siloAssembly);
         foreach ((string key, string value) in settings)
         {

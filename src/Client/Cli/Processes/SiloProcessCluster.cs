@@ -27,28 +27,39 @@ internal sealed class SiloProcessCluster : IAsyncDisposable
     /// <param name="siloAssembly">Path of <c>longcluster-silo.dll</c>.</param>
     /// <param name="settings">Settings for every silo (ClusterId, Service:ApiToken, Tls:…); Redis and ports are set here.</param>
     /// <param name="authority">Issues each silo its TLS certificate.</param>
-    public static async Task<SiloProcessCluster> StartAsync(int silos, string siloAssembly, IReadOnlyDictionary<string, string> settings, TimeSpan timeout, ClusterCertificates authority)
+    /// <param name="launch">Where and how silo i runs (its address, a command prefix, settings of its own); by default on loopback, plain <c>dotnet</c>.</param>
+    /// <param name="redisHost">The address Redis listens on: one every silo can reach (loopback by default).</param>
+    public static async Task<SiloProcessCluster> StartAsync(
+        int silos, string siloAssembly, IReadOnlyDictionary<string, string> settings, TimeSpan timeout, ClusterCertificates authority, Func<int, SiloLaunch>? launch = null, string redisHost = "127.0.0.1")
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(silos, 1);
         ArgumentNullException.ThrowIfNull(settings);
-        RedisServerProcess redis = await RedisServerProcess.StartAsync().ConfigureAwait(false);
+        RedisServerProcess redis = await RedisServerProcess.StartAsync(host: redisHost).ConfigureAwait(false);
         var started = new List<SiloProcess>();
         try
         {
             for (int i = 0; i < silos; i++)
             {
                 SiloTlsOptions tls = authority.Issue($"silo-{i}");
-                started.Add(SiloProcess.Start(siloAssembly, new Dictionary<string, string>(settings)
+                SiloLaunch how = launch?.Invoke(i) ?? SiloLaunch.Loopback;
+                var siloSettings = new Dictionary<string, string>(settings)
                 {
                     ["Clustering"] = SiloOptions.RedisClustering,
                     ["Redis"] = redis.Endpoint,
+                    ["Host"] = how.Host,
                     ["HttpPort"] = "0",
                     ["SiloPort"] = RedisServerProcess.FreePort().ToString(CultureInfo.InvariantCulture),
                     ["Name"] = $"silo-{i}",
                     ["Tls:CertificateFile"] = tls.CertificateFile,
                     ["Tls:KeyFile"] = tls.KeyFile,
                     ["Tls:AuthorityFile"] = tls.AuthorityFile,
-                }));
+                };
+                foreach ((string key, string value) in how.Settings)
+                {
+                    siloSettings[key] = value;
+                }
+
+                started.Add(SiloProcess.Start(siloAssembly, siloSettings, how.Prefix));
             }
 
             string[] addresses = await Task.WhenAll(started.Select(s => s.ReadyAsync(timeout))).ConfigureAwait(false);
