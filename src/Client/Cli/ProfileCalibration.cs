@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Runtime.InteropServices;
 using LongCluster.Grains.Diagnostics;
 using LongCluster.Kernels;
@@ -74,22 +73,14 @@ internal static class ProfileCalibration
         void Round() => Parallel.For(0, cores, new ParallelOptions { MaxDegreeOfParallelism = cores }, c =>
             Attention.Forward<float>(q, k, v, shape, AttentionMask.Full, default, outputs[c], lses[c], options));
 
-        // Tiered compilation: the kernel's loops reach their optimized code only after a few calls.
-        for (int r = 0; r < WarmUpRounds; r++)
+        // Tiered compilation: the kernel's loops reach their optimized code only after a few calls (BenchTimer adds one more).
+        for (int r = 1; r < WarmUpRounds; r++)
         {
             Round();
         }
 
-        var seconds = new double[Rounds];
-        for (int r = 0; r < Rounds; r++)
-        {
-            long started = Stopwatch.GetTimestamp();
-            Round();
-            seconds[r] = Stopwatch.GetElapsedTime(started).TotalSeconds;
-        }
-
-        Array.Sort(seconds);
-        return cores * shape.Flops((long)QueryTokens * KeyTokens) / seconds[Rounds / 2] / 1e9;
+        double[] seconds = BenchTimer.Measure(Rounds, Round);
+        return cores * shape.Flops((long)QueryTokens * KeyTokens) / BenchTimer.Median(seconds) / 1e9;
     }
 
     private static string CpuModel()
