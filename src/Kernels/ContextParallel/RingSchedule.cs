@@ -141,28 +141,12 @@ public sealed class RingSchedule
     {
         long metadata = sizeof(long) + (documents ? sizeof(int) : 0);
         var bytes = new long[plan.Shards];
-        int u = plan.UlyssesDegree;
         for (int rank = 0; rank < plan.Shards; rank++)
         {
-            int member = plan.MemberOf(rank);
             int ring = plan.RingOf(rank);
-            long own = plan.RankTokens(rank).Length;
-            (_, int qHeads) = plan.QueryHeadsOf(member);
-            (_, int kvHeads) = plan.KeyValueHeadsOf(member);
-            for (int m = 0; m < u; m++)
-            {
-                if (m == member)
-                {
-                    continue;
-                }
-
-                (_, int mq) = plan.QueryHeadsOf(m);
-                (_, int mkv) = plan.KeyValueHeadsOf(m);
-                bytes[rank] += own * ((((long)mq + (2L * mkv)) * headDim * elementSize) + metadata);
-                long theirs = plan.RankTokens(plan.RankAt(ring, m)).Length;
-                bytes[rank] += theirs * qHeads * (headDim + 1) * sizeof(float);
-            }
-
+            (_, int kvHeads) = plan.KeyValueHeadsOf(plan.MemberOf(rank));
+            UlyssesTraffic ulysses = Ulysses(plan, rank, headDim, elementSize, metadata);
+            bytes[rank] += ulysses.ScatterSent + ulysses.GatherSent;
             for (int s = 0; s < plan.RingDegree - 1; s++)
             {
                 int source = (((ring - s) % plan.RingDegree) + plan.RingDegree) % plan.RingDegree;
@@ -173,4 +157,42 @@ public sealed class RingSchedule
 
         return bytes;
     }
+
+    /// <summary>
+    /// Bytes <paramref name="rank"/> sends and receives in the Ulysses all-to-alls of one layer, as the driver sends
+    /// them: the scatter (its rows' Q, K, V of the heads each other member owns, each row with its
+    /// <paramref name="metadata"/>: position, document) and the gather (O and LSE, f32, of its heads for the other
+    /// members' rows). Zero without Ulysses.
+    /// </summary>
+    public static UlyssesTraffic Ulysses(LayoutPlan plan, int rank, int headDim, int elementSize, long metadata)
+    {
+        ArgumentNullException.ThrowIfNull(plan);
+        int member = plan.MemberOf(rank);
+        int ring = plan.RingOf(rank);
+        long own = plan.RankTokens(rank).Length;
+        (_, int qHeads) = plan.QueryHeadsOf(member);
+        (_, int kvHeads) = plan.KeyValueHeadsOf(member);
+        var traffic = default(UlyssesTraffic);
+        for (int m = 0; m < plan.UlyssesDegree; m++)
+        {
+            if (m == member)
+            {
+                continue;
+            }
+
+            (_, int mq) = plan.QueryHeadsOf(m);
+            (_, int mkv) = plan.KeyValueHeadsOf(m);
+            long theirs = plan.RankTokens(plan.RankAt(ring, m)).Length;
+            traffic = new UlyssesTraffic(
+                traffic.ScatterSent + (own * ((((long)mq + (2L * mkv)) * headDim * elementSize) + metadata)),
+                traffic.ScatterReceived + (theirs * ((((long)qHeads + (2L * kvHeads)) * headDim * elementSize) + metadata)),
+                traffic.GatherSent + (theirs * qHeads * (headDim + 1L) * sizeof(float)),
+                traffic.GatherReceived + (own * mq * (headDim + 1L) * sizeof(float)));
+        }
+
+        return traffic;
+    }
 }
+
+/// <summary>One rank's bytes in a layer's Ulysses all-to-alls: the scatter of Q, K, V and the gather of O and LSE, each way.</summary>
+public readonly record struct UlyssesTraffic(long ScatterSent, long ScatterReceived, long GatherSent, long GatherReceived);

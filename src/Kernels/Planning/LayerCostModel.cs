@@ -127,33 +127,9 @@ public static class LayerCostModel
         double gather = 0;
         for (int rank = 0; rank < plan.Shards; rank++)
         {
-            int member = plan.MemberOf(rank);
-            int ring = plan.RingOf(rank);
-            long own = plan.RankTokens(rank).Length;
-            (_, int qHeads) = plan.QueryHeadsOf(member);
-            (_, int kvHeads) = plan.KeyValueHeadsOf(member);
-            double scatterSent = 0;
-            double scatterReceived = 0;
-            double gatherSent = 0;
-            double gatherReceived = 0;
-            for (int m = 0; m < degree; m++)
-            {
-                if (m == member)
-                {
-                    continue;
-                }
-
-                (_, int mq) = plan.QueryHeadsOf(m);
-                (_, int mkv) = plan.KeyValueHeadsOf(m);
-                long theirs = plan.RankTokens(plan.RankAt(ring, m)).Length;
-                scatterSent += own * ((((double)mq + (2.0 * mkv)) * headDim * elementSize) + metadata);
-                scatterReceived += theirs * ((((double)qHeads + (2.0 * kvHeads)) * headDim * elementSize) + metadata);
-                gatherSent += theirs * (double)qHeads * (headDim + 1) * sizeof(float);
-                gatherReceived += own * (double)mq * (headDim + 1) * sizeof(float);
-            }
-
-            scatter = Math.Max(scatter, latency + (Math.Max(scatterSent, scatterReceived) / bytesPerSecond));
-            gather = Math.Max(gather, latency + (Math.Max(gatherSent, gatherReceived) / bytesPerSecond));
+            UlyssesTraffic t = RingSchedule.Ulysses(plan, rank, headDim, elementSize, metadata);
+            scatter = Math.Max(scatter, latency + (Math.Max(t.ScatterSent, t.ScatterReceived) / bytesPerSecond));
+            gather = Math.Max(gather, latency + (Math.Max(t.GatherSent, t.GatherReceived) / bytesPerSecond));
         }
 
         return (scatter, gather);
