@@ -20,9 +20,6 @@ namespace LongCluster.Cli;
 /// </summary>
 internal static class BenchLoadCommand
 {
-    /// <summary>Relative error allowed against the single-node kernel (normwise, as <c>demo</c> checks).</summary>
-    private const double Tolerance = 1e-4;
-
     /// <summary>The heap and RSS are read this often (and at the start and the end).</summary>
     private const int SampleSeconds = 60;
 
@@ -361,7 +358,7 @@ internal static class BenchLoadCommand
                         (float[] o, float[] lse) = await stats.TimeAsync("read", id, () => sdk.ReadOutputAsync(plan, layer, spec, stop), stop).ConfigureAwait(false);
                         stats.Check(
                             $"{what}: chunk {c} (tokens {start}..{start + count - 1}), layer {l}",
-                            expected[l].O.AsSpan(start * rowO, count * rowO), o, expected[l].Lse.AsSpan(start * hq, count * hq), lse, Tolerance);
+                            expected[l].O.AsSpan(start * rowO, count * rowO), o, expected[l].Lse.AsSpan(start * hq, count * hq), lse, DemoCommand.Tolerance);
                     }
 
                     first += count;
@@ -385,7 +382,7 @@ internal static class BenchLoadCommand
 
                         stats.Check(
                             $"{what}: decode of token {t}, layer {l}",
-                            expected[l].O.AsSpan(t * rowO, rowO), step.Output, expected[l].Lse.AsSpan(t * hq, hq), step.LogSumExp, Tolerance);
+                            expected[l].O.AsSpan(t * rowO, rowO), step.Output, expected[l].Lse.AsSpan(t * hq, hq), step.LogSumExp, DemoCommand.Tolerance);
                     }
                 }
 

@@ -27,9 +27,6 @@ namespace LongCluster.Cli;
 /// </summary>
 internal static class BenchScalingCommand
 {
-    /// <summary>Relative error allowed against the single-node kernel (normwise, as <c>demo</c> checks; LSE against max(1, |LSE|)).</summary>
-    private const double Tolerance = 1e-4;
-
     /// <summary>Query rows of the warm-up call that compiles the kernel in this process before the baseline is timed.</summary>
     private const int WarmUpTokens = 256;
 
@@ -145,7 +142,7 @@ internal static class BenchScalingCommand
     private sealed record Measured(
         ScalingPoint Point, double[] LayerMs, double MeasuredMs, ShardTimings Slowest, double BaselineMs, double AllCoresMs, double ErrorO, double ErrorLse, double? PredictedMs)
     {
-        public bool Ok => ErrorO <= Tolerance && ErrorLse <= Tolerance;
+        public bool Ok => ErrorO <= DemoCommand.Tolerance && ErrorLse <= DemoCommand.Tolerance;
 
         /// <summary>Baseline (the kernel on one silo's share of the cores) over P times the layer time: 1 is a perfect split.</summary>
         public double Efficiency => BaselineMs / (Point.Silos * MeasuredMs);
