@@ -60,7 +60,7 @@ internal sealed class SequenceShardGrain(SiloResources resources, IRunExchangeFa
         resources.AddSequence(setup.SequenceId);
         _model = model;
         _heads = model.Plan(setup.Shards, 0);
-        _layers = [.. Enumerable.Range(0, model.Spec.Layers).Select(_ => IShardStore.Create(model.DType, setup.Index, model.Spec.HeadDim, resources.Options.ReceiveTimeout))];
+        _layers = [.. Enumerable.Range(0, model.Spec.Layers).Select(_ => IShardStore.Create(model.DType, setup.Index, model.Spec.HeadDim, resources.Options.ReceiveTimeout, resources.Backend))];
         _setup = setup;
         return Task.FromResult(Info());
     }

@@ -1,3 +1,4 @@
+using LongCluster.Kernels.Backends;
 using LongCluster.Kernels.Planning;
 
 namespace LongCluster.Grains;
@@ -31,6 +32,16 @@ public sealed class AttentionServiceOptions
 
     /// <summary>How long a shard waits for a peer's next block before the layer fails (a lost peer must not hang the run).</summary>
     public TimeSpan ReceiveTimeout { get; set; } = TimeSpan.FromMinutes(2);
+
+    /// <summary>
+    /// What computes the shards' attention: <c>auto</c> (ILGPU on CUDA when this machine has a CUDA device, else the CPU
+    /// SIMD kernels), <c>cpu</c>, or <c>ilgpu</c> (ILGPU on CUDA, or on ILGPU's CPU accelerator where there is none —
+    /// for tests, not speed). One backend per process: the silos of an in-process cluster share it.
+    /// </summary>
+    public string KernelBackend { get; set; } = "auto";
+
+    /// <summary>Bytes of device memory the GPU backend may keep KV segments in; 0 = 80% of the device's memory. Past it, segments are copied for each call.</summary>
+    public long DeviceBudgetBytes { get; set; }
 
     /// <summary>Kernel threads per shard; 0 = the machine's cores divided by the shards on this silo of the running layer.</summary>
     public int KernelThreads { get; set; }
@@ -72,6 +83,16 @@ public sealed class AttentionServiceOptions
             throw new ArgumentException("StatusToken, when set, must be at least 16 characters (LongCluster__Service__StatusToken)", nameof(StatusToken));
         }
 
+        if (KernelBackend.ToLowerInvariant() is not ("auto" or "cpu" or "ilgpu"))
+        {
+            throw new ArgumentException($"KernelBackend must be auto, cpu or ilgpu, got '{KernelBackend}' (LongCluster__Service__KernelBackend)", nameof(KernelBackend));
+        }
+
+        if (DeviceBudgetBytes < 0)
+        {
+            throw new ArgumentException($"DeviceBudgetBytes must be >= 0 (0 = 80% of the device), got {DeviceBudgetBytes}", nameof(DeviceBudgetBytes));
+        }
+
         if (ReceiveTimeout <= TimeSpan.Zero || OrphanCheckInterval <= TimeSpan.Zero || KernelThreads < 0)
         {
             throw new ArgumentException("ReceiveTimeout and OrphanCheckInterval must be positive and KernelThreads >= 0", nameof(ReceiveTimeout));
@@ -92,7 +113,7 @@ public sealed class AttentionServiceOptions
 /// What the shards on one silo hold, against <see cref="AttentionServiceOptions"/>' limits. Reservations are taken
 /// before memory is used and released when it is freed, so a refused request changes nothing.
 /// </summary>
-public sealed class SiloResources(AttentionServiceOptions options)
+public sealed class SiloResources(AttentionServiceOptions options, IAttentionBackend? backend = null)
 {
     private readonly Lock _lock = new();
     private long _residentBytes;
@@ -134,6 +155,9 @@ public sealed class SiloResources(AttentionServiceOptions options)
     }
 
     public AttentionServiceOptions Options => options;
+
+    /// <summary>What computes this silo's shards (<see cref="AttentionServiceOptions.KernelBackend"/>); the CPU SIMD kernels unless a host gives another.</summary>
+    public IAttentionBackend Backend { get; } = backend ?? CpuBackend.Instance;
 
     /// <summary>The profile <c>layout: auto</c> plans with, loaded once (<see cref="AttentionServiceOptions.CostProfile"/>).</summary>
     public HardwareProfile CostProfile => _costProfile.Value;

@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using LongCluster.Kernels;
+using LongCluster.Kernels.Backends;
 using LongCluster.Kernels.ContextParallel;
 using LongCluster.Tensors;
 
@@ -26,19 +27,19 @@ internal interface IShardStore : IDisposable
 
     void Attend(byte[] query, long[] positions, int[] documents, int queryHeads, int keyValueHeads, AttentionMask mask, AttentionOptions options, Span<float> output, Span<float> logSumExp);
 
-    static IShardStore Create(DType dtype, int rank, int headDim, TimeSpan receiveTimeout) => dtype switch
+    static IShardStore Create(DType dtype, int rank, int headDim, TimeSpan receiveTimeout, IAttentionBackend backend) => dtype switch
     {
-        DType.F32 => new ShardStore<float>(rank, headDim, receiveTimeout),
-        DType.F16 => new ShardStore<Half>(rank, headDim, receiveTimeout),
-        DType.BF16 => new ShardStore<BFloat16>(rank, headDim, receiveTimeout),
+        DType.F32 => new ShardStore<float>(rank, headDim, receiveTimeout, backend),
+        DType.F16 => new ShardStore<Half>(rank, headDim, receiveTimeout, backend),
+        DType.BF16 => new ShardStore<BFloat16>(rank, headDim, receiveTimeout, backend),
         _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "storage dtype must be f32, f16 or bf16"),
     };
 }
 
-internal sealed class ShardStore<T>(int rank, int headDim, TimeSpan receiveTimeout) : IShardStore
+internal sealed class ShardStore<T>(int rank, int headDim, TimeSpan receiveTimeout, IAttentionBackend backend) : IShardStore
     where T : unmanaged
 {
-    private readonly ContextParallelRank<T> _rank = new(rank, headDim) { ReceiveTimeout = receiveTimeout };
+    private readonly ContextParallelRank<T> _rank = new(rank, headDim) { ReceiveTimeout = receiveTimeout, Backend = backend };
 
     public long StoredRows => _rank.StoredRows;
 

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Diagnostics;
+using LongCluster.Kernels.Backends;
 
 namespace LongCluster.Kernels.ContextParallel;
 
@@ -26,6 +27,9 @@ public sealed class ContextParallelRank<T> : IDisposable
     /// </summary>
     private readonly List<int> _levels = [];
 
+    /// <summary>Per segment: the backend's copy of its K and V where the backend computes (device memory), or null (the CPU backend, or no room).</summary>
+    private readonly List<IKeptKeyValue?> _kept = [];
+
     /// <summary>How many appended segments of one level are merged into one.</summary>
     internal const int AppendMergeWidth = 16;
     private readonly int _headDim;
@@ -40,6 +44,13 @@ public sealed class ContextParallelRank<T> : IDisposable
     }
 
     public int Rank { get; }
+
+    /// <summary>
+    /// What computes the blocks: the CPU SIMD kernels by default, or a GPU backend, which keeps a copy of every stored
+    /// segment in device memory for as long as the rank holds it (ring blocks from peers are copied for each step).
+    /// The data plane — segments, ring frames, partial merges — stays in host memory either way.
+    /// </summary>
+    public IAttentionBackend Backend { get; init; } = CpuBackend.Instance;
 
     /// <summary>Rows of KV this rank holds (all chunks).</summary>
     public long StoredRows => Volatile.Read(ref _storedRows);
@@ -62,6 +73,8 @@ public sealed class ContextParallelRank<T> : IDisposable
             Frame segment = _segments[i];
             _segments.RemoveAt(i);
             _levels.RemoveAt(i);
+            _kept[i]?.Dispose();
+            _kept.RemoveAt(i);
             Count(segment, -1);
             segment.Dispose();
         }
@@ -131,9 +144,10 @@ public sealed class ContextParallelRank<T> : IDisposable
             TileRange queries = TileRange.Of(positions, mask.Document ? documents : default);
             Span<float> po = partO.AsSpan(0, output.Length);
             Span<float> pl = partL.AsSpan(0, logSumExp.Length);
-            foreach (Frame segment in _segments)
+            for (int i = 0; i < _segments.Count; i++)
             {
-                computed |= AttendBlock(query, positions, documents, queries, new KeyValueFrame<T>(segment), shape, mask, options, computed, output, logSumExp, po, pl);
+                computed |= AttendBlock(
+                    Backend, query, positions, documents, queries, new KeyValueFrame<T>(_segments[i]), _kept[i], shape, mask, options, computed, output, logSumExp, po, pl);
             }
 
             if (!computed)
@@ -224,7 +238,7 @@ public sealed class ContextParallelRank<T> : IDisposable
 
                     long computing = Stopwatch.GetTimestamp();
                     computed |= AttendBlock(
-                        queryRows.Span, segment, queries, new KeyValueFrame<T>(current), shape, mask, options, computed,
+                        queryRows.Span, segment, queries, current, shape, mask, options, computed,
                         accO.AsSpan(0, queryElements), accL.AsSpan(0, lseElements), partO.AsSpan(0, queryElements), partL.AsSpan(0, lseElements));
                     compute += Stopwatch.GetElapsedTime(computing);
                     if (s < ringSize - 1)
@@ -288,6 +302,8 @@ public sealed class ContextParallelRank<T> : IDisposable
 
     private void Add(Frame segment, int level = -1)
     {
+        var rows = new KeyValueFrame<T>(segment);
+        _kept.Add(Backend.Keep<T>(rows.Key, rows.Value));
         _segments.Add(segment);
         _levels.Add(level);
         Count(segment, +1);
@@ -310,12 +326,16 @@ public sealed class ContextParallelRank<T> : IDisposable
     /// <summary>Query rows up to which stored KV is attended by the decode kernel rather than the tiled forward kernel.</summary>
     private const int DecodeRows = 4;
 
-    private static bool AttendBlock(
-        ReadOnlySpan<T> query, Frame segment, TileRange queries, KeyValueFrame<T> keys, AttentionShape shape, AttentionMask mask, AttentionOptions options,
+    /// <summary>A ring step's block: <paramref name="block"/> is a stored segment of this rank (read from the backend's kept copy) or a peer's.</summary>
+    private bool AttendBlock(
+        ReadOnlySpan<T> query, Frame segment, TileRange queries, Frame block, AttentionShape shape, AttentionMask mask, AttentionOptions options,
         bool accumulate, Span<float> output, Span<float> logSumExp, Span<float> partOutput, Span<float> partLogSumExp)
     {
         var rows = new KeyValueFrame<T>(segment);
-        return AttendBlock(query, rows.Positions, rows.Documents, queries, keys, shape, mask, options, accumulate, output, logSumExp, partOutput, partLogSumExp);
+        int stored = _segments.IndexOf(block);
+        return AttendBlock(
+            Backend, query, rows.Positions, rows.Documents, queries, new KeyValueFrame<T>(block), stored < 0 ? null : _kept[stored], shape, mask, options, accumulate,
+            output, logSumExp, partOutput, partLogSumExp);
     }
 
     /// <summary>
@@ -324,8 +344,8 @@ public sealed class ContextParallelRank<T> : IDisposable
     /// nothing) when the mask hides the block entirely.
     /// </summary>
     private static bool AttendBlock(
-        ReadOnlySpan<T> query, ReadOnlySpan<long> positions, ReadOnlySpan<int> documents, TileRange queries, KeyValueFrame<T> keys,
-        AttentionShape shape, AttentionMask mask, AttentionOptions options, bool accumulate,
+        IAttentionBackend backend, ReadOnlySpan<T> query, ReadOnlySpan<long> positions, ReadOnlySpan<int> documents, TileRange queries, KeyValueFrame<T> keys,
+        IKeptKeyValue? kept, AttentionShape shape, AttentionMask mask, AttentionOptions options, bool accumulate,
         Span<float> output, Span<float> logSumExp, Span<float> partOutput, Span<float> partLogSumExp)
     {
         if (keys.Rows == 0 || positions.Length == 0
@@ -338,13 +358,13 @@ public sealed class ContextParallelRank<T> : IDisposable
         if (positions.Length <= DecodeRows)
         {
             // A decode step: split-K over the stored keys, no tile packing for a handful of query rows.
-            Attention.Decode<T>(
-                query, keys.Key, keys.Value, shape with { KeyTokens = keys.Rows }, mask, tokens, accumulate ? partOutput : output, accumulate ? partLogSumExp : logSumExp, options);
+            backend.Decode<T>(
+                query, keys.Key, keys.Value, shape with { KeyTokens = keys.Rows }, mask, tokens, accumulate ? partOutput : output, accumulate ? partLogSumExp : logSumExp, options, kept);
         }
         else
         {
-            Attention.Forward<T>(
-                query, keys.Key, keys.Value, shape with { KeyTokens = keys.Rows }, mask, tokens, accumulate ? partOutput : output, accumulate ? partLogSumExp : logSumExp, options);
+            backend.Forward<T>(
+                query, keys.Key, keys.Value, shape with { KeyTokens = keys.Rows }, mask, tokens, accumulate ? partOutput : output, accumulate ? partLogSumExp : logSumExp, options, kept);
         }
         if (accumulate)
         {

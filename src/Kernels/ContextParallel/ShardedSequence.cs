@@ -1,3 +1,5 @@
+using LongCluster.Kernels.Backends;
+
 namespace LongCluster.Kernels.ContextParallel;
 
 /// <summary>
@@ -54,6 +56,9 @@ public sealed class ShardedSequence<T> : IDisposable
     /// <summary>How long a rank waits for a frame from a peer before the chunk fails with a <see cref="TimeoutException"/>.</summary>
     public TimeSpan ReceiveTimeout { get; init; } = TimeSpan.FromMinutes(5);
 
+    /// <summary>What computes every rank's blocks (<see cref="ContextParallelRank{T}.Backend"/>); the CPU SIMD kernels by default.</summary>
+    public IAttentionBackend Backend { get; init; } = CpuBackend.Instance;
+
     /// <summary>Wraps each rank's exchange (tests use it to fail a rank on purpose).</summary>
     internal Func<IExchange, IExchange>? ExchangeDecorator { get; set; }
 
@@ -107,7 +112,7 @@ public sealed class ShardedSequence<T> : IDisposable
         long started = System.Diagnostics.Stopwatch.GetTimestamp();
         var plan = new LayoutPlan(Layout, Shards, n, QueryHeads, KeyValueHeads);
         ContextParallelRank<T>[] ranks = _ranks ??= Enumerable.Range(0, Shards)
-            .Select(r => new ContextParallelRank<T>(r, HeadDim) { ReceiveTimeout = ReceiveTimeout })
+            .Select(r => new ContextParallelRank<T>(r, HeadDim) { ReceiveTimeout = ReceiveTimeout, Backend = Backend })
             .ToArray();
         using var exchange = new InProcessExchange(Shards);
         using var failure = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
