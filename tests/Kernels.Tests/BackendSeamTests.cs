@@ -10,8 +10,10 @@ namespace LongCluster.Kernels.Tests;
 /// </summary>
 public sealed class BackendSeamTests
 {
-    [Fact]
-    public async Task ShardedPrefill_RecordingBackend_StoredSegmentsReadFromKeptCopies_PeersBlocksCopiedPerStep_SameBitsAsCpu()
+    [Theory]
+    [InlineData(int.MaxValue)]
+    [InlineData(0)]
+    public async Task ShardedPrefill_RecordingBackend_EveryBlockFromAKeptCopy_OrCopiedPerCallWhenNoRoom_SameBitsAsCpu(int room)
     {
         const int T = 96, Hq = 4, Hkv = 2, D = 16, Shards = 3;
         float[] q = TestData.Random(1, (long)T * Hq * D);
@@ -24,22 +26,23 @@ public sealed class BackendSeamTests
             await cpu.PrefillAsync(q, k, v, cpuO, cpuL);
         }
 
-        var backend = new RecordingBackend();
+        var backend = new RecordingBackend { Room = room };
         var o = new float[q.Length];
         var l = new float[T * Hq];
         using (var sequence = new ShardedSequence<float>(ContextLayout.Parse("zigzag"), Shards, Hq, Hkv, D, AttentionMask.Causal) { Backend = backend })
         {
             await sequence.PrefillAsync(q, k, v, o, l);
-            Assert.Equal(Shards, backend.Live);
+            // Only the stored segments stay kept; a peer's block is kept for its step and freed after it.
+            Assert.Equal(room == 0 ? 0 : Shards, backend.Live);
         }
 
         Assert.Equal(cpuO, o);
         Assert.Equal(cpuL, l);
 
-        // Each rank's first ring step is its own (kept) segment; the other Shards − 1 steps are peers' blocks. Under a
-        // causal zigzag every block is visible to some of every rank's rows, so each step computes.
-        Assert.Equal(Shards, backend.KeptCalls);
-        Assert.Equal(Shards * (Shards - 1), backend.CopiedCalls);
+        // Each rank's first ring step is its own stored segment; the other Shards − 1 steps are peers' blocks, staged as
+        // they arrive. Under a causal zigzag every block is visible to some of every rank's rows, so each step computes.
+        Assert.Equal(room == 0 ? (0, Shards * Shards) : (Shards * Shards, 0), (backend.KeptCalls, backend.CopiedCalls));
+        Assert.Equal(room == 0 ? 0 : Shards * Shards, backend.KeepsMade);
         Assert.Equal(0, backend.Live);
     }
 
@@ -79,12 +82,18 @@ public sealed class BackendSeamTests
     private sealed class RecordingBackend : IAttentionBackend
     {
         private int _live;
+        private int _keepsMade;
         private int _keptCalls;
         private int _copiedCalls;
 
         public string Name => "recording";
 
+        /// <summary>Copies that may live at once; past it <see cref="Keep{T}"/> returns null, as a full device does.</summary>
+        public int Room { get; init; } = int.MaxValue;
+
         public int Live => Volatile.Read(ref _live);
+
+        public int KeepsMade => Volatile.Read(ref _keepsMade);
 
         public int KeptCalls => Volatile.Read(ref _keptCalls);
 
@@ -93,7 +102,13 @@ public sealed class BackendSeamTests
         public IKeptKeyValue? Keep<T>(ReadOnlySpan<T> key, ReadOnlySpan<T> value)
             where T : unmanaged
         {
-            Interlocked.Increment(ref _live);
+            if (Interlocked.Increment(ref _live) > Room)
+            {
+                Interlocked.Decrement(ref _live);
+                return null;
+            }
+
+            Interlocked.Increment(ref _keepsMade);
             return new Copy<T>(key.ToArray(), value.ToArray(), this);
         }
 

@@ -223,36 +223,64 @@ public sealed class ContextParallelRank<T> : IDisposable
             int next = plan.RankAt((ring + 1) % ringSize, member);
             int previous = plan.RankAt((ring - 1 + ringSize) % ringSize, member);
             Frame current = StoreFrame();
+            // The backend's copy of the block being computed: a stored segment's own (not ours to free), or one staged for
+            // this step (a peer's block, or the concatenated store), freed after it.
+            IKeptKeyValue? currentKept = _segments.Count == 1 ? _kept[0] : Stage(current);
+            bool ownsKept = _segments.Count != 1;
+            Task<(Frame Block, IKeptKeyValue? Kept)>? incoming = null;
             try
             {
                 for (int s = 0; s < ringSize; s++)
                 {
                     step = $"ring step {s + 1} of {ringSize}";
-                    ValueTask<Frame> incoming = default;
+                    incoming = null;
                     if (s < ringSize - 1)
                     {
-                        // Double buffering: the block goes out and the next one is awaited before this one is computed.
+                        // Double buffering: the block goes out and the next one is awaited before this one is computed; a
+                        // backend that computes elsewhere (a GPU) gets its copy as soon as it arrives, while this one computes.
                         await exchange.SendAsync(next, current, cancellationToken).ConfigureAwait(false);
-                        incoming = ReceiveAsync(exchange, previous, cancellationToken);
+                        incoming = ReceiveAndStageAsync(exchange, previous, cancellationToken);
                     }
 
                     long computing = Stopwatch.GetTimestamp();
                     computed |= AttendBlock(
-                        queryRows.Span, segment, queries, current, shape, mask, options, computed,
+                        Backend, queryRows.Span, new KeyValueFrame<T>(segment).Positions, new KeyValueFrame<T>(segment).Documents, queries, new KeyValueFrame<T>(current),
+                        currentKept, shape, mask, options, computed,
                         accO.AsSpan(0, queryElements), accL.AsSpan(0, lseElements), partO.AsSpan(0, queryElements), partL.AsSpan(0, lseElements));
                     compute += Stopwatch.GetElapsedTime(computing);
-                    if (s < ringSize - 1)
+                    if (incoming is not null)
                     {
                         long waited = Stopwatch.GetTimestamp();
-                        Frame received = await incoming.ConfigureAwait(false);
+                        (Frame received, IKeptKeyValue? staged) = await incoming.ConfigureAwait(false);
+                        incoming = null;
                         waiting += Stopwatch.GetElapsedTime(waited);
+                        if (ownsKept)
+                        {
+                            currentKept?.Dispose();
+                        }
+
                         current.Dispose();
                         current = received;
+                        currentKept = staged;
+                        ownsKept = true;
                     }
                 }
             }
             finally
             {
+                if (ownsKept)
+                {
+                    currentKept?.Dispose();
+                }
+
+                // A step that failed leaves the next block on its way: free it (and its staged copy) whenever it arrives.
+                _ = incoming?.ContinueWith(
+                    static arrived =>
+                    {
+                        arrived.Result.Kept?.Dispose();
+                        arrived.Result.Block.Dispose();
+                    },
+                    CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
                 current.Dispose();
                 ArrayPool<float>.Shared.Return(partO);
                 ArrayPool<float>.Shared.Return(partL);
@@ -325,18 +353,6 @@ public sealed class ContextParallelRank<T> : IDisposable
 
     /// <summary>Query rows up to which stored KV is attended by the decode kernel rather than the tiled forward kernel.</summary>
     private const int DecodeRows = 4;
-
-    /// <summary>A ring step's block: <paramref name="block"/> is a stored segment of this rank (read from the backend's kept copy) or a peer's.</summary>
-    private bool AttendBlock(
-        ReadOnlySpan<T> query, Frame segment, TileRange queries, Frame block, AttentionShape shape, AttentionMask mask, AttentionOptions options,
-        bool accumulate, Span<float> output, Span<float> logSumExp, Span<float> partOutput, Span<float> partLogSumExp)
-    {
-        var rows = new KeyValueFrame<T>(segment);
-        int stored = _segments.IndexOf(block);
-        return AttendBlock(
-            Backend, query, rows.Positions, rows.Documents, queries, new KeyValueFrame<T>(block), stored < 0 ? null : _kept[stored], shape, mask, options, accumulate,
-            output, logSumExp, partOutput, partLogSumExp);
-    }
 
     /// <summary>
     /// Attends the queries to one KV block: into (<paramref name="output"/>, <paramref name="logSumExp"/>) directly for
@@ -661,6 +677,28 @@ public sealed class ContextParallelRank<T> : IDisposable
         {
             source.Slice(((int)rows[i] * rowLength) + first, count).CopyTo(destination.Slice(i * count, count));
         }
+    }
+
+    /// <summary>A peer's ring block and, where the backend computes elsewhere, its copy there, made as soon as it arrives.</summary>
+    private async Task<(Frame Block, IKeptKeyValue? Kept)> ReceiveAndStageAsync(IExchange exchange, int source, CancellationToken cancellationToken)
+    {
+        Frame block = await ReceiveAsync(exchange, source, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            return (block, Stage(block));
+        }
+        catch
+        {
+            block.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The backend's copy of a block for one ring step (null from the CPU backend, or when its budget is full).</summary>
+    private IKeptKeyValue? Stage(Frame block)
+    {
+        var rows = new KeyValueFrame<T>(block);
+        return Backend.Keep<T>(rows.Key, rows.Value);
     }
 
     private async ValueTask<Frame> ReceiveAsync(IExchange exchange, int source, CancellationToken cancellationToken)
