@@ -448,8 +448,23 @@ internal static class AttentionKernels
         }
     }
 
-    /// <summary>Device-to-device copy for the bandwidth benchmark: one element per thread, grid-strided.</summary>
-    public static void Copy(Index1D index, ArrayView<float> source, ArrayView<float> target) => target[index] = source[index];
+    /// <summary>Benchmark data made on the device: a hash of the index and seed, uniform in [−1, 1), as f32.</summary>
+    public static void FillF32(Index1D index, ArrayView<float> target, uint seed) => target[index] = Noise(index, seed);
+
+    /// <summary>As <see cref="FillF32"/>, stored as bf16 bits (truncated: benchmark data needs no rounding).</summary>
+    public static void FillBF16(Index1D index, ArrayView<ushort> target, uint seed) =>
+        target[index] = (ushort)(Interop.FloatAsInt(Noise(index, seed)) >> 16);
+
+    private static float Noise(int index, uint seed)
+    {
+        uint x = ((uint)index * 0x9E3779B9u) ^ seed;
+        x ^= x >> 16;
+        x *= 0x85EBCA6Bu;
+        x ^= x >> 13;
+        x *= 0xC2B2AE35u;
+        x ^= x >> 16;
+        return ((x >> 8) * (2f / 16777216f)) - 1f;
+    }
 
     /// <summary><c>AttentionMask.IsVisible(q, k, qd, kd)</c> over the launch's mask fields.</summary>
     private static bool IsVisible(AttentionParams p, long q, long k, int queryDocument, int keyDocument)
