@@ -60,6 +60,7 @@ run kernels tests/Kernels.Tests/LongCluster.Kernels.Tests.csproj
 run kernels-vector256 tests/Kernels.Tests/LongCluster.Kernels.Tests.csproj DOTNET_EnableAVX512=0
 run kernels-vector128 tests/Kernels.Tests/LongCluster.Kernels.Tests.csproj DOTNET_EnableAVX2=0
 run kernels-scalar tests/Kernels.Tests/LongCluster.Kernels.Tests.csproj DOTNET_EnableHWIntrinsic=0
+run kernels-ilgpu tests/Kernels.Gpu.Tests/LongCluster.Kernels.Gpu.Tests.csproj
 run cli tests/Cli.Tests/LongCluster.Cli.Tests.csproj
 run service tests/Service.Tests/LongCluster.Service.Tests.csproj
 run deploy tests/Deploy.Tests/LongCluster.Deploy.Tests.csproj

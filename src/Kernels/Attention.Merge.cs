@@ -21,19 +21,7 @@ public static partial class Attention
         Span<float> logSumExp,
         int headDim)
     {
-        if (headDim < 1)
-        {
-            throw new ArgumentOutOfRangeException(nameof(headDim), headDim, "headDim must be >= 1");
-        }
-
-        int rows = logSumExp1.Length;
-        long elements = (long)rows * headDim;
-        CheckLength(logSumExp2.Length, rows, nameof(logSumExp2), "[rows]", rows);
-        CheckLength(logSumExp.Length, rows, nameof(logSumExp), "[rows]", rows);
-        CheckLength(output1.Length, elements, nameof(output1), "[rows, headDim]", rows, headDim);
-        CheckLength(output2.Length, elements, nameof(output2), "[rows, headDim]", rows, headDim);
-        CheckLength(output.Length, elements, nameof(output), "[rows, headDim]", rows, headDim);
-
+        int rows = ValidateMerge(output1, logSumExp1, output2, logSumExp2, output, logSumExp, headDim);
         unsafe
         {
             fixed (float* o1 = output1, o2 = output2, o = output)
@@ -59,5 +47,24 @@ public static partial class Attention
                 }
             }
         }
+    }
+
+    /// <summary>The checks of <see cref="MergePartials"/> (shared with the other backends, so their errors are the same); returns the row count.</summary>
+    internal static int ValidateMerge(
+        ReadOnlySpan<float> output1, ReadOnlySpan<float> logSumExp1, ReadOnlySpan<float> output2, ReadOnlySpan<float> logSumExp2, Span<float> output, Span<float> logSumExp, int headDim)
+    {
+        if (headDim < 1)
+        {
+            throw new ArgumentOutOfRangeException(nameof(headDim), headDim, "headDim must be >= 1");
+        }
+
+        int rows = logSumExp1.Length;
+        long elements = (long)rows * headDim;
+        CheckLength(logSumExp2.Length, rows, nameof(logSumExp2), "[rows]", rows);
+        CheckLength(logSumExp.Length, rows, nameof(logSumExp), "[rows]", rows);
+        CheckLength(output1.Length, elements, nameof(output1), "[rows, headDim]", rows, headDim);
+        CheckLength(output2.Length, elements, nameof(output2), "[rows, headDim]", rows, headDim);
+        CheckLength(output.Length, elements, nameof(output), "[rows, headDim]", rows, headDim);
+        return rows;
     }
 }
