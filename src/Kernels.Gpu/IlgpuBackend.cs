@@ -32,6 +32,11 @@ public enum IlgpuDevice
 public sealed class IlgpuBackend : IAttentionBackend, IDisposable
 {
     private readonly object _gate = new();
+
+    // Keep's uploads run on a stream of their own, outside _gate, one at a time: a ring block staged while the previous
+    // one computes (ContextParallelRank stages a peer's block as it arrives) copies while the kernels run.
+    private readonly object _copyGate = new();
+    private readonly AcceleratorStream _copyStream;
     private readonly Context _context;
     private readonly Accelerator _accelerator;
     private readonly DevicePool _pool;
@@ -68,6 +73,7 @@ public sealed class IlgpuBackend : IAttentionBackend, IDisposable
             _groupSize = Math.Min(128, _accelerator.MaxNumThreadsPerGroup);
             long budget = budgetBytes == 0 ? (long)(_accelerator.MemorySize * 0.8) : budgetBytes;
             _pool = new DevicePool(_accelerator, budget);
+            _copyStream = _accelerator.CreateStream();
             _merge = _accelerator.LoadStreamKernel<int, int, int, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>>(AttentionKernels.Merge);
         }
         catch
@@ -76,6 +82,13 @@ public sealed class IlgpuBackend : IAttentionBackend, IDisposable
             _context.Dispose();
             throw;
         }
+    }
+
+    /// <summary>CUDA devices ILGPU sees on this machine (0 without an NVIDIA GPU or its driver); makes and drops a context.</summary>
+    public static int CudaDeviceCount()
+    {
+        using Context context = Context.Create(builder => builder.Cuda());
+        return context.GetCudaDevices().Count;
     }
 
     /// <summary><c>ilgpu-cuda</c> or <c>ilgpu-cpu</c>.</summary>
@@ -122,24 +135,41 @@ public sealed class IlgpuBackend : IAttentionBackend, IDisposable
         }
 
         long bytes = (long)key.Length * Marshal.SizeOf<T>();
+        MemoryBuffer1D<byte, Stride1D.Dense>? k;
+        MemoryBuffer1D<byte, Stride1D.Dense>? v;
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            var k = _pool.Rent(bytes);
+            k = _pool.Rent(bytes);
             if (k is null)
             {
                 return null;
             }
 
-            var v = _pool.Rent(bytes);
+            v = _pool.Rent(bytes);
             if (v is null)
             {
                 _pool.Return(k);
                 return null;
             }
+        }
 
-            Upload(k.View.BaseView.Cast<T>(), key);
-            Upload(v.View.BaseView.Cast<T>(), value);
+        // The buffers are this call's alone until the handle exists: copy without holding the compute lock.
+        lock (_copyGate)
+        {
+            Upload(k.View.BaseView.Cast<T>(), key, _copyStream);
+            Upload(v.View.BaseView.Cast<T>(), value, _copyStream);
+            _copyStream.Synchronize();
+        }
+
+        lock (_gate)
+        {
+            if (_disposed)
+            {
+                // Disposed while copying: the pool and its buffers are gone with the accelerator.
+                throw new ObjectDisposedException(nameof(IlgpuBackend));
+            }
+
             var kept = new KeptKeyValue(this, typeof(T), key.Length, k, v);
             _kept.Add(kept);
             return kept;
@@ -234,6 +264,8 @@ public sealed class IlgpuBackend : IAttentionBackend, IDisposable
     /// <summary>Frees every kept segment, the pool and the accelerator; handles disposed later do nothing.</summary>
     public void Dispose()
     {
+        // The copy lock first (as Keep never holds both): no upload is running when the accelerator goes.
+        lock (_copyGate)
         lock (_gate)
         {
             if (_disposed)
@@ -249,6 +281,7 @@ public sealed class IlgpuBackend : IAttentionBackend, IDisposable
 
             _kept.Clear();
             _pool.Dispose();
+            _copyStream.Dispose();
             _accelerator.Dispose();
             _context.Dispose();
         }
@@ -373,6 +406,15 @@ public sealed class IlgpuBackend : IAttentionBackend, IDisposable
         if (!source.IsEmpty)
         {
             target.SubView(0, source.Length).CopyFromCPU(ref MemoryMarshal.GetReference(source), source.Length);
+        }
+    }
+
+    private static void Upload<T>(ArrayView<T> target, ReadOnlySpan<T> source, AcceleratorStream stream)
+        where T : unmanaged
+    {
+        if (!source.IsEmpty)
+        {
+            target.SubView(0, source.Length).CopyFromCPU(stream, ref MemoryMarshal.GetReference(source), source.Length);
         }
     }
 

@@ -4,6 +4,7 @@ using LongCluster.Grains.Exchange;
 using LongCluster.Grains.Placement;
 using LongCluster.Grains.Telemetry;
 using LongCluster.Grains.Status;
+using LongCluster.Kernels.Gpu;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Orleans.Configuration;
@@ -70,7 +71,7 @@ public static class SiloBuilderExtensions
     }
 
     /// <summary>
-    /// The attention service's grains and what they need on every silo: its options and resource limits, the
+    /// The attention service's grains and what they need on every silo: its options, resource limits and kernel backend, the
     /// exchange hub (the ring's mailboxes, and the exchange factory unless a test registers its own), the spread
     /// placement of shards, the slot for the silo's client-API URL, and the per-silo status service (resident bytes,
     /// hosted sequences, recent layer runs) the status page asks every silo.
@@ -81,7 +82,8 @@ public static class SiloBuilderExtensions
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
         silo.Services.AddSingleton(options);
-        silo.Services.AddSingleton(new SiloResources(options));
+        // One kernel backend per process (KernelBackends.ForProcess): the silos of an in-process cluster share a device.
+        silo.Services.AddSingleton(new SiloResources(options, KernelBackends.ForProcess(options.KernelBackend, options.DeviceBudgetBytes)));
         silo.Services.AddSingleton<SiloApiEndpoint>();
         silo.Services.AddSingleton<SiloMetrics>();
         silo.Services.AddSingleton<RecentLayers>();

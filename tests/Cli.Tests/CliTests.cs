@@ -140,6 +140,62 @@ public sealed class CliTests : IDisposable
     }
 
     [Theory]
+    [InlineData("document-causal")]
+    [InlineData("window:7", "--shards", "3", "--layout", "zigzag")]
+    [InlineData("causal", "--shards", "2", "--layout", "striped")]
+    public void Attend_BackendIlgpu_EqualsCpuKernel(string mask, params string[] extra)
+    {
+        // No CUDA device here: the ILGPU kernels run on ILGPU's CPU accelerator (where a device exists, on it).
+        _ = AttendAgainstSingleNode(mask, [.. extra, "--backend", "ilgpu"]);
+    }
+
+    [Theory]
+    [InlineData(new[] { "attend", "--backend", "gpu" }, "attend: --backend must be cpu or ilgpu, got 'gpu'")]
+    [InlineData(new[] { "bench", "gpu", "--device", "tpu" }, "bench gpu: --device must be cuda or cpu, got 'tpu'")]
+    [InlineData(new[] { "bench", "gpu", "--dtypes", "f16" }, "bench gpu: --dtypes lists f32 and/or bf16, got 'f16'")]
+    public void Backend_BadChoice_Exit2NamingTheOption(string[] args, string expected)
+    {
+        string[] withInput = args[0] == "attend" ? [.. args, "--input", "x.safetensors", "--output", "y.safetensors"] : args;
+        (int code, _, string stderr) = Run(withInput);
+        Assert.Equal(2, code);
+        Assert.Contains(expected, stderr);
+    }
+
+    [Fact]
+    public void BenchGpu_Probe_Exit3WithoutCuda_Exit0WithIt()
+    {
+        (int code, string stdout, string stderr) = Run("bench", "gpu", "--probe");
+        if (Kernels.Gpu.IlgpuBackend.CudaDeviceCount() == 0)
+        {
+            Assert.Equal(3, code);
+            Assert.Contains("no CUDA device found", stderr);
+        }
+        else
+        {
+            Assert.Equal(0, code);
+            Assert.Contains("(ilgpu-cuda)", stdout);
+        }
+    }
+
+    [Fact]
+    public void BenchGpu_CpuAccelerator_EveryCaseMeasured_JsonLast()
+    {
+        (int code, string stdout, string stderr) = Run(
+            "bench", "gpu", "--device", "cpu", "--tokens", "40,70", "--hq", "4", "--hkv", "2", "--d", "16", "--masks", "causal", "--decode-tk", "700", "--repeat", "1");
+        Assert.True(code == 0, stderr);
+        using var json = JsonDocument.Parse(stdout.TrimEnd().Split('\n')[^1]);
+        JsonElement root = json.RootElement;
+        Assert.Equal("ilgpu-cpu", root.GetProperty("backend").GetString());
+        Assert.Equal(JsonValueKind.Null, root.GetProperty("sgemm_gflops").ValueKind);
+        Assert.Equal(
+            ["f32 40", "f32 70", "bf16 40", "bf16 70"],
+            root.GetProperty("forward").EnumerateArray().Select(f => $"{f.GetProperty("dtype").GetString()} {f.GetProperty("tokens").GetInt32()}"));
+        Assert.All(root.GetProperty("forward").EnumerateArray(), f => Assert.True(f.GetProperty("ms").GetDouble() > 0));
+        Assert.All(root.GetProperty("decode").EnumerateArray(), d => Assert.True(d.GetProperty("copy_gbps").GetDouble() > 0));
+        Assert.Equal(2, root.GetProperty("decode").GetArrayLength());
+    }
+
+    [Theory]
     [InlineData(new[] { "--shards", "3", "--layout", "ulysses" }, "the Ulysses degree 3 must divide the query heads (4)")]
     [InlineData(new[] { "--shards", "2", "--layout", "ring" }, "--layout: layout 'ring' is not one of")]
     public void Attend_ShardedBadLayout_Exit2(string[] extra, string expected)

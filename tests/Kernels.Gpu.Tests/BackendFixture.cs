@@ -2,10 +2,18 @@ using LongCluster.Tensors;
 
 namespace LongCluster.Kernels.Gpu.Tests;
 
-/// <summary>One backend on ILGPU's CPU accelerator for every test: kernels compile once per process.</summary>
+/// <summary>
+/// One backend for every test (kernels compile once per process): on ILGPU's CPU accelerator, or on the CUDA device
+/// when <c>LONGCLUSTER_ILGPU_DEVICE=cuda</c> (bench/gpu.sh runs the same tests there; no device then fails every test).
+/// </summary>
 public sealed class BackendFixture : IDisposable
 {
-    public IlgpuBackend Backend { get; } = new(IlgpuDevice.Cpu);
+    public IlgpuBackend Backend { get; } = new(Environment.GetEnvironmentVariable("LONGCLUSTER_ILGPU_DEVICE") switch
+    {
+        null or "" or "cpu" => IlgpuDevice.Cpu,
+        "cuda" => IlgpuDevice.Cuda,
+        string other => throw new InvalidOperationException($"LONGCLUSTER_ILGPU_DEVICE must be cpu or cuda, got '{other}'"),
+    });
 
     public void Dispose() => Backend.Dispose();
 }

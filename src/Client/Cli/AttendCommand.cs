@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using LongCluster.Kernels;
+using LongCluster.Kernels.Backends;
 using LongCluster.Kernels.ContextParallel;
 using LongCluster.Kernels.Planning;
 using LongCluster.Tensors;
@@ -20,10 +21,11 @@ internal static class AttendCommand
 
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
     {
-        CommandLine options = CommandLine.Parse("attend", args, ["input", "output", "mask", "scale", "threads", "shards", "layout", "endpoint", "token", "local-cluster"], []);
+        CommandLine options = CommandLine.Parse("attend", args, ["input", "output", "mask", "scale", "threads", "shards", "layout", "endpoint", "token", "local-cluster", "backend"], []);
         string input = options.RequiredText("input");
         string output = options.RequiredText("output");
         AttentionMask mask = options.Mask(DefaultMask);
+        IAttentionBackend backend = options.Backend();
         var kernelOptions = new AttentionOptions
         {
             Scale = options.Float("scale"),
@@ -70,9 +72,10 @@ internal static class AttendCommand
         string where = "";
         if (options.Has("endpoint") || options.Has("local-cluster"))
         {
-            if (options.Has("scale") || options.Has("threads"))
+            if (options.Has("scale") || options.Has("threads") || options.Has("backend"))
             {
-                throw new UsageException("attend: --scale and --threads apply to this node's kernel; the service uses 1/sqrt(d) and its silos' cores");
+                throw new UsageException(
+                    "attend: --scale, --threads and --backend apply to this node's kernel; the service uses 1/sqrt(d), its silos' cores and their Service:KernelBackend");
             }
 
             if (shape.QueryTokens != shape.KeyTokens || (qPositions.Length > 0 && !qPositions.SequenceEqual(Enumerable.Range(0, shape.QueryTokens).Select(i => (long)i)))
@@ -90,7 +93,7 @@ internal static class AttendCommand
         }
         else if (layoutText is null)
         {
-            TensorChecks.Forward(q, k, v, shape, mask, tokens, o, lse, kernelOptions);
+            TensorChecks.Forward(backend, q, k, v, shape, mask, tokens, o, lse, kernelOptions);
         }
         else
         {
@@ -103,7 +106,7 @@ internal static class AttendCommand
                 ? LayoutPlanner.Choose(shards, new ChunkShape(shape.QueryTokens, shape.QueryHeads, shape.KeyValueHeads, shape.HeadDim, q.DType.Size(), mask), HardwareProfile.Load("this-machine")).Layout
                 : ContextLayout.Parse(layoutText);
             _ = PlanCommand.CreatePlan("attend", layout, shards, shape.QueryTokens, shape.QueryHeads, shape.KeyValueHeads);
-            TensorChecks.ShardedForward(q, k, v, shape, mask, layout, shards, qPositions, qDocuments, o, lse, kernelOptions);
+            TensorChecks.ShardedForward(backend, q, k, v, shape, mask, layout, shards, qPositions, qDocuments, o, lse, kernelOptions);
         }
 
         double seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using static System.FormattableString;
 using LongCluster.Kernels;
+using LongCluster.Kernels.Backends;
 using LongCluster.Tensors;
 using Spectre.Console;
 
@@ -16,7 +17,7 @@ internal static class BenchDecodeCommand
 {
     public static int Run(string[] args, TextWriter stdout)
     {
-        CommandLine options = CommandLine.Parse("bench decode", args, ["tk", "hq", "hkv", "d", "mask", "dtype", "threads", "repeat", "doc-len"], []);
+        CommandLine options = CommandLine.Parse("bench decode", args, ["tk", "hq", "hkv", "d", "mask", "dtype", "threads", "repeat", "doc-len", "backend"], []);
         int tk = options.Int("tk", 262144, 1);
         (int hq, int hkv) = options.Heads(32, 8);
         int d = options.Int("d", 128, 1, AttentionShape.MaxHeadDim);
@@ -27,6 +28,7 @@ internal static class BenchDecodeCommand
         string dtypeText = dtype.SafetensorsName().ToLowerInvariant();
         AttentionMask mask = options.Mask("full");
 
+        IAttentionBackend backend = options.Backend();
         var shape = new AttentionShape(1, tk, hq, hkv, d);
         HostTensor q = TensorChecks.Synthetic(dtype, 1, 1, hq, d);
         HostTensor k = TensorChecks.Synthetic(dtype, 2, tk, hkv, d);
@@ -44,14 +46,14 @@ internal static class BenchDecodeCommand
         var lse = new float[shape.LseElements];
         var kernelOptions = new AttentionOptions { MaxThreads = threads };
         double[] times = BenchTimer.Measure(
-            repeat, () => TensorChecks.Decode(q, k, v, shape, mask, new AttentionTokens(qPositions, kPositions, qDocuments, kDocuments), o, lse, kernelOptions))
+            repeat, () => TensorChecks.Decode(backend, q, k, v, shape, mask, new AttentionTokens(qPositions, kPositions, qDocuments, kDocuments), o, lse, kernelOptions))
             .Select(s => s * 1000).ToArray();
         double median = BenchTimer.Median(times);
         double gbps = bytes / (median / 1000) / 1e9;
         string shapeText = $"Tq=1 Tk={tk} Hq={hq} Hkv={hkv} d={d}";
         IAnsiConsole console = CliConsole.For(stdout);
-        console.Write(CliConsole.Table(console, "shape", "mask", "dtype", ">thr", ">K+V MiB", ">median ms", ">min ms", ">GB/s").AddRow(
-            shapeText, mask.ToString(), dtypeText, Invariant($"{threads}"), Invariant($"{bytes / 1048576.0:F1}"), Invariant($"{median:F3}"), Invariant($"{times[0]:F3}"), Invariant($"{gbps:F2}")));
+        console.Write(CliConsole.Table(console, "backend", "shape", "mask", "dtype", ">thr", ">K+V MiB", ">median ms", ">min ms", ">GB/s").AddRow(
+            backend.Name, shapeText, mask.ToString(), dtypeText, Invariant($"{threads}"), Invariant($"{bytes / 1048576.0:F1}"), Invariant($"{median:F3}"), Invariant($"{times[0]:F3}"), Invariant($"{gbps:F2}")));
         var summary = new Dictionary<string, object>
         {
             ["gbps"] = Math.Round(gbps, 3),
@@ -68,6 +70,7 @@ internal static class BenchDecodeCommand
             ["live_keys"] = liveKeys,
             ["repeat"] = repeat,
             ["vector_bits"] = BenchKernelCommand.VectorBits,
+            ["backend"] = backend.Name,
         };
         stdout.WriteLine(JsonSerializer.Serialize(summary));
         return CliApp.ExitOk;

@@ -2,6 +2,7 @@ using System.Runtime.Intrinsics;
 using System.Text.Json;
 using static System.FormattableString;
 using LongCluster.Kernels;
+using LongCluster.Kernels.Backends;
 using LongCluster.Tensors;
 using Spectre.Console;
 
@@ -15,7 +16,7 @@ internal static class BenchKernelCommand
 {
     public static int Run(string[] args, TextWriter stdout)
     {
-        CommandLine options = CommandLine.Parse("bench kernel", args, ["tq", "tk", "hq", "hkv", "d", "mask", "dtype", "threads", "repeat", "doc-len"], []);
+        CommandLine options = CommandLine.Parse("bench kernel", args, ["tq", "tk", "hq", "hkv", "d", "mask", "dtype", "threads", "repeat", "doc-len", "backend"], []);
         int tq = options.Int("tq", 4096, 1);
         int tk = options.Int("tk", tq, 1);
         (int hq, int hkv) = options.Heads(8);
@@ -27,6 +28,7 @@ internal static class BenchKernelCommand
         string dtypeText = dtype.SafetensorsName().ToLowerInvariant();
         AttentionMask mask = options.Mask("full");
 
+        IAttentionBackend backend = options.Backend();
         var shape = new AttentionShape(tq, tk, hq, hkv, d);
         HostTensor q = TensorChecks.Synthetic(dtype, 1, tq, hq, d);
         HostTensor k = TensorChecks.Synthetic(dtype, 2, tk, hkv, d);
@@ -44,14 +46,14 @@ internal static class BenchKernelCommand
         var lse = new float[shape.LseElements];
         var kernelOptions = new AttentionOptions { MaxThreads = threads };
         double[] times = BenchTimer.Measure(
-            repeat, () => TensorChecks.Forward(q, k, v, shape, mask, new AttentionTokens(qPositions, kPositions, qDocuments, kDocuments), o, lse, kernelOptions))
+            repeat, () => TensorChecks.Forward(backend, q, k, v, shape, mask, new AttentionTokens(qPositions, kPositions, qDocuments, kDocuments), o, lse, kernelOptions))
             .Select(s => s * 1000).ToArray();
         double median = BenchTimer.Median(times);
         double gflops = flops / (median / 1000) / 1e9;
         string shapeText = $"Tq={tq} Tk={tk} Hq={hq} Hkv={hkv} d={d}";
         IAnsiConsole console = CliConsole.For(stdout);
-        console.Write(CliConsole.Table(console, "shape", "mask", "dtype", ">thr", ">live pairs", ">median ms", ">min ms", ">GFLOP/s").AddRow(
-            shapeText, mask.ToString(), dtypeText, Invariant($"{threads}"), Invariant($"{livePairs}"), Invariant($"{median:F2}"), Invariant($"{times[0]:F2}"), Invariant($"{gflops:F1}")));
+        console.Write(CliConsole.Table(console, "backend", "shape", "mask", "dtype", ">thr", ">live pairs", ">median ms", ">min ms", ">GFLOP/s").AddRow(
+            backend.Name, shapeText, mask.ToString(), dtypeText, Invariant($"{threads}"), Invariant($"{livePairs}"), Invariant($"{median:F2}"), Invariant($"{times[0]:F2}"), Invariant($"{gflops:F1}")));
         var summary = new Dictionary<string, object>
         {
             ["gflops"] = Math.Round(gflops, 2),
@@ -68,6 +70,7 @@ internal static class BenchKernelCommand
             ["live_pairs"] = livePairs,
             ["repeat"] = repeat,
             ["vector_bits"] = VectorBits,
+            ["backend"] = backend.Name,
         };
         stdout.WriteLine(JsonSerializer.Serialize(summary));
         return CliApp.ExitOk;

@@ -5,6 +5,7 @@ using System.Text.Json;
 using LongCluster.Client;
 using LongCluster.Contracts;
 using LongCluster.Kernels;
+using LongCluster.Kernels.Backends;
 using LongCluster.Service;
 using LongCluster.Tensors;
 using Spectre.Console;
@@ -324,7 +325,7 @@ internal static class BenchLoadCommand
                 var o = new float[(long)total * rowO];
                 var lse = new float[(long)total * hq];
                 TensorChecks.Forward(
-                    layer.Q, layer.K, layer.V, new AttentionShape(total, total, hq, spec.KeyValueHeads, spec.HeadDim), mask,
+                    CpuBackend.Instance, layer.Q, layer.K, layer.V, new AttentionShape(total, total, hq, spec.KeyValueHeads, spec.HeadDim), mask,
                     new AttentionTokens(positions, positions, shape.Documents, shape.Documents), o, lse, new AttentionOptions { MaxThreads = 1 });
                 return (O: o, Lse: lse);
             }).ToArray();

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using LongCluster.Kernels;
+using LongCluster.Kernels.Backends;
 using LongCluster.Kernels.ContextParallel;
 using LongCluster.Tensors;
 using Spectre.Console;
@@ -16,7 +17,7 @@ internal static class BenchRingCommand
 {
     public static int Run(string[] args, TextWriter stdout)
     {
-        CommandLine options = CommandLine.Parse("bench ring", args, ["tokens", "shards", "layout", "mask", "hq", "hkv", "d", "repeat"], []);
+        CommandLine options = CommandLine.Parse("bench ring", args, ["tokens", "shards", "layout", "mask", "hq", "hkv", "d", "repeat", "backend"], []);
         int tokens = options.Int("tokens", 16384, 1);
         int shards = options.Int("shards", 2, 1, 64);
         (int hq, int hkv) = options.Heads(8);
@@ -29,6 +30,7 @@ internal static class BenchRingCommand
             throw new UsageException("bench ring: document masks need document ids; use attend with a doc_ids tensor");
         }
 
+        IAttentionBackend backend = options.Backend();
         _ = PlanCommand.CreatePlan("bench ring", layout, shards, tokens, hq, hkv);
         var shape = new AttentionShape(tokens, tokens, hq, hkv, d);
         float[] q = TensorChecks.Synthetic(DType.F32, 1, tokens, hq, d).AsSpan<float>().ToArray();
@@ -40,11 +42,11 @@ internal static class BenchRingCommand
         var shardedL = new float[shape.LseElements];
 
         double single = Median(repeat, () =>
-            Attention.Forward<float>(q, k, v, shape, mask, default, singleO, singleL, new AttentionOptions { MaxThreads = 1 }));
+            backend.Forward<float>(q, k, v, shape, mask, default, singleO, singleL, new AttentionOptions { MaxThreads = 1 }));
         var chunks = new List<ChunkTimings>();
         double parallel = Median(repeat, () =>
         {
-            using var sequence = new ShardedSequence<float>(layout, shards, hq, hkv, d, mask, new AttentionOptions { MaxThreads = shards });
+            using var sequence = new ShardedSequence<float>(layout, shards, hq, hkv, d, mask, new AttentionOptions { MaxThreads = shards }) { Backend = backend };
             sequence.PrefillAsync(q, k, v, shardedO, shardedL).GetAwaiter().GetResult();
             chunks.Add(sequence.LastChunk!);
         });
@@ -80,6 +82,7 @@ internal static class BenchRingCommand
             ["ring_phase_ms"] = Math.Round(ring * 1000, 2),
             ["ring_phase_efficiency"] = Math.Round(single / (shards * ring), 4),
             ["relative_difference"] = maxError / maxRef,
+            ["backend"] = backend.Name,
         }));
         return maxError <= 1e-4 * maxRef ? CliApp.ExitOk : CliApp.ExitFailed;
     }

@@ -6,6 +6,7 @@ using LongCluster.Cli.Processes;
 using LongCluster.Client;
 using LongCluster.Contracts;
 using LongCluster.Kernels;
+using LongCluster.Kernels.Backends;
 using LongCluster.Kernels.ContextParallel;
 using LongCluster.Kernels.Planning;
 using LongCluster.Service;
@@ -260,7 +261,7 @@ internal static class BenchScalingCommand
             o ??= new float[shape.QueryElements];
             lse ??= new float[shape.LseElements];
             long started = Stopwatch.GetTimestamp();
-            TensorChecks.Forward(q, k, v, shape, settings.Mask, new AttentionTokens(positions, positions, documents, documents), o, lse, new AttentionOptions { MaxThreads = threads });
+            TensorChecks.Forward(CpuBackend.Instance, q, k, v, shape, settings.Mask, new AttentionTokens(positions, positions, documents, documents), o, lse, new AttentionOptions { MaxThreads = threads });
             return Stopwatch.GetElapsedTime(started).TotalMilliseconds;
         }
 

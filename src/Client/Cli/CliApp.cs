@@ -21,7 +21,7 @@ public static class CliApp
                            [--shards P] [--dtype f32|f16|bf16] [--decode 16] [--seed N]
               A local cluster of N silos in this process; a sequence prefilled through the SDK with progress, decode
               steps, every layer checked against the single-node kernel; timings. Exit 0 when all checks pass.
-          longcluster attend --input IN.safetensors --output OUT.safetensors [--mask M] [--scale S] [--threads N]
+          longcluster attend --input IN.safetensors --output OUT.safetensors [--mask M] [--scale S] [--threads N] [--backend cpu|ilgpu]
                              [--shards P --layout contiguous|striped[:S]|zigzag|ulysses|hybrid:U|auto]
                              [--endpoint URL [--token T] | --local-cluster N]
               Reads q [Tq,Hq,d], k and v [Tk,Hkv,d] (f32/f16/bf16) and optional doc_ids [N] (i32, indexed by
@@ -29,7 +29,8 @@ public static class CliApp
               With --shards, P in-process ranks compute it context-parallel (q and k over the same tokens).
               With --endpoint (token: --token or LONGCLUSTER_TOKEN) or --local-cluster N, a cluster computes it.
               --layout auto: the layout the cost model predicts fastest (the cluster's coordinator chooses; in process,
-              with the this-machine profile).
+              with the this-machine profile). --backend ilgpu: the ILGPU kernels (CUDA when this machine has a device,
+              else ILGPU's CPU accelerator), with or without --shards.
           longcluster silo [--redis HOST:PORT [--redis-password P] [--redis-tls] --tls-cert F --tls-key F --tls-ca F]
                            [--primary HOST:PORT] [--cluster-id ID] [--host IP] [--port 11111] [--http-port 8080] [--token T] [--name N]
               One Orleans silo with the attention service: development clustering (a cluster of one, or joining the
@@ -44,12 +45,17 @@ public static class CliApp
           longcluster plan --calibrate [--out FILE]
               Measures this machine (the kernel with its cores split as a local cluster splits them, Orleans transfers
               between two silos in this process) in well under a minute and prints its profile, or writes it to FILE.
-          longcluster bench kernel [--tq N] [--tk N] [--hq N] [--hkv N] [--d N] [--mask M] [--dtype T] [--threads N] [--repeat N]
+          longcluster bench kernel [--tq N] [--tk N] [--hq N] [--hkv N] [--d N] [--mask M] [--dtype T] [--threads N] [--repeat N] [--backend cpu|ilgpu]
               Times the forward kernel; the last line is a JSON object with gflops and ms.
-          longcluster bench decode [--tk 262144] [--hq 32] [--hkv 8] [--d 128] [--mask full] [--dtype bf16] [--threads N] [--repeat 5]
+          longcluster bench decode [--tk 262144] [--hq 32] [--hkv 8] [--d 128] [--mask full] [--dtype bf16] [--threads N] [--repeat 5] [--backend cpu|ilgpu]
               Times the decode kernel for one query row at position Tk-1; the last line is a JSON object with the
               GB/s of K and V read (2 * Tk * Hkv * d * sizeof(dtype) bytes over the median time) and ms.
-          longcluster bench ring [--tokens 16384] [--shards 2] [--layout zigzag] [--mask causal] [--hq 8] [--hkv Hq] [--d 128] [--repeat 3]
+          longcluster bench gpu [--probe] [--tokens 8192,32768] [--hq 32] [--hkv 8] [--d 128] [--dtypes f32,bf16] [--masks full,causal]
+                                [--decode-tk 262144] [--sgemm 8192] [--repeat 5] [--device cuda|cpu]
+              The ILGPU kernels on the CUDA device, data resident: forward GFLOP/s beside cuBLAS SGEMM, decode GB/s
+              beside a device copy, from the same run; exit 3 when no CUDA device is found (--probe: only that
+              check). --device cpu: ILGPU's CPU accelerator, no SGEMM yardstick. The last line is JSON.
+          longcluster bench ring [--tokens 16384] [--shards 2] [--layout zigzag] [--mask causal] [--hq 8] [--hkv Hq] [--d 128] [--repeat 3] [--backend cpu|ilgpu]
               The in-process context-parallel driver (P ranks x 1 thread) against the kernel on 1 thread.
           longcluster bench transport [--frames 64] [--frame-mib 16] [--calls 20000] [--in-process]
               Orleans grain calls between two silo processes (Redis, mutual TLS) as the ring uses them: frames one
@@ -110,7 +116,8 @@ public static class CliApp
                 "bench" when rest.Length > 0 && rest[0] == "control" => BenchControlCommand.Run(rest[1..], stdout),
                 "bench" when rest.Length > 0 && rest[0] == "load" => BenchLoadCommand.Run(rest[1..], stdout),
                 "bench" when rest.Length > 0 && rest[0] == "scaling" => BenchScalingCommand.Run(rest[1..], stdout),
-                "bench" => throw new UsageException("bench: say what to benchmark: 'longcluster bench kernel', 'bench decode', 'bench ring', 'bench transport', 'bench control', 'bench load' or 'bench scaling'"),
+                "bench" when rest.Length > 0 && rest[0] == "gpu" => BenchGpuCommand.Run(rest[1..], stdout, stderr),
+                "bench" => throw new UsageException("bench: say what to benchmark: 'longcluster bench kernel', 'bench decode', 'bench ring', 'bench transport', 'bench control', 'bench load', 'bench scaling' or 'bench gpu'"),
                 _ => throw new UsageException($"unknown command '{args[0]}' (commands: demo, attend, plan, local-cluster, silo, bench; see --help)"),
             };
         }

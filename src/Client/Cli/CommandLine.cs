@@ -1,5 +1,7 @@
 using System.Globalization;
 using LongCluster.Kernels;
+using LongCluster.Kernels.Backends;
+using LongCluster.Kernels.Gpu;
 using LongCluster.Kernels.ContextParallel;
 using LongCluster.Tensors;
 
@@ -76,6 +78,38 @@ internal sealed class CommandLine
     public bool Has(string name) => _values.ContainsKey(name);
 
     public string? Text(string name) => _values.GetValueOrDefault(name);
+
+    /// <summary>
+    /// <c>--backend cpu|ilgpu</c> (default cpu): what computes this node's kernels — the CPU SIMD kernels, or ILGPU (on
+    /// CUDA where this machine has a device, else on ILGPU's CPU accelerator: the same kernels, slowly).
+    /// </summary>
+    public IAttentionBackend Backend()
+    {
+        string choice = Text("backend") ?? "cpu";
+        if (choice is not ("cpu" or "ilgpu"))
+        {
+            throw new UsageException($"{_command}: --backend must be cpu or ilgpu, got '{choice}'");
+        }
+
+        return KernelBackends.ForProcess(choice);
+    }
+
+    /// <summary><c>--name 1,2,4</c>: a comma-separated list of at least one integer in <paramref name="minimum"/>..<paramref name="maximum"/>.</summary>
+    public int[] IntList(string name, int minimum, int maximum)
+    {
+        string text = RequiredText(name);
+        string[] parts = text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
+        var values = new int[parts.Length];
+        for (int i = 0; i < parts.Length; i++)
+        {
+            if (!int.TryParse(parts[i], NumberStyles.None, CultureInfo.InvariantCulture, out values[i]) || values[i] < minimum || values[i] > maximum)
+            {
+                throw new UsageException($"{_command}: --{name} must be a comma-separated list of integers in {minimum}..{maximum}, got '{text}'");
+            }
+        }
+
+        return values.Length > 0 ? values : throw new UsageException($"{_command}: --{name} must list at least one value");
+    }
 
     public string RequiredText(string name) =>
         Text(name) ?? throw new UsageException($"{_command}: --{name} is required");

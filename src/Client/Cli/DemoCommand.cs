@@ -3,6 +3,7 @@ using System.Globalization;
 using LongCluster.Client;
 using LongCluster.Contracts;
 using LongCluster.Kernels;
+using LongCluster.Kernels.Backends;
 using LongCluster.Service;
 using LongCluster.Tensors;
 using Spectre.Console;
@@ -124,7 +125,7 @@ internal static class DemoCommand
             var lse = new float[shape.LseElements];
             long kernelStarted = Stopwatch.GetTimestamp();
             TensorChecks.Forward(
-                Rows(data[l].Q, 0, tokens), Rows(data[l].K, 0, tokens), Rows(data[l].V, 0, tokens), shape, mask,
+                CpuBackend.Instance, Rows(data[l].Q, 0, tokens), Rows(data[l].K, 0, tokens), Rows(data[l].V, 0, tokens), shape, mask,
                 new AttentionTokens(positions.AsSpan(0, tokens), positions.AsSpan(0, tokens), documents.AsSpan(0, documents is null ? 0 : tokens), documents.AsSpan(0, documents is null ? 0 : tokens)),
                 o, lse, AttentionOptions.Default);
             double kernel = Stopwatch.GetElapsedTime(kernelStarted).TotalSeconds;
@@ -152,7 +153,7 @@ internal static class DemoCommand
             {
                 expected[l] = (new float[decodeShape.QueryElements], new float[decodeShape.LseElements]);
                 TensorChecks.Forward(
-                    Rows(data[l].Q, tokens, decode), data[l].K, data[l].V, decodeShape, mask,
+                    CpuBackend.Instance, Rows(data[l].Q, tokens, decode), data[l].K, data[l].V, decodeShape, mask,
                     new AttentionTokens(positions.AsSpan(tokens), positions, documents.AsSpan(documents is null ? 0 : tokens), documents), expected[l].O, expected[l].Lse, AttentionOptions.Default);
             }
 

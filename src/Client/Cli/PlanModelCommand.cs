@@ -33,7 +33,7 @@ internal static class PlanModelCommand
             throw new UsageException($"plan: --model: {e.Message}");
         }
 
-        int[] nodes = options.Has("nodes") ? IntList(options.RequiredText("nodes"), "nodes", 1, 1 << 20) : DefaultNodes;
+        int[] nodes = options.Has("nodes") ? options.IntList("nodes", 1, 1 << 20) : DefaultNodes;
         int tokens = options.Int("tokens", 65536, 1);
         (int hq, int hkv) = options.Heads(32, options.Has("hq") ? null : 8);
         int d = options.Int("d", 128, 1, AttentionShape.MaxHeadDim);
@@ -113,21 +113,6 @@ internal static class PlanModelCommand
     }
 
     private static string Ms(double ms) => ms.ToString(ms >= 100 ? "F1" : ms >= 1 ? "F3" : "F4", CultureInfo.InvariantCulture);
-
-    private static int[] IntList(string text, string option, int minimum, int maximum)
-    {
-        string[] parts = text.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
-        var values = new int[parts.Length];
-        for (int i = 0; i < parts.Length; i++)
-        {
-            if (!int.TryParse(parts[i], NumberStyles.None, CultureInfo.InvariantCulture, out values[i]) || values[i] < minimum || values[i] > maximum)
-            {
-                throw new UsageException($"plan: --{option} must be a comma-separated list of integers in {minimum}..{maximum}, got '{text}'");
-            }
-        }
-
-        return values.Length > 0 ? values : throw new UsageException($"plan: --{option} must list at least one value");
-    }
 
     private static ContextLayout[] Layouts(string text)
     {

@@ -1,4 +1,5 @@
 using LongCluster.Kernels;
+using LongCluster.Kernels.Backends;
 using LongCluster.Kernels.ContextParallel;
 using LongCluster.Tensors;
 
@@ -29,28 +30,29 @@ internal static class TensorChecks
     }
 
     /// <summary>
-    /// Runs the forward kernel on tensors of any storage dtype. Q, K and V of one dtype run in it directly; mixed
-    /// dtypes are widened to f32 first (exact), since one kernel call has one storage type.
+    /// Runs the forward kernel of <paramref name="backend"/> on tensors of any storage dtype. Q, K and V of one dtype run
+    /// in it directly; mixed dtypes are widened to f32 first (exact), since one kernel call has one storage type.
     /// </summary>
     public static void Forward(
-        HostTensor q, HostTensor k, HostTensor v, AttentionShape shape, AttentionMask mask, scoped AttentionTokens tokens, float[] o, float[] lse, AttentionOptions options)
+        IAttentionBackend backend, HostTensor q, HostTensor k, HostTensor v, AttentionShape shape, AttentionMask mask, scoped AttentionTokens tokens, float[] o, float[] lse,
+        AttentionOptions options)
     {
         if (q.DType != k.DType || k.DType != v.DType)
         {
-            Attention.Forward<float>(q.ToSingle(), k.ToSingle(), v.ToSingle(), shape, mask, tokens, o, lse, options);
+            backend.Forward<float>(q.ToSingle(), k.ToSingle(), v.ToSingle(), shape, mask, tokens, o, lse, options);
             return;
         }
 
         switch (q.DType)
         {
             case DType.F32:
-                Attention.Forward<float>(q.AsSpan<float>(), k.AsSpan<float>(), v.AsSpan<float>(), shape, mask, tokens, o, lse, options);
+                backend.Forward<float>(q.AsSpan<float>(), k.AsSpan<float>(), v.AsSpan<float>(), shape, mask, tokens, o, lse, options);
                 break;
             case DType.F16:
-                Attention.Forward<Half>(q.AsSpan<Half>(), k.AsSpan<Half>(), v.AsSpan<Half>(), shape, mask, tokens, o, lse, options);
+                backend.Forward<Half>(q.AsSpan<Half>(), k.AsSpan<Half>(), v.AsSpan<Half>(), shape, mask, tokens, o, lse, options);
                 break;
             case DType.BF16:
-                Attention.Forward<BFloat16>(q.AsSpan<BFloat16>(), k.AsSpan<BFloat16>(), v.AsSpan<BFloat16>(), shape, mask, tokens, o, lse, options);
+                backend.Forward<BFloat16>(q.AsSpan<BFloat16>(), k.AsSpan<BFloat16>(), v.AsSpan<BFloat16>(), shape, mask, tokens, o, lse, options);
                 break;
             default:
                 throw new InputException($"q, k and v must be F32, F16 or BF16, not {q.DType.SafetensorsName()}");
@@ -62,24 +64,25 @@ internal static class TensorChecks
     /// dtype, dispatched as <see cref="Forward"/> is.
     /// </summary>
     public static void Decode(
-        HostTensor q, HostTensor k, HostTensor v, AttentionShape shape, AttentionMask mask, scoped AttentionTokens tokens, float[] o, float[] lse, AttentionOptions options)
+        IAttentionBackend backend, HostTensor q, HostTensor k, HostTensor v, AttentionShape shape, AttentionMask mask, scoped AttentionTokens tokens, float[] o, float[] lse,
+        AttentionOptions options)
     {
         if (q.DType != k.DType || k.DType != v.DType)
         {
-            Attention.Decode<float>(q.ToSingle(), k.ToSingle(), v.ToSingle(), shape, mask, tokens, o, lse, options);
+            backend.Decode<float>(q.ToSingle(), k.ToSingle(), v.ToSingle(), shape, mask, tokens, o, lse, options);
             return;
         }
 
         switch (q.DType)
         {
             case DType.F32:
-                Attention.Decode<float>(q.AsSpan<float>(), k.AsSpan<float>(), v.AsSpan<float>(), shape, mask, tokens, o, lse, options);
+                backend.Decode<float>(q.AsSpan<float>(), k.AsSpan<float>(), v.AsSpan<float>(), shape, mask, tokens, o, lse, options);
                 break;
             case DType.F16:
-                Attention.Decode<Half>(q.AsSpan<Half>(), k.AsSpan<Half>(), v.AsSpan<Half>(), shape, mask, tokens, o, lse, options);
+                backend.Decode<Half>(q.AsSpan<Half>(), k.AsSpan<Half>(), v.AsSpan<Half>(), shape, mask, tokens, o, lse, options);
                 break;
             case DType.BF16:
-                Attention.Decode<BFloat16>(q.AsSpan<BFloat16>(), k.AsSpan<BFloat16>(), v.AsSpan<BFloat16>(), shape, mask, tokens, o, lse, options);
+                backend.Decode<BFloat16>(q.AsSpan<BFloat16>(), k.AsSpan<BFloat16>(), v.AsSpan<BFloat16>(), shape, mask, tokens, o, lse, options);
                 break;
             default:
                 throw new InputException($"q, k and v must be F32, F16 or BF16, not {q.DType.SafetensorsName()}");
@@ -88,7 +91,7 @@ internal static class TensorChecks
 
     /// <summary>The same computation as <see cref="Forward"/>, by <paramref name="shards"/> in-process ranks under <paramref name="layout"/>.</summary>
     public static void ShardedForward(
-        HostTensor q, HostTensor k, HostTensor v, AttentionShape shape, AttentionMask mask, ContextLayout layout, int shards, long[] positions, int[] documents, float[] o, float[] lse, AttentionOptions options)
+        IAttentionBackend backend, HostTensor q, HostTensor k, HostTensor v, AttentionShape shape, AttentionMask mask, ContextLayout layout, int shards, long[] positions, int[] documents, float[] o, float[] lse, AttentionOptions options)
     {
         if (q.DType == k.DType && k.DType == v.DType && q.DType is DType.F16)
         {
@@ -106,7 +109,7 @@ internal static class TensorChecks
         void Run<T>(T[] query, T[] key, T[] value)
             where T : unmanaged
         {
-            using var sequence = new ShardedSequence<T>(layout, shards, shape.QueryHeads, shape.KeyValueHeads, shape.HeadDim, mask, options);
+            using var sequence = new ShardedSequence<T>(layout, shards, shape.QueryHeads, shape.KeyValueHeads, shape.HeadDim, mask, options) { Backend = backend };
             sequence.PrefillAsync(query, key, value, o, lse, positions, documents).GetAwaiter().GetResult();
         }
     }

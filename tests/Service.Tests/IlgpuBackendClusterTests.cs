@@ -1,0 +1,70 @@
+using LongCluster.Client;
+using LongCluster.Contracts;
+
+namespace LongCluster.Service.Tests;
+
+/// <summary>
+/// Silos with <c>Service:KernelBackend = ilgpu</c>: with no CUDA device here the shards' kernels run on ILGPU's CPU
+/// accelerator — the same ILGPU kernels a GPU silo runs —, the KV segments are kept in the backend's device memory,
+/// and the sequence computes what the single-node CPU kernel does.
+/// </summary>
+public sealed class IlgpuBackendClusterTests
+{
+    [Fact]
+    public async Task ChunksThenDecode_IlgpuSilos_EqualCpuKernel_KeptCopiesFreedOnDelete()
+    {
+        await using LocalAttentionCluster cluster = await LocalAttentionCluster.StartAsync(2, o => o.KernelBackend = "ilgpu");
+        Assert.All(cluster.Silos, s => Assert.StartsWith("ilgpu-", s.Resources.Backend.Name, StringComparison.Ordinal));
+        var spec = new SequenceSpec { Layers = 2, QueryHeads = 4, KeyValueHeads = 2, HeadDim = 16, Layout = "zigzag", Mask = "causal", Shards = 2 };
+        int[] chunks = [37, 20];
+        const int Decoded = 3;
+        int tokens = chunks.Sum() + Decoded;
+        var layers = Enumerable.Range(0, spec.Layers).Select(l => Data.Layer(spec, tokens, 11 + (100 * l))).ToArray();
+        var expected = layers.Select(layer => Data.Kernel(spec, layer, tokens)).ToArray();
+        using var client = new LongClusterClient(new LongClusterClientOptions { Endpoints = cluster.Endpoints, Token = cluster.ApiToken });
+        const string Id = "ilgpu-silos";
+        await client.CreateSequenceAsync(spec, Id);
+        int start = 0;
+        int o = spec.QueryHeads * spec.HeadDim;
+        foreach (int count in chunks)
+        {
+            int first = start;
+            IReadOnlyList<LayerOutput> outputs = await client.PrefillAsync(Id, count, (l, _) => Data.Input(spec, layers[l], first, count));
+            for (int l = 0; l < spec.Layers; l++)
+            {
+                Data.Equal(expected[l].O.AsSpan(first * o, count * o), outputs[l].Output, 1e-4, $"chunk at {first}, layer {l} O");
+                Data.Equal(expected[l].Lse.AsSpan(first * spec.QueryHeads, count * spec.QueryHeads), outputs[l].LogSumExp, 1e-4, $"chunk at {first}, layer {l} LSE");
+            }
+
+            start += count;
+        }
+
+        for (int t = start; t < tokens; t++)
+        {
+            for (int l = 0; l < spec.Layers; l++)
+            {
+                LayerInput row = Data.Input(spec, layers[l], t, 1);
+                DecodeOutput result = await client.DecodeAsync(Id, l, row.Query, row.Key, row.Value);
+                Data.Equal(expected[l].O.AsSpan(t * o, o), result.Output, 1e-4, $"decode {t}, layer {l} O");
+                Data.Equal(expected[l].Lse.AsSpan(t * spec.QueryHeads, spec.QueryHeads), result.LogSumExp, 1e-4, $"decode {t}, layer {l} LSE");
+            }
+        }
+
+        KeptBytes(cluster, expectedPositive: true);
+        await client.DeleteSequenceAsync(Id);
+        KeptBytes(cluster, expectedPositive: false);
+    }
+
+    private static void KeptBytes(LocalAttentionCluster cluster, bool expectedPositive)
+    {
+        var backend = (Kernels.Gpu.IlgpuBackend)cluster.Silos[0].Resources.Backend;
+        if (expectedPositive)
+        {
+            Assert.True(backend.KeptBytes > 0, "the shards' KV segments are kept in the backend's memory");
+        }
+        else
+        {
+            Assert.Equal(0, backend.KeptBytes);
+        }
+    }
+}
