@@ -153,14 +153,9 @@ public static class GpuBenchmarks
         where TLoad : struct, IElementLoad<TElement>
     {
         Accelerator accelerator = backend.Accelerator;
-        using var q = accelerator.Allocate1D<TElement>(shape.QueryElements);
-        using var k = accelerator.Allocate1D<TElement>(shape.KeyValueElements);
-        using var v = accelerator.Allocate1D<TElement>(shape.KeyValueElements);
-        Fill(accelerator, q.View.BaseView, 4);
-        Fill(accelerator, k.View.BaseView, 5);
-        Fill(accelerator, v.View.BaseView, 6);
+        using var inputs = new ResidentInputs<TElement>(accelerator, shape, seed: 4);
         return Median(accelerator, repetitions, () => backend.LaunchForward<TElement, TLoad>(
-            p, q.View, k.View, v.View, positions, positions, documents, documents, tiles, output, logSumExp));
+            p, inputs.Query, inputs.Key, inputs.Value, positions, positions, documents, documents, tiles, output, logSumExp));
     }
 
     private static double TimeDecode<TElement, TLoad>(
@@ -170,14 +165,41 @@ public static class GpuBenchmarks
         where TLoad : struct, IElementLoad<TElement>
     {
         Accelerator accelerator = backend.Accelerator;
-        using var q = accelerator.Allocate1D<TElement>(shape.QueryElements);
-        using var k = accelerator.Allocate1D<TElement>(shape.KeyValueElements);
-        using var v = accelerator.Allocate1D<TElement>(shape.KeyValueElements);
-        Fill(accelerator, q.View.BaseView, 7);
-        Fill(accelerator, k.View.BaseView, 8);
-        Fill(accelerator, v.View.BaseView, 9);
+        using var inputs = new ResidentInputs<TElement>(accelerator, shape, seed: 7);
         return Median(accelerator, repetitions, () => backend.LaunchDecode<TElement, TLoad>(
-            p, q.View, k.View, v.View, queryPositions, keyPositions, documents, documents, partialO, partialL, output, logSumExp));
+            p, inputs.Query, inputs.Key, inputs.Value, queryPositions, keyPositions, documents, documents, partialO, partialL, output, logSumExp));
+    }
+
+    /// <summary>Q, K and V of a shape on the device in the storage type, filled with seeded values (Q from <c>seed</c>, K and V from the next two).</summary>
+    private sealed class ResidentInputs<TElement> : IDisposable
+        where TElement : unmanaged
+    {
+        private readonly MemoryBuffer1D<TElement, Stride1D.Dense> _query;
+        private readonly MemoryBuffer1D<TElement, Stride1D.Dense> _key;
+        private readonly MemoryBuffer1D<TElement, Stride1D.Dense> _value;
+
+        public ResidentInputs(Accelerator accelerator, AttentionShape shape, uint seed)
+        {
+            _query = accelerator.Allocate1D<TElement>(shape.QueryElements);
+            _key = accelerator.Allocate1D<TElement>(shape.KeyValueElements);
+            _value = accelerator.Allocate1D<TElement>(shape.KeyValueElements);
+            Fill(accelerator, _query.View.BaseView, seed);
+            Fill(accelerator, _key.View.BaseView, seed + 1);
+            Fill(accelerator, _value.View.BaseView, seed + 2);
+        }
+
+        public ArrayView1D<TElement, Stride1D.Dense> Query => _query.View;
+
+        public ArrayView1D<TElement, Stride1D.Dense> Key => _key.View;
+
+        public ArrayView1D<TElement, Stride1D.Dense> Value => _value.View;
+
+        public void Dispose()
+        {
+            _query.Dispose();
+            _key.Dispose();
+            _value.Dispose();
+        }
     }
 
     private static void Fill<TElement>(Accelerator accelerator, ArrayView<TElement> view, uint seed)

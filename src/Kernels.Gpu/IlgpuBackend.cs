@@ -179,31 +179,19 @@ public sealed class IlgpuBackend : IAttentionBackend, IDisposable
     public void Forward<T>(
         ReadOnlySpan<T> query, ReadOnlySpan<T> key, ReadOnlySpan<T> value, AttentionShape shape, AttentionMask mask, scoped AttentionTokens tokens,
         Span<float> output, Span<float> logSumExp, AttentionOptions? options = null, IKeptKeyValue? kept = null)
-        where T : unmanaged
-    {
-        var call = Prepare(query, key, value, shape, mask, tokens, output, logSumExp, options, kept);
-        if (shape.QueryTokens == 0)
-        {
-            return;
-        }
-
-        if (typeof(T) == typeof(float))
-        {
-            ForwardAs<float, F32Load, T>(call, query, key, value, output, logSumExp);
-        }
-        else if (typeof(T) == typeof(System.Half))
-        {
-            ForwardAs<ushort, F16Load, T>(call, query, key, value, output, logSumExp);
-        }
-        else
-        {
-            ForwardAs<ushort, BF16Load, T>(call, query, key, value, output, logSumExp);
-        }
-    }
+        where T : unmanaged =>
+        Run(decode: false, query, key, value, shape, mask, tokens, output, logSumExp, options, kept);
 
     public void Decode<T>(
         ReadOnlySpan<T> query, ReadOnlySpan<T> key, ReadOnlySpan<T> value, AttentionShape shape, AttentionMask mask, scoped AttentionTokens tokens,
         Span<float> output, Span<float> logSumExp, AttentionOptions? options = null, IKeptKeyValue? kept = null)
+        where T : unmanaged =>
+        Run(decode: true, query, key, value, shape, mask, tokens, output, logSumExp, options, kept);
+
+    /// <summary>Checks the call as the CPU path does, then runs the forward or decode kernels of the storage dtype's loader.</summary>
+    private void Run<T>(
+        bool decode, ReadOnlySpan<T> query, ReadOnlySpan<T> key, ReadOnlySpan<T> value, AttentionShape shape, AttentionMask mask, scoped AttentionTokens tokens,
+        Span<float> output, Span<float> logSumExp, AttentionOptions? options, IKeptKeyValue? kept)
         where T : unmanaged
     {
         var call = Prepare(query, key, value, shape, mask, tokens, output, logSumExp, options, kept);
@@ -214,15 +202,30 @@ public sealed class IlgpuBackend : IAttentionBackend, IDisposable
 
         if (typeof(T) == typeof(float))
         {
-            DecodeAs<float, F32Load, T>(call, query, key, value, output, logSumExp);
+            RunAs<float, F32Load, T>(decode, call, query, key, value, output, logSumExp);
         }
         else if (typeof(T) == typeof(System.Half))
         {
-            DecodeAs<ushort, F16Load, T>(call, query, key, value, output, logSumExp);
+            RunAs<ushort, F16Load, T>(decode, call, query, key, value, output, logSumExp);
         }
         else
         {
-            DecodeAs<ushort, BF16Load, T>(call, query, key, value, output, logSumExp);
+            RunAs<ushort, BF16Load, T>(decode, call, query, key, value, output, logSumExp);
+        }
+    }
+
+    private void RunAs<TElement, TLoad, T>(bool decode, Call call, ReadOnlySpan<T> query, ReadOnlySpan<T> key, ReadOnlySpan<T> value, Span<float> output, Span<float> logSumExp)
+        where TElement : unmanaged
+        where TLoad : struct, IElementLoad<TElement>
+        where T : unmanaged
+    {
+        if (decode)
+        {
+            DecodeAs<TElement, TLoad, T>(call, query, key, value, output, logSumExp);
+        }
+        else
+        {
+            ForwardAs<TElement, TLoad, T>(call, query, key, value, output, logSumExp);
         }
     }
 

@@ -84,4 +84,25 @@ internal static class TestData
             Assert.True(error <= rtol * Math.Max(1, Math.Abs(expectedLse[i])), $"{context}: LSE[{i}] = {lse[i]}, expected {expectedLse[i]}");
         }
     }
+
+    /// <summary>The relative tolerance of f32 storage against the float64 reference.</summary>
+    public const double F32Tolerance = 1e-4;
+
+    /// <summary>A random call's inputs: Q, K, V of the shape and document ids derived from the positions.</summary>
+    public sealed record Inputs<T>(T[] Q, T[] K, T[] V, long[] QueryPositions, long[] KeyPositions, int[] QueryDocuments, int[] KeyDocuments)
+        where T : unmanaged
+    {
+        public AttentionTokens Tokens => new(QueryPositions, KeyPositions, QueryDocuments, KeyDocuments);
+    }
+
+    public static Inputs<T> Make<T>(AttentionShape shape, long[] qPositions, long[] kPositions, int seed)
+        where T : unmanaged =>
+        new(
+            Convert<T>(Random(seed, shape.QueryElements)),
+            Convert<T>(Random(seed + 1, shape.KeyValueElements)),
+            Convert<T>(Random(seed + 2, shape.KeyValueElements)),
+            qPositions,
+            kPositions,
+            Documents(qPositions),
+            Documents(kPositions));
 }

@@ -19,41 +19,12 @@ public sealed class ChunkDecodeTests(ClusterFixture fixture) : IClassFixture<Clu
         int tokens = chunks.Sum() + Decoded;
         int[]? documents = mask.StartsWith("document", StringComparison.Ordinal) ? [.. Enumerable.Range(0, tokens).Select(t => t < 51 ? 0 : 1)] : null;
         var layers = Enumerable.Range(0, spec.Layers).Select(l => Data.Layer(spec, tokens, 7 + (100 * l))).ToArray();
-        var expected = layers.Select(layer => Data.Kernel(spec, layer, tokens, documents)).ToArray();
         string id = $"cd-{layout.Replace(':', '-')}-{mask.Replace(':', '-')}";
         LongClusterClient client = fixture.Client;
         await client.CreateSequenceAsync(spec, id);
         try
         {
-            int start = 0;
-            foreach (int count in chunks)
-            {
-                int first = start;
-                IReadOnlyList<LayerOutput> outputs = await client.PrefillAsync(
-                    id, count, (l, _) => Data.Input(spec, layers[l], first, count), documents?[first..(first + count)]);
-                for (int l = 0; l < spec.Layers; l++)
-                {
-                    int o = spec.QueryHeads * spec.HeadDim;
-                    Data.Equal(expected[l].O.AsSpan(first * o, count * o), outputs[l].Output, 1e-4, $"chunk at {first}, layer {l} O");
-                    Data.Equal(expected[l].Lse.AsSpan(first * spec.QueryHeads, count * spec.QueryHeads), outputs[l].LogSumExp, 1e-4, $"chunk at {first}, layer {l} LSE");
-                }
-
-                start += count;
-            }
-
-            for (int t = start; t < tokens; t++)
-            {
-                for (int l = 0; l < spec.Layers; l++)
-                {
-                    LayerInput row = Data.Input(spec, layers[l], t, 1);
-                    DecodeOutput result = await client.DecodeAsync(id, l, row.Query, row.Key, row.Value, documents?[t]);
-                    Assert.Equal(t, result.Position);
-                    int o = spec.QueryHeads * spec.HeadDim;
-                    Data.Equal(expected[l].O.AsSpan(t * o, o), result.Output, 1e-4, $"decode {t}, layer {l} O");
-                    Data.Equal(expected[l].Lse.AsSpan(t * spec.QueryHeads, spec.QueryHeads), result.LogSumExp, 1e-4, $"decode {t}, layer {l} LSE");
-                }
-            }
-
+            await Data.PrefillThenDecodeEqualKernel(client, id, spec, layers, chunks, Decoded, documents);
             SequenceInfo info = await client.GetSequenceAsync(id);
             Assert.Equal(tokens, info.Length);
             Assert.Equal(SequenceState.Ready, info.State);

@@ -115,6 +115,44 @@ internal static class Data
         return (o, lse);
     }
 
+    /// <summary>
+    /// Prefills <paramref name="chunks"/> (token counts, in order) of an existing sequence, then decodes
+    /// <paramref name="decoded"/> tokens one at a time on every layer, asserting each chunk's and each step's O and LSE
+    /// equal the single-node kernel over the whole sequence (1e-4).
+    /// </summary>
+    public static async Task PrefillThenDecodeEqualKernel(
+        LongClusterClient client, string id, SequenceSpec spec, (float[] Q, float[] K, float[] V)[] layers, int[] chunks, int decoded, int[]? documents = null)
+    {
+        int tokens = chunks.Sum() + decoded;
+        var expected = layers.Select(layer => Kernel(spec, layer, tokens, documents)).ToArray();
+        int o = spec.QueryHeads * spec.HeadDim;
+        int start = 0;
+        foreach (int count in chunks)
+        {
+            int first = start;
+            IReadOnlyList<LayerOutput> outputs = await client.PrefillAsync(id, count, (l, _) => Input(spec, layers[l], first, count), documents?[first..(first + count)]);
+            for (int l = 0; l < spec.Layers; l++)
+            {
+                Equal(expected[l].O.AsSpan(first * o, count * o), outputs[l].Output, 1e-4, $"chunk at {first}, layer {l} O");
+                Equal(expected[l].Lse.AsSpan(first * spec.QueryHeads, count * spec.QueryHeads), outputs[l].LogSumExp, 1e-4, $"chunk at {first}, layer {l} LSE");
+            }
+
+            start += count;
+        }
+
+        for (int t = start; t < tokens; t++)
+        {
+            for (int l = 0; l < spec.Layers; l++)
+            {
+                LayerInput row = Input(spec, layers[l], t, 1);
+                DecodeOutput result = await client.DecodeAsync(id, l, row.Query, row.Key, row.Value, documents?[t]);
+                Assert.Equal(t, result.Position);
+                Equal(expected[l].O.AsSpan(t * o, o), result.Output, 1e-4, $"decode {t}, layer {l} O");
+                Equal(expected[l].Lse.AsSpan(t * spec.QueryHeads, spec.QueryHeads), result.LogSumExp, 1e-4, $"decode {t}, layer {l} LSE");
+            }
+        }
+    }
+
     /// <summary>Asserts every layer's O and LSE equal the single-node kernel over the same <paramref name="tokens"/> tokens.</summary>
     public static void EqualKernel(SequenceSpec spec, (float[] Q, float[] K, float[] V)[] layers, IReadOnlyList<LayerOutput> outputs, int tokens, string what)
     {

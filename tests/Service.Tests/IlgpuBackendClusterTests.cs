@@ -20,35 +20,10 @@ public sealed class IlgpuBackendClusterTests
         const int Decoded = 3;
         int tokens = chunks.Sum() + Decoded;
         var layers = Enumerable.Range(0, spec.Layers).Select(l => Data.Layer(spec, tokens, 11 + (100 * l))).ToArray();
-        var expected = layers.Select(layer => Data.Kernel(spec, layer, tokens)).ToArray();
         using var client = new LongClusterClient(new LongClusterClientOptions { Endpoints = cluster.Endpoints, Token = cluster.ApiToken });
         const string Id = "ilgpu-silos";
         await client.CreateSequenceAsync(spec, Id);
-        int start = 0;
-        int o = spec.QueryHeads * spec.HeadDim;
-        foreach (int count in chunks)
-        {
-            int first = start;
-            IReadOnlyList<LayerOutput> outputs = await client.PrefillAsync(Id, count, (l, _) => Data.Input(spec, layers[l], first, count));
-            for (int l = 0; l < spec.Layers; l++)
-            {
-                Data.Equal(expected[l].O.AsSpan(first * o, count * o), outputs[l].Output, 1e-4, $"chunk at {first}, layer {l} O");
-                Data.Equal(expected[l].Lse.AsSpan(first * spec.QueryHeads, count * spec.QueryHeads), outputs[l].LogSumExp, 1e-4, $"chunk at {first}, layer {l} LSE");
-            }
-
-            start += count;
-        }
-
-        for (int t = start; t < tokens; t++)
-        {
-            for (int l = 0; l < spec.Layers; l++)
-            {
-                LayerInput row = Data.Input(spec, layers[l], t, 1);
-                DecodeOutput result = await client.DecodeAsync(Id, l, row.Query, row.Key, row.Value);
-                Data.Equal(expected[l].O.AsSpan(t * o, o), result.Output, 1e-4, $"decode {t}, layer {l} O");
-                Data.Equal(expected[l].Lse.AsSpan(t * spec.QueryHeads, spec.QueryHeads), result.LogSumExp, 1e-4, $"decode {t}, layer {l} LSE");
-            }
-        }
+        await Data.PrefillThenDecodeEqualKernel(client, Id, spec, layers, chunks, Decoded);
 
         KeptBytes(cluster, expectedPositive: true);
         await client.DeleteSequenceAsync(Id);
