@@ -2,7 +2,8 @@
 # Runs every LongCluster test on a fresh machine: restores and builds the solution in Release (warnings are
 # errors), runs every test project, runs the kernel tests again with the Vector512 path off (DOTNET_EnableAVX512=0;
 # .NET 10 ignores the older DOTNET_EnableAVX512F), the Vector256 path off (DOTNET_EnableAVX2=0) and every intrinsic
-# off (DOTNET_EnableHWIntrinsic=0), so a machine with AVX-512 covers all four paths, and ends with one line:
+# off (DOTNET_EnableHWIntrinsic=0), so a machine with AVX-512 covers all four paths, runs the ILGPU kernel tests on
+# ILGPU's CPU accelerator (no GPU needed), and ends with one line:
 # N passed, N failed, N skipped.
 # Needs the .NET SDK and the NuGet feed; installs what the runtime tests run for real (redis-server, openssl, and
 # chromium, the browser Playwright drives for the status page test) from Debian's packages when they are missing,
