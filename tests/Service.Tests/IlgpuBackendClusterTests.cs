@@ -1,5 +1,6 @@
 using LongCluster.Client;
 using LongCluster.Contracts;
+using LongCluster.Grains;
 
 namespace LongCluster.Service.Tests;
 
@@ -28,6 +29,23 @@ public sealed class IlgpuBackendClusterTests
         KeptBytes(cluster, expectedPositive: true);
         await client.DeleteSequenceAsync(Id);
         KeptBytes(cluster, expectedPositive: false);
+    }
+
+    [Theory]
+    [InlineData("gpu", 0, "KernelBackend must be auto, cpu or ilgpu, got 'gpu' (LongCluster__Service__KernelBackend)")]
+    [InlineData("ilgpu", -1, "DeviceBudgetBytes must be >= 0 (0 = 80% of the device), got -1")]
+    public void Options_BadKernelBackendOrBudget_RefusedNamingTheSetting(string backend, long budget, string expected)
+    {
+        var options = new AttentionServiceOptions { ApiToken = "a token of sixteen chars", KernelBackend = backend, DeviceBudgetBytes = budget };
+        var e = Assert.Throws<ArgumentException>(options.Validate);
+        Assert.StartsWith(expected, e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Options_KernelBackendCaseInsensitive_AutoByDefault()
+    {
+        Assert.Equal("auto", new AttentionServiceOptions().KernelBackend);
+        new AttentionServiceOptions { ApiToken = "a token of sixteen chars", KernelBackend = "ILGPU" }.Validate();
     }
 
     private static void KeptBytes(LocalAttentionCluster cluster, bool expectedPositive)
