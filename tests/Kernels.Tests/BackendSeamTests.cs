@@ -88,6 +88,8 @@ public sealed class BackendSeamTests
 
         public string Name => "recording";
 
+        public long KeptBytes => 0;
+
         /// <summary>Copies that may live at once; past it <see cref="Keep{T}"/> returns null, as a full device does.</summary>
         public int Room { get; init; } = int.MaxValue;
 

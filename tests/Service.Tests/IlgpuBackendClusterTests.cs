@@ -27,6 +27,11 @@ public sealed class IlgpuBackendClusterTests
         await Data.PrefillThenDecodeEqualKernel(client, Id, spec, layers, chunks, Decoded);
 
         KeptBytes(cluster, expectedPositive: true);
+        using var http = new HttpClient();
+        string metrics = await http.GetStringAsync(new Uri(cluster.Endpoints[0], "metrics"));
+        Assert.True(
+            TelemetryTests.Sum(metrics, "longcluster_kv_device_bytes", $"backend=\"{cluster.Silos[0].Resources.Backend.Name}\"") > 0,
+            "the device gauge counts the kept segments");
         await client.DeleteSequenceAsync(Id);
         KeptBytes(cluster, expectedPositive: false);
     }

@@ -44,6 +44,12 @@ public sealed partial class TelemetryTests(ClusterFixture fixture) : IClassFixtu
                 }
 
                 Assert.True(Sum(text, "longcluster_sequences", $"silo=\"{info.Coordinator}\"", "state=\"ready\"") >= 1, "a ready sequence");
+                // The CPU backend keeps nothing elsewhere: the device gauge is there, naming it, at 0.
+                string backend = fixture.Cluster.Silos[0].Resources.Backend.Name;
+                Assert.Contains(
+                    text.Split('\n'),
+                    line => line.StartsWith("longcluster_kv_device_bytes{", StringComparison.Ordinal) && line.Contains($"backend=\"{backend}\"", StringComparison.Ordinal)
+                        && line.Contains($"silo=\"{info.Coordinator}\"", StringComparison.Ordinal) && line.Split(' ')[1] == "0");
                 Assert.True(Sum(text, "longcluster_http_requests_total", "route=\"/v1/sequences/{id}/chunks/{chunk:int}/layers/{layer:int}/run\"", "status=\"200\"") >= Spec.Layers, "layer runs served");
                 Assert.True(Sum(text, "dotnet_process_memory_working_set_bytes") > 0, "the runtime's meter");
                 Assert.Contains("\norleans_", text, StringComparison.Ordinal);
@@ -129,7 +135,8 @@ public sealed partial class TelemetryTests(ClusterFixture fixture) : IClassFixtu
     }
 
     /// <summary>The sum of every sample of <paramref name="metric"/> whose labels include all of <paramref name="labels"/>.</summary>
-    private static double Sum(string text, string metric, params string[] labels)
+    /// <summary>The sum of a metric's samples in Prometheus text whose labels contain every one of <paramref name="labels"/>; 0 when none.</summary>
+    internal static double Sum(string text, string metric, params string[] labels)
     {
         double sum = 0;
         foreach (Match m in Sample().Matches(text))

@@ -54,6 +54,9 @@ public static class LongClusterTelemetry
             "longcluster.kv.resident", () => Silos.Keys.Select(s => new Measurement<long>(s.ResidentBytes, s.SiloTag)), "By",
             "Bytes a silo's shards hold: KV segments of every layer, pending uploads and unread outputs.");
         Meter.CreateObservableGauge(
+            "longcluster.kv.device", () => Silos.Keys.Select(s => s.DeviceBytes), "By",
+            "Bytes of KV segments the kernel backend keeps where it computes (a GPU's memory); 0 on the CPU backend. One backend per process: in-process silos report the same device.");
+        Meter.CreateObservableGauge(
             "longcluster.sequences", () => Silos.Keys.SelectMany(s => s.SequencesByState()), "{sequence}",
             "Sequences whose coordinator lives on the silo, by state.");
     }

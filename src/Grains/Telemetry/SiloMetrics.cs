@@ -30,6 +30,9 @@ public sealed class SiloMetrics : IDisposable
 
     internal long ResidentBytes => _resources.ResidentBytes;
 
+    /// <summary>The kernel backend's kept copies (device memory) and the backend's name, its attribute.</summary>
+    internal Measurement<long> DeviceBytes => new(_resources.Backend.KeptBytes, SiloTag, new KeyValuePair<string, object?>("backend", _resources.Backend.Name));
+
     /// <summary>Records where a sequence whose coordinator is on this silo stands; <see cref="SequenceState.Deleted"/> forgets it.</summary>
     internal void Track(string sequence, SequenceState state)
     {

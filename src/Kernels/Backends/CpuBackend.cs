@@ -11,6 +11,8 @@ public sealed class CpuBackend : IAttentionBackend
 
     public string Name => "cpu";
 
+    public long KeptBytes => 0;
+
     public IKeptKeyValue? Keep<T>(ReadOnlySpan<T> key, ReadOnlySpan<T> value)
         where T : unmanaged => null;
 

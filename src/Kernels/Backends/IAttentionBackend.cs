@@ -12,6 +12,9 @@ public interface IAttentionBackend
     /// <summary>What runs the kernels, for logs and benchmark output: <c>cpu</c>, <c>ilgpu-cuda</c>, <c>ilgpu-cpu</c>.</summary>
     string Name { get; }
 
+    /// <summary>Bytes the live <see cref="IKeptKeyValue"/> copies take where they are kept (device memory); 0 for the CPU backend.</summary>
+    long KeptBytes { get; }
+
     /// <summary>
     /// Keeps a copy of a stored KV segment (K and V <c>[rows, kvHeads, d]</c>) where this backend computes — device
     /// memory for a GPU — until the handle is disposed; later calls given the handle read that copy instead of copying
