@@ -80,7 +80,8 @@ public static class SiloHost
             int port = app.HttpPort();
             app.Services.GetRequiredService<SiloApiEndpoint>().Url = FormattableString.Invariant($"http://{silo.Host}:{port}");
             SiloAddress address = app.Services.GetRequiredService<ILocalSiloDetails>().SiloAddress;
-            app.Services.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(SiloHost)).LogInformation("silo {Silo} serving the client API on port {Port}", address, port);
+            app.Services.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(SiloHost)).LogInformation(
+                "silo {Silo} serving the client API on port {Port}; kernel backend {Backend}", address, port, app.Services.GetRequiredService<SiloResources>().Backend.Name);
         });
         return app;
     }
