@@ -1,5 +1,7 @@
 using System.Buffers;
 using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace LongCluster.Kernels;
 
@@ -31,12 +33,35 @@ public static partial class Attention
         ValidateCall(query, key, value, shape, output, logSumExp);
         float scale = options.ResolveScale(shape.HeadDim);
         int threads = options.ResolveThreads();
-        ResolvedTokens resolved = tokens.Resolve(shape, mask);
-        if (shape.QueryTokens == 0)
+        unsafe
         {
-            return;
+            // The job views the tokens in place (ResolvePinned) for the whole call.
+            fixed (long* queryPositions = tokens.QueryPositions, keyPositions = tokens.KeyPositions)
+            fixed (int* queryDocuments = tokens.QueryDocuments, keyDocuments = tokens.KeyDocuments)
+            {
+                ResolvedTokens resolved = tokens.ResolvePinned(shape, mask);
+                if (shape.QueryTokens > 0)
+                {
+                    Run(query, key, value, shape, mask, resolved, output, logSumExp, scale * Log2E, options.ResolveSimd(), threads);
+                }
+            }
         }
+    }
 
+    private static void Run<T>(
+        ReadOnlySpan<T> query,
+        ReadOnlySpan<T> key,
+        ReadOnlySpan<T> value,
+        AttentionShape shape,
+        AttentionMask mask,
+        ResolvedTokens resolved,
+        Span<float> output,
+        Span<float> logSumExp,
+        float scaleLog2,
+        SimdLevel level,
+        int threads)
+        where T : unmanaged
+    {
         int chunks = Math.Max(1, (shape.KeyTokens + DecodeChunk - 1) / DecodeChunk);
         int rowElements = (int)shape.QueryElements;
         int rowCount = (int)shape.LseElements;
@@ -49,7 +74,7 @@ public static partial class Attention
                 fixed (T* q = query, k = key, v = value)
                 fixed (float* po = partialO, plse = partialLse)
                 {
-                    var job = new DecodeJob<T>(q, k, v, po, plse, shape, mask, resolved, scale * Log2E, options.ResolveSimd(), chunks, threads);
+                    var job = new DecodeJob<T>(q, k, v, po, plse, shape, mask, resolved, scaleLog2, level, chunks, threads);
                     WorkQueue.Run(job.ItemCount, threads, job.RunItem);
                 }
             }
@@ -81,8 +106,9 @@ public static partial class Attention
 /// rows of those heads. A block is every KV head when there are enough chunks to keep the threads busy, so each item
 /// reads whole K/V rows, a contiguous stream, rather than one head's slice of every row (measured here: 7 GB/s for
 /// per-head slices against 12 for whole rows, one thread); short keys fall back to one head per item. Per tile of
-/// keys: scores by one dot product per (key, row), the key row read once per 4 rows of its head; the online-softmax
-/// step; O += P·V on the micro-kernel. f32 and bf16 K and V are read in place (bf16 widened in registers, see
+/// keys: scores, on Vector512 in blocks of 4 keys × 4 rows of a head (each key row widened once for the 4 rows, the
+/// 16 sums folded together; see <see cref="Dots4x4{TK}"/>), elsewhere one dot product per (key, row) with the key
+/// row read once per 4 rows; the online-softmax step; O += P·V on the micro-kernel. f32 and bf16 K and V are read in place (bf16 widened in registers, see
 /// <see cref="WideLoad"/>); f16, and V rows whose d is not a multiple of 8, are widened once per tile into scratch.
 /// No transposed copy of K, which a handful of rows would not amortize. Every head's partial is computed the same way
 /// whatever the block, so neither the thread count nor the block changes a bit.
@@ -160,8 +186,8 @@ internal sealed unsafe class DecodeJob<T>
                     int r = (h * headRows) + (g * tq) + i;
                     Widen.ToSingleScaled(
                         new ReadOnlySpan<T>(_q + (((long)i * _shape.QueryHeads) + queryHead) * d, d), _scaleLog2, new Span<float>(qs + ((long)r * dp), d));
-                    rowPositions[r] = _tokens.QueryPositions[i];
-                    rowDocuments[r] = _tokens.HasDocuments ? _tokens.QueryDocuments[i] : 0;
+                    rowPositions[r] = _tokens.QueryPositions.Span[i];
+                    rowDocuments[r] = _tokens.HasDocuments ? _tokens.QueryDocuments.Span[i] : 0;
                 }
             }
         }
@@ -261,7 +287,37 @@ internal sealed unsafe class DecodeJob<T>
         where TK : unmanaged
     {
         int d = _shape.HeadDim;
-        for (int j = 0; j < keys; j++)
+        int j = 0;
+        if (_level == SimdLevel.Vector512 && Avx512F.IsSupported && d % 16 == 0 && headRows >= 4)
+        {
+            // Blocks of 4 keys × 4 rows (see Dots4x4); the rows and keys left over go the one-key way below, which
+            // sums in the same order.
+            int blockRows = headRows & ~3;
+            for (; j + 4 <= keys; j += 4)
+            {
+                TK* keyRow = keyRows + (j * keyStride);
+                for (int h = 0; h < heads; h++)
+                {
+                    // This head's slice of the 4 rows ahead, a few lines per block of work rather than a burst.
+                    prefetch.Slice(j, 4, h * d, d);
+                    int r0 = h * headRows;
+                    for (int r = r0; r < r0 + blockRows; r += 4)
+                    {
+                        Dots4x4(qs + ((long)r * dp), dp, keyRow + (h * headStride), keyStride, d, s + (r * Block) + j);
+                    }
+
+                    if (blockRows < headRows)
+                    {
+                        for (int jj = j; jj < j + 4; jj++)
+                        {
+                            VectorMath.Dots(_level, qs + ((long)(r0 + blockRows) * dp), dp, headRows - blockRows, keyRow + ((jj - j) * keyStride) + (h * headStride), d, s + ((r0 + blockRows) * Block) + jj, Block);
+                        }
+                    }
+                }
+            }
+        }
+
+        for (; j < keys; j++)
         {
             prefetch.Row(j);
             TK* keyRow = keyRows + (j * keyStride);
@@ -272,6 +328,96 @@ internal sealed unsafe class DecodeJob<T>
             }
         }
     }
+
+    /// <summary>
+    /// s[r · Block + j] = a_r · k_j for 4 rows (lda apart) and 4 keys (keyStride apart), n a multiple of 16, in the
+    /// order of <see cref="VectorMath.Dots{TB}"/> (element i into lane i mod 16; upper 8 lanes onto the lower, upper 4
+    /// onto the lower 4, (z0 + z1) + (z2 + z3)), so the bits are those of the one-key path and of Vector256. Each key
+    /// row is loaded and widened once for the 4 rows, and the 16 sums are folded together: a transposing tree of 15
+    /// shuffled adds for all of them rather than a horizontal fold with element extractions per sum.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Dots4x4<TK>(float* a, int lda, TK* k, long keyStride, int n, float* s)
+        where TK : unmanaged
+    {
+        float* a0 = a;
+        float* a1 = a0 + lda;
+        float* a2 = a1 + lda;
+        float* a3 = a2 + lda;
+        TK* k0 = k;
+        TK* k1 = k0 + keyStride;
+        TK* k2 = k1 + keyStride;
+        TK* k3 = k2 + keyStride;
+
+        // cKR: key K, row R.
+        Vector512<float> c00 = default, c01 = default, c02 = default, c03 = default;
+        Vector512<float> c10 = default, c11 = default, c12 = default, c13 = default;
+        Vector512<float> c20 = default, c21 = default, c22 = default, c23 = default;
+        Vector512<float> c30 = default, c31 = default, c32 = default, c33 = default;
+        for (int i = 0; i < n; i += 16)
+        {
+            Vector512<float> q0 = Vector512.Load(a0 + i);
+            Vector512<float> q1 = Vector512.Load(a1 + i);
+            Vector512<float> q2 = Vector512.Load(a2 + i);
+            Vector512<float> q3 = Vector512.Load(a3 + i);
+            Vector512<float> x = WideLoad.Load16(k0 + i);
+            c00 = Vector512.MultiplyAddEstimate(q0, x, c00);
+            c01 = Vector512.MultiplyAddEstimate(q1, x, c01);
+            c02 = Vector512.MultiplyAddEstimate(q2, x, c02);
+            c03 = Vector512.MultiplyAddEstimate(q3, x, c03);
+            x = WideLoad.Load16(k1 + i);
+            c10 = Vector512.MultiplyAddEstimate(q0, x, c10);
+            c11 = Vector512.MultiplyAddEstimate(q1, x, c11);
+            c12 = Vector512.MultiplyAddEstimate(q2, x, c12);
+            c13 = Vector512.MultiplyAddEstimate(q3, x, c13);
+            x = WideLoad.Load16(k2 + i);
+            c20 = Vector512.MultiplyAddEstimate(q0, x, c20);
+            c21 = Vector512.MultiplyAddEstimate(q1, x, c21);
+            c22 = Vector512.MultiplyAddEstimate(q2, x, c22);
+            c23 = Vector512.MultiplyAddEstimate(q3, x, c23);
+            x = WideLoad.Load16(k3 + i);
+            c30 = Vector512.MultiplyAddEstimate(q0, x, c30);
+            c31 = Vector512.MultiplyAddEstimate(q1, x, c31);
+            c32 = Vector512.MultiplyAddEstimate(q2, x, c32);
+            c33 = Vector512.MultiplyAddEstimate(q3, x, c33);
+        }
+
+        // Sums v = 4 · key + row. Level 1, pairs (v, v + 1): [lower 8 + upper 8 of v | the same of v + 1].
+        Vector512<float> p0 = HalvesSum(c00, c01);
+        Vector512<float> p1 = HalvesSum(c02, c03);
+        Vector512<float> p2 = HalvesSum(c10, c11);
+        Vector512<float> p3 = HalvesSum(c12, c13);
+        Vector512<float> p4 = HalvesSum(c20, c21);
+        Vector512<float> p5 = HalvesSum(c22, c23);
+        Vector512<float> p6 = HalvesSum(c30, c31);
+        Vector512<float> p7 = HalvesSum(c32, c33);
+
+        // Level 2, pairs of those: 128-bit lane t of zm holds z0..z3 (lower 4 + upper 4) of sum 4m + t, i.e. key m, row t.
+        Vector512<float> z0 = QuartersSum(p0, p1);
+        Vector512<float> z1 = QuartersSum(p2, p3);
+        Vector512<float> z2 = QuartersSum(p4, p5);
+        Vector512<float> z3 = QuartersSum(p6, p7);
+
+        // Levels 3 and 4 within each 128-bit lane t (row t): (z0 + z1), (z2 + z3), then their sum, for keys 0..3 in order.
+        Vector512<float> w0 = Avx512F.Shuffle(z0, z1, 0x88) + Avx512F.Shuffle(z0, z1, 0xDD);
+        Vector512<float> w1 = Avx512F.Shuffle(z2, z3, 0x88) + Avx512F.Shuffle(z2, z3, 0xDD);
+        Vector512<float> f = Avx512F.Shuffle(w0, w1, 0x88) + Avx512F.Shuffle(w0, w1, 0xDD);
+
+        f.GetLower().GetLower().Store(s);
+        f.GetLower().GetUpper().Store(s + Block);
+        f.GetUpper().GetLower().Store(s + (2 * Block));
+        f.GetUpper().GetUpper().Store(s + (3 * Block));
+    }
+
+    /// <summary>[x lanes 0..7 + x lanes 8..15 | the same of y].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> HalvesSum(Vector512<float> x, Vector512<float> y) =>
+        Avx512F.Shuffle4x128(x, y, 0x44) + Avx512F.Shuffle4x128(x, y, 0xEE);
+
+    /// <summary>x = [a | b] and y = [c | d] of 8 lanes each: [a0..3 + a4..7 | b.. | c.. | d..].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> QuartersSum(Vector512<float> x, Vector512<float> y) =>
+        Avx512F.Shuffle4x128(x, y, 0x88) + Avx512F.Shuffle4x128(x, y, 0xDD);
 
     /// <summary>Row j of this tile's V and of the next tile's K (where there is one), for <see cref="Prefetch"/>.</summary>
     private readonly struct TilePrefetch(T* values, int valueRows, T* nextKeys, int nextKeyRows, long stride, int count)
@@ -287,6 +433,24 @@ internal sealed unsafe class DecodeJob<T>
             if (nextKeys != null && j < nextKeyRows)
             {
                 Prefetch.Row(nextKeys + (j * stride), count);
+            }
+        }
+
+        /// <summary>Elements [offset, offset + length) of rows j..j + rows − 1.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Slice(int j, int rows, int offset, int length)
+        {
+            for (int i = j; i < j + rows; i++)
+            {
+                if (i < valueRows)
+                {
+                    Prefetch.Row(values + (i * stride) + offset, length);
+                }
+
+                if (nextKeys != null && i < nextKeyRows)
+                {
+                    Prefetch.Row(nextKeys + (i * stride) + offset, length);
+                }
             }
         }
     }

@@ -217,8 +217,8 @@ internal sealed unsafe class FlashForwardJob<T>
                 var destination = new Span<float>(qs + ((long)r * dp), dp);
                 Widen.ToSingleScaled(source, _scaleLog2, destination);
                 destination[d..].Clear();
-                rowPositions[r] = _tokens.QueryPositions[q0 + i];
-                rowDocuments[r] = _tokens.HasDocuments ? _tokens.QueryDocuments[q0 + i] : 0;
+                rowPositions[r] = _tokens.QueryPositions.Span[q0 + i];
+                rowDocuments[r] = _tokens.HasDocuments ? _tokens.QueryDocuments.Span[q0 + i] : 0;
             }
         }
 

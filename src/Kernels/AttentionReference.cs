@@ -68,9 +68,9 @@ public static class AttentionReference
 
         var single = shape with { QueryTokens = 1, QueryHeads = 1, KeyValueHeads = 1 };
         var rowTokens = new ResolvedTokens(
-            [resolved.QueryPositions[queryIndex]],
+            new long[] { resolved.QueryPositions.Span[queryIndex] },
             resolved.KeyPositions,
-            resolved.HasDocuments ? [resolved.QueryDocuments[queryIndex]] : [],
+            resolved.HasDocuments ? new int[] { resolved.QueryDocuments.Span[queryIndex] } : default,
             resolved.KeyDocuments);
         return Row(q, keys, values, single, mask, rowTokens, scale, 0, 0, new double[shape.KeyTokens], outputRow);
     }
@@ -83,9 +83,9 @@ public static class AttentionReference
         double max = double.NegativeInfinity;
         for (int j = 0; j < shape.KeyTokens; j++)
         {
-            int qd = tokens.HasDocuments ? tokens.QueryDocuments[t] : 0;
-            int kd = tokens.HasDocuments ? tokens.KeyDocuments[j] : 0;
-            if (!mask.IsVisible(tokens.QueryPositions[t], tokens.KeyPositions[j], qd, kd))
+            int qd = tokens.HasDocuments ? tokens.QueryDocuments.Span[t] : 0;
+            int kd = tokens.HasDocuments ? tokens.KeyDocuments.Span[j] : 0;
+            if (!mask.IsVisible(tokens.QueryPositions.Span[t], tokens.KeyPositions.Span[j], qd, kd))
             {
                 scores[j] = double.NegativeInfinity;
                 continue;

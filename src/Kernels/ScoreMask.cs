@@ -12,8 +12,8 @@ internal static unsafe class ScoreMask
     public static void Apply(
         AttentionMask mask, ResolvedTokens tokens, float* s, int lds, int rows, int k0, int keys, long[] rowPositions, int[] rowDocuments)
     {
-        long[] keyPositions = tokens.KeyPositions;
-        int[] keyDocuments = tokens.KeyDocuments;
+        ReadOnlySpan<long> keyPositions = tokens.KeyPositions.Span;
+        ReadOnlySpan<int> keyDocuments = tokens.KeyDocuments.Span;
         bool documents = tokens.HasDocuments;
         if (!documents && Ascending(keyPositions, k0, keys))
         {
@@ -64,7 +64,7 @@ internal static unsafe class ScoreMask
 
     /// <summary>Whether a tile's visible columns end, row by row, at a position bound: no documents, keys ascending.</summary>
     public static bool HasColumnLimits(ResolvedTokens tokens, int k0, int keys) =>
-        !tokens.HasDocuments && Ascending(tokens.KeyPositions, k0, keys);
+        !tokens.HasDocuments && Ascending(tokens.KeyPositions.Span, k0, keys);
 
     /// <summary>
     /// The first column (of ascending keys k0..k0+keys−1) that none of rows r0..r0+count−1 can see, every column
@@ -78,10 +78,10 @@ internal static unsafe class ScoreMask
             hi = Math.Max(hi, mask.VisibleRange(rowPositions[r]).Hi);
         }
 
-        return hi == long.MaxValue ? keys : FirstAtLeast(tokens.KeyPositions, k0, keys, hi + 1);
+        return hi == long.MaxValue ? keys : FirstAtLeast(tokens.KeyPositions.Span, k0, keys, hi + 1);
     }
 
-    private static bool Ascending(long[] positions, int start, int count)
+    private static bool Ascending(ReadOnlySpan<long> positions, int start, int count)
     {
         for (int j = start + 1; j < start + count; j++)
         {
@@ -95,7 +95,7 @@ internal static unsafe class ScoreMask
     }
 
     /// <summary>The first column j in [0, count) with positions[start + j] ≥ value (count if none), over ascending positions.</summary>
-    private static int FirstAtLeast(long[] positions, int start, int count, long value)
+    private static int FirstAtLeast(ReadOnlySpan<long> positions, int start, int count, long value)
     {
         int lo = 0;
         int hi = count;

@@ -128,6 +128,9 @@ public sealed class SimdPathTests
         {
             AssertSameBits<float>(new AttentionShape(1, 2100, 8, 2, d), AttentionMask.Causal, Decode, seed: d);
             AssertSameBits<BFloat16>(new AttentionShape(3, 1500, 4, 1, d), AttentionMask.Parse("window:900"), Decode, seed: d);
+
+            // 6 rows per head (a block of 4 and 2 left over) and a last tile of 55 keys (13 blocks of 4 and 3 left over).
+            AssertSameBits<BFloat16>(new AttentionShape(2, 2103, 6, 2, d), AttentionMask.Full, Decode, seed: d);
         }
     }
 
