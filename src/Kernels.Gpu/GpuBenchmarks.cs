@@ -44,7 +44,7 @@ public static class GpuBenchmarks
 
         long livePairs = mask.CountLivePairs(positions, positions);
         AttentionParams p = IlgpuBackend.ForwardParams(shape, mask, 1f / MathF.Sqrt(headDim));
-        byte[] table = IlgpuBackend.TileTable(p, mask, new ResolvedTokens(positions, positions, [], []));
+        byte[] table = IlgpuBackend.TileTable(p, mask, new ResolvedTokens(positions, positions, Array.Empty<int>(), Array.Empty<int>()));
         lock (backend.Gate)
         {
             Accelerator accelerator = backend.Accelerator;

@@ -536,12 +536,12 @@ public sealed class IlgpuBackend : IAttentionBackend, IDisposable
 
             QueryPositions = Take<long>(shape.QueryTokens);
             KeyPositions = Take<long>(shape.KeyTokens);
-            Upload(QueryPositions, (ReadOnlySpan<long>)call.Tokens.QueryPositions);
-            Upload(KeyPositions, (ReadOnlySpan<long>)call.Tokens.KeyPositions);
+            Upload(QueryPositions, call.Tokens.QueryPositions.Span);
+            Upload(KeyPositions, call.Tokens.KeyPositions.Span);
             QueryDocuments = Take<int>(call.Tokens.QueryDocuments.Length);
             KeyDocuments = Take<int>(call.Tokens.KeyDocuments.Length);
-            Upload(QueryDocuments, (ReadOnlySpan<int>)call.Tokens.QueryDocuments);
-            Upload(KeyDocuments, (ReadOnlySpan<int>)call.Tokens.KeyDocuments);
+            Upload(QueryDocuments, call.Tokens.QueryDocuments.Span);
+            Upload(KeyDocuments, call.Tokens.KeyDocuments.Span);
             Output = Take<float>(shape.QueryElements);
             LogSumExp = Take<float>(shape.LseElements);
         }
