@@ -1,6 +1,4 @@
 using System.Diagnostics;
-using System.Buffers;
-using System.Runtime.InteropServices;
 using LongCluster.Contracts;
 using LongCluster.Kernels;
 using LongCluster.Kernels.ContextParallel;
@@ -143,19 +141,16 @@ internal sealed class SequenceShardGrain(SiloResources resources, IRunExchangeFa
         IRunExchange exchange = exchanges.Open(run.Run, _setup.Index, run.Keys, run.Silos);
         int rows = _positions.Length;
         int heads = _model.Spec.QueryHeads;
-        // Pooled scratch the rank writes its O and LSE rows into; the ShardOutput below keeps its own copy.
-        float[] output = ArrayPool<float>.Shared.Rent(rows * heads * _model.Spec.HeadDim);
-        float[] lse = ArrayPool<float>.Shared.Rent(rows * heads);
+        // The rank writes its O and LSE rows straight into the bytes the shard keeps for the client (no copy after).
+        byte[] output = new byte[(long)rows * heads * _model.Spec.HeadDim * sizeof(float)];
+        byte[] lse = new byte[(long)rows * heads * sizeof(float)];
         try
         {
             RankTimings t = await store.PrefillAsync(
-                exchange, plan, input.Query, input.Key, input.Value, _positions, _documents, output.AsMemory(0, rows * heads * _model.Spec.HeadDim), lse.AsMemory(0, rows * heads),
+                exchange, plan, input.Query, input.Key, input.Value, _positions, _documents, ByteMemory<float>.Of(output), ByteMemory<float>.Of(lse),
                 _model.Mask, AttentionOptions.Default with { MaxThreads = threads }, cancel.Token);
             await exchange.CompleteAsync(cancel.Token);
-            _outputs[run.Layer] = new ShardOutput(
-                rows,
-                MemoryMarshal.AsBytes(output.AsSpan(0, rows * heads * _model.Spec.HeadDim)).ToArray(),
-                MemoryMarshal.AsBytes(lse.AsSpan(0, rows * heads)).ToArray());
+            _outputs[run.Layer] = new ShardOutput(rows, output, lse);
             lock (_runLock)
             {
                 _finished = (run.Run, run.Layer, segments);
@@ -175,8 +170,6 @@ internal sealed class SequenceShardGrain(SiloResources resources, IRunExchangeFa
         }
         finally
         {
-            ArrayPool<float>.Shared.Return(output);
-            ArrayPool<float>.Shared.Return(lse);
             lock (_runLock)
             {
                 _active = null;

@@ -55,12 +55,10 @@ internal sealed class ShardStore<T>(int rank, int headDim, TimeSpan receiveTimeo
         IExchange exchange, LayoutPlan plan, byte[] query, byte[] key, byte[] value, long[] positions, int[] documents, Memory<float> output, Memory<float> logSumExp,
         AttentionMask mask, AttentionOptions options, CancellationToken cancellationToken) =>
         _rank.PrefillChunkAsync(
-            exchange, plan, RankView<T>.AllRows(Elements(query), Elements(key), Elements(value), positions, documents, output, logSumExp), mask, options, null, cancellationToken);
+            exchange, plan, RankView<T>.AllRows(ByteMemory<T>.Of(query), ByteMemory<T>.Of(key), ByteMemory<T>.Of(value), positions, documents, output, logSumExp), mask, options, null, cancellationToken);
 
-    public int Append(long[] positions, int[] documents, byte[] key, byte[] value) => _rank.Append(positions, documents, Elements(key), Elements(value));
+    public int Append(long[] positions, int[] documents, byte[] key, byte[] value) => _rank.Append(positions, documents, MemoryMarshal.Cast<byte, T>(key), MemoryMarshal.Cast<byte, T>(value));
 
     public void Attend(byte[] query, long[] positions, int[] documents, int queryHeads, int keyValueHeads, AttentionMask mask, AttentionOptions options, Span<float> output, Span<float> logSumExp) =>
         _rank.AttendStored(MemoryMarshal.Cast<byte, T>(query), positions, documents, queryHeads, keyValueHeads, mask, options, output, logSumExp);
-
-    private static T[] Elements(byte[] bytes) => MemoryMarshal.Cast<byte, T>(bytes).ToArray();
 }

@@ -85,12 +85,10 @@ public sealed class ContextParallelRank<T> : IDisposable
     /// this rank's KV heads. The rows are copied. Earlier appended rows may first be merged into fewer segments;
     /// returns the segment count to <see cref="Truncate"/> to that undoes exactly this append.
     /// </summary>
-    public int Append(long[] positions, int[] documents, T[] key, T[] value)
+    public int Append(long[] positions, int[] documents, ReadOnlySpan<T> key, ReadOnlySpan<T> value)
     {
         ArgumentNullException.ThrowIfNull(positions);
         ArgumentNullException.ThrowIfNull(documents);
-        ArgumentNullException.ThrowIfNull(key);
-        ArgumentNullException.ThrowIfNull(value);
         if (key.Length != value.Length)
         {
             throw new ArgumentException($"key has {key.Length} elements and value {value.Length}; they must match", nameof(value));
