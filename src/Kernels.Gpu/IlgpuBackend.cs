@@ -314,21 +314,12 @@ public sealed class IlgpuBackend : IAttentionBackend, IDisposable
     }
 
     /// <summary>The launch parameters of a decode call: <c>QueryTile</c> is the row count Tq · Hq, <c>QueryTiles</c> the chunk count.</summary>
-    internal static AttentionParams DecodeParams(AttentionShape shape, AttentionMask mask, float scale) => new()
+    internal static AttentionParams DecodeParams(AttentionShape shape, AttentionMask mask, float scale) => ForwardParams(shape, mask, scale) with
     {
-        QueryTokens = shape.QueryTokens,
-        KeyTokens = shape.KeyTokens,
-        QueryHeads = shape.QueryHeads,
-        KeyValueHeads = shape.KeyValueHeads,
-        HeadDim = shape.HeadDim,
-        GroupSize = shape.GroupSize,
         QueryTile = shape.QueryTokens * shape.QueryHeads,
         KeyTile = AttentionKernels.DecodeChunk,
         QueryTiles = Math.Max(1, (shape.KeyTokens + AttentionKernels.DecodeChunk - 1) / AttentionKernels.DecodeChunk),
-        ScaleLog2 = scale * Attention.Log2E,
-        MaskKind = (int)mask.Kind,
-        MaskSize = mask.Size,
-        Document = mask.Document ? 1 : 0,
+        KeyTiles = 0,
     };
 
     /// <summary>The tile table of a forward call: <c>Classify</c> of every (query tile, key tile), row-major.</summary>
