@@ -36,8 +36,30 @@ public static partial class Attention
         AttentionOptions? options = null)
         where T : unmanaged
     {
-        options ??= AttentionOptions.Default;
         ValidateCall(query, key, value, shape, output, logSumExp);
+        ForwardHeads(query, key, value, shape, mask, tokens, output, logSumExp, options, 0, shape.KeyValueHeads);
+    }
+
+    /// <summary>
+    /// <see cref="Forward{T}"/> for the KV heads <paramref name="firstKvHead"/>..+<paramref name="kvHeads"/> only: O is
+    /// <c>[Tq, kvHeads · G, d]</c> and LSE <c>[Tq, kvHeads · G]</c>, the query heads of those KV heads in order. Lengths
+    /// are the caller's to check.
+    /// </summary>
+    internal static void ForwardHeads<T>(
+        ReadOnlySpan<T> query,
+        ReadOnlySpan<T> key,
+        ReadOnlySpan<T> value,
+        AttentionShape shape,
+        AttentionMask mask,
+        scoped AttentionTokens tokens,
+        Span<float> output,
+        Span<float> logSumExp,
+        AttentionOptions? options,
+        int firstKvHead,
+        int kvHeads)
+        where T : unmanaged
+    {
+        options ??= AttentionOptions.Default;
         float scale = options.ResolveScale(shape.HeadDim);
         int threads = options.ResolveThreads();
         ResolvedTokens resolved = tokens.Resolve(shape, mask);
@@ -51,7 +73,8 @@ public static partial class Attention
             fixed (T* q = query, k = key, v = value)
             fixed (float* o = output, lse = logSumExp)
             {
-                var job = new FlashForwardJob<T>(q, k, v, o, lse, shape, mask, resolved, scale * Log2E, options.ResolveSimd(), options.PackBudgetBytes);
+                var job = new FlashForwardJob<T>(
+                    q, k, v, o, lse, shape, mask, resolved, scale * Log2E, options.ResolveSimd(), options.PackBudgetBytes, firstKvHead, kvHeads);
                 job.Run(threads);
             }
         }
@@ -63,7 +86,8 @@ public static partial class Attention
 /// the heads of its group so that a packed K/V tile serves the whole group (GQA packs once, not G times). When one
 /// KV head's packed tiles fit <see cref="AttentionOptions.PackBudgetBytes"/>, the call goes in phases of as many
 /// heads as fit: every visible tile of the phase's heads is packed once (in parallel), then all their query tiles run
-/// against the shared tiles; otherwise each item packs the tiles it needs. Both give the same bits.
+/// against the shared tiles; otherwise each item packs the tiles it needs. Both give the same bits. A call may cover a
+/// range of the KV heads only (the retrieval rule attends each KV head's own blocks): O and LSE then hold those heads' rows.
 /// </summary>
 internal sealed unsafe class FlashForwardJob<T>
     where T : unmanaged
@@ -84,6 +108,8 @@ internal sealed unsafe class FlashForwardJob<T>
     private readonly TileRange[] _keyRanges;
     private readonly TileRange _allQueries;
     private readonly int _headsPerPhase;
+    private readonly int _firstKvHead;
+    private readonly int _kvHeads;
 
     /// <summary>Rows of the micro-kernel's main block, the grain at which a causal diagonal is cut.</summary>
     private const int RowBlock = 6;
@@ -92,8 +118,11 @@ internal sealed unsafe class FlashForwardJob<T>
     private int _phaseHeads;
 
     public FlashForwardJob(
-        T* q, T* k, T* v, float* o, float* lse, AttentionShape shape, AttentionMask mask, ResolvedTokens tokens, float scaleLog2, SimdLevel level, long packBudgetBytes)
+        T* q, T* k, T* v, float* o, float* lse, AttentionShape shape, AttentionMask mask, ResolvedTokens tokens, float scaleLog2, SimdLevel level, long packBudgetBytes,
+        int firstKvHead, int kvHeads)
     {
+        _firstKvHead = firstKvHead;
+        _kvHeads = kvHeads;
         _q = q;
         _k = k;
         _v = v;
@@ -123,11 +152,11 @@ internal sealed unsafe class FlashForwardJob<T>
         int rowTarget = (shape.HeadDim > 128 ? 60 : 120) * (fitsBudget ? 1 : 2);
         _queryTile = Math.Clamp(rowTarget / shape.GroupSize, 1, Math.Max(1, shape.QueryTokens));
         _queryTiles = (shape.QueryTokens + _queryTile - 1) / _queryTile;
-        _headsPerPhase = fitsBudget && _queryTiles > 1 ? (int)Math.Min(shape.KeyValueHeads, packBudgetBytes / headBytes) : 0;
+        _headsPerPhase = fitsBudget && _queryTiles > 1 ? (int)Math.Min(kvHeads, packBudgetBytes / headBytes) : 0;
         _allQueries = tokens.QueryRange(0, shape.QueryTokens);
     }
 
-    public int ItemCount => _queryTiles * _shape.KeyValueHeads;
+    public int ItemCount => _queryTiles * _kvHeads;
 
     private int PackedTileFloats => 2 * Attention.KeyTile * _paddedDim;
 
@@ -145,9 +174,10 @@ internal sealed unsafe class FlashForwardJob<T>
         try
         {
             _packed = (float*)pin.AddrOfPinnedObject();
-            for (_phaseHead = 0; _phaseHead < _shape.KeyValueHeads; _phaseHead += _headsPerPhase)
+            int endHead = _firstKvHead + _kvHeads;
+            for (_phaseHead = _firstKvHead; _phaseHead < endHead; _phaseHead += _headsPerPhase)
             {
-                _phaseHeads = Math.Min(_headsPerPhase, _shape.KeyValueHeads - _phaseHead);
+                _phaseHeads = Math.Min(_headsPerPhase, endHead - _phaseHead);
                 WorkQueue.Run(_phaseHeads * _keyRanges.Length, threads, PackTile);
                 WorkQueue.Run(_queryTiles * _phaseHeads, threads, RunPhaseItem);
             }
@@ -184,7 +214,7 @@ internal sealed unsafe class FlashForwardJob<T>
     private void RunPhaseItem(int item) => RunTile(_queryTiles - 1 - (item / _phaseHeads), _phaseHead + (item % _phaseHeads));
 
     // Largest query tiles first: under causal masks later tiles carry more work, so they should not be last.
-    private void RunItem(int item) => RunTile(_queryTiles - 1 - (item / _shape.KeyValueHeads), item % _shape.KeyValueHeads);
+    private void RunItem(int item) => RunTile(_queryTiles - 1 - (item / _kvHeads), _firstKvHead + (item % _kvHeads));
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void RunTile(int queryTile, int kvHead)
@@ -299,13 +329,14 @@ internal sealed unsafe class FlashForwardJob<T>
             }
         }
 
+        int outputHeads = _kvHeads * group;
         for (int g = 0; g < group; g++)
         {
-            int head = (kvHead * group) + g;
+            int head = ((kvHead - _firstKvHead) * group) + g;
             for (int i = 0; i < queryRows; i++)
             {
                 int r = (g * queryRows) + i;
-                long rowIndex = ((long)(q0 + i) * _shape.QueryHeads) + head;
+                long rowIndex = ((long)(q0 + i) * outputHeads) + head;
                 OnlineSoftmax.Finish(acc + ((long)r * dp), m[r], l[r], _o + (rowIndex * d), d, _lse + rowIndex);
             }
         }

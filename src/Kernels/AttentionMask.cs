@@ -31,7 +31,9 @@ internal enum TileVisibility
 /// An attention mask over global token positions, so that a shard's slice computes exactly what the whole
 /// sequence would. <see cref="Document"/> additionally restricts every query to keys of its own document id.
 /// Text forms: <c>full</c>, <c>causal</c>, <c>window:W</c>, <c>prefix:N</c>, <c>document</c> (full inside a
-/// document), <c>document-causal</c>, <c>document-window:W</c>, <c>document-prefix:N</c>.
+/// document), <c>document-causal</c>, <c>document-window:W</c>, <c>document-prefix:N</c>. The retrieval rule
+/// (<c>retrieval:…</c>) is no positional mask: <see cref="Parse"/> refuses it with the reason, and
+/// <see cref="RetrievalRule"/> parses it.
 /// </summary>
 public readonly record struct AttentionMask
 {
@@ -82,6 +84,15 @@ public readonly record struct AttentionMask
     {
         ArgumentNullException.ThrowIfNull(text);
         string s = text.Trim().ToLowerInvariant();
+        if (RetrievalRule.IsRetrieval(s))
+        {
+            // Well formed or not, the parameters are checked first so that their errors name the parameter.
+            _ = RetrievalRule.Parse(text);
+            throw new FormatException(
+                $"mask '{text}' is the retrieval rule, which depends on Q and K rather than positions: it runs on one node only "
+                + "(longcluster attend without --shards, --endpoint or --local-cluster; RetrievalAttention.Forward) until the memory tier (issue 10) lands");
+        }
+
         bool document = false;
         if (s == "document")
         {
