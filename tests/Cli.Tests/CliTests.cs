@@ -55,6 +55,76 @@ public sealed class CliTests : IDisposable
         Assert.Equal(expectedLse, lse.AsSpan<float>().ToArray());
     }
 
+    [Theory]
+    [InlineData(new int[0])]
+    [InlineData(new[] { 40, 1, 1, 58 })]
+    public void Attend_RetrievalMask_MatchesTheRulesReference(int[] requests)
+    {
+        // 100 tokens, blocks of 8 after 4 init positions and a window of 16: chunks from 48 on choose 2 of 3+ evicted blocks.
+        const string Mask = "retrieval:block=8,repr=2,topk=2,init=4,local=16,chunk=8";
+        var shape = new AttentionShape(100, 100, 4, 2, 16);
+        BFloat16[] q = Random(1, shape.QueryElements).Select(x => (BFloat16)x).ToArray();
+        BFloat16[] k = Random(2, shape.KeyValueElements).Select(x => (BFloat16)x).ToArray();
+        BFloat16[] v = Random(3, shape.KeyValueElements).Select(x => (BFloat16)x).ToArray();
+        string input = WriteInput(new()
+        {
+            ["q"] = HostTensor.From<BFloat16>(q, 100, 4, 16),
+            ["k"] = HostTensor.From<BFloat16>(k, 100, 2, 16),
+            ["v"] = HostTensor.From<BFloat16>(v, 100, 2, 16),
+        });
+        string output = Path.Combine(_directory, "out.safetensors");
+        string[] requestOption = requests.Length > 0 ? ["--requests", string.Join(',', requests)] : [];
+
+        (int code, string stdout, string stderr) = Run(["attend", "--input", input, "--output", output, "--mask", Mask, .. requestOption]);
+
+        Assert.True(code == 0, stderr);
+        Assert.Contains($"Tq=100 Tk=100 Hq=4 Hkv=2 d=16 BF16 mask={Mask}", stdout);
+        (double[] refO, double[] refLse) = RetrievalReference.Forward<BFloat16>(q, k, v, shape, RetrievalRule.Parse(Mask), requests);
+        using SafetensorsReader reader = SafetensorsReader.Open(output);
+        Assert.Equal(Mask, reader.Metadata["mask"]);
+        float[] o = reader.Read("o").AsSpan<float>().ToArray();
+        float[] lse = reader.Read("lse").AsSpan<float>().ToArray();
+        double maxRef = refO.Max(Math.Abs);
+        Assert.All(Enumerable.Range(0, o.Length), i => Assert.True(Math.Abs(o[i] - refO[i]) <= 1e-4 * maxRef, $"O[{i}]"));
+        Assert.All(Enumerable.Range(0, lse.Length), i => Assert.True(Math.Abs(lse[i] - refLse[i]) <= 1e-4 * Math.Max(1, Math.Abs(refLse[i])), $"LSE[{i}]"));
+    }
+
+    [Theory]
+    [InlineData(new[] { "attend", "--mask", "retrieval", "--shards", "2" }, "attend: --shards: the retrieval mask runs on one node only")]
+    [InlineData(new[] { "attend", "--mask", "retrieval", "--layout", "zigzag" }, "attend: --layout: the retrieval mask runs on one node only")]
+    [InlineData(new[] { "attend", "--mask", "retrieval", "--local-cluster", "2" }, "attend: --local-cluster: the retrieval mask runs on one node only")]
+    [InlineData(new[] { "attend", "--mask", "retrieval", "--endpoint", "http://127.0.0.1:1" }, "attend: --endpoint: the retrieval mask runs on one node only")]
+    [InlineData(new[] { "attend", "--mask", "retrieval", "--backend", "ilgpu" }, "attend: --backend: the retrieval mask runs on the CPU kernels only")]
+    [InlineData(new[] { "attend", "--mask", "retrieval:block=0" }, "attend: --mask: mask 'retrieval:block=0': block must be >= 1, got 0")]
+    [InlineData(new[] { "attend", "--mask", "retrieval:topk=2,speed=9" }, "unknown parameter 'speed'")]
+    [InlineData(new[] { "attend", "--mask", "causal", "--requests", "3,4" }, "attend: --requests applies to the retrieval mask only")]
+    [InlineData(new[] { "attend", "--mask", "retrieval", "--requests", "3,0" }, "attend: --requests must be a comma-separated list of integers in 1..")]
+    [InlineData(new[] { "bench", "ring", "--mask", "retrieval" }, "bench ring: --mask: mask 'retrieval' is the retrieval rule")]
+    [InlineData(new[] { "bench", "decode", "--mask", "retrieval:topk=4" }, "runs on one node only")]
+    [InlineData(new[] { "demo", "--mask", "retrieval" }, "runs on one node only")]
+    [InlineData(new[] { "plan", "--tokens", "1024", "--shards", "2", "--mask", "retrieval" }, "runs on one node only")]
+    public void Retrieval_WhereNotSupported_Exit2WithTheReason(string[] args, string expected)
+    {
+        string[] withInput = args[0] == "attend" ? [.. args, "--input", "x.safetensors", "--output", "y.safetensors"] : args;
+        (int code, _, string stderr) = Run(withInput);
+        Assert.Equal(2, code);
+        Assert.Contains(expected, stderr, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Attend_RetrievalRequestsNotTheTokens_RefusedWithTheCounts()
+    {
+        string input = WriteInput(new()
+        {
+            ["q"] = HostTensor.From<float>(Random(1, 10 * 2 * 4), 10, 2, 4),
+            ["k"] = HostTensor.From<float>(Random(2, 10 * 2 * 4), 10, 2, 4),
+            ["v"] = HostTensor.From<float>(Random(3, 10 * 2 * 4), 10, 2, 4),
+        });
+        (int code, _, string stderr) = Run("attend", "--input", input, "--output", Path.Combine(_directory, "o.safetensors"), "--mask", "retrieval", "--requests", "4,5");
+        Assert.NotEqual(0, code);
+        Assert.Contains("--requests adds up to 9 rows, not the 10 tokens of q", stderr, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void Attend_MixedF16AndBF16_MatchesReferenceOnRoundedInputs()
     {

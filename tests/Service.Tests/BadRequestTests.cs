@@ -40,6 +40,7 @@ public sealed class BadRequestTests(ClusterFixture fixture) : IClassFixture<Clus
         { "POST", "v1/sequences?id=x6", "not json", 400, null },
         { "POST", "v1/sequences?id=x7", """{"queryHeads":4,"keyValueHeads":2,"headDim":8,"layout":"auto","autoChunkTokens":-1}""", 400, "autoChunkTokens" },
         { "POST", "v1/sequences?id=x8", """{"queryHeads":4,"keyValueHeads":2,"headDim":8,"layout":"auto","mask":"sideways"}""", 400, "mask" },
+        { "POST", "v1/sequences?id=x9", """{"queryHeads":4,"keyValueHeads":2,"headDim":8,"mask":"retrieval:topk=0"}""", 400, "mask" },
         { "POST", "v1/sequences?id=bad%2Fid", """{"queryHeads":4,"keyValueHeads":2,"headDim":8}""", 400, "id" },
         { "POST", $"v1/sequences?id={Id}", """{"queryHeads":4,"keyValueHeads":2,"headDim":8}""", 409, "id" },
         { "GET", "v1/sequences/nope", "", 404, "id" },
@@ -62,6 +63,18 @@ public sealed class BadRequestTests(ClusterFixture fixture) : IClassFixture<Clus
 
         Assert.False(error.Retryable);
         await AssertStillAnswersAsync();
+    }
+
+    [Theory]
+    [InlineData("retrieval")]
+    [InlineData("retrieval:block=64,topk=8")]
+    public async Task CreateSequence_RetrievalMask_RefusedAsOneNodeOnly(string mask)
+    {
+        string body = $$"""{"queryHeads":4,"keyValueHeads":2,"headDim":8,"mask":"{{mask}}"}""";
+        ApiError error = await SendAsync(new HttpRequestMessage(HttpMethod.Post, "v1/sequences?id=retrieval") { Content = new StringContent(body, Encoding.UTF8, "application/json") }, 400);
+        Assert.Equal("mask", error.Field);
+        Assert.Contains("one node only", error.Error, StringComparison.Ordinal);
+        Assert.False(error.Retryable);
     }
 
     [Fact]

@@ -21,10 +21,16 @@ internal static class AttendCommand
 
     public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
     {
-        CommandLine options = CommandLine.Parse("attend", args, ["input", "output", "mask", "scale", "threads", "shards", "layout", "endpoint", "token", "local-cluster", "backend"], []);
+        CommandLine options = CommandLine.Parse(
+            "attend", args, ["input", "output", "mask", "scale", "threads", "shards", "layout", "endpoint", "token", "local-cluster", "backend", "requests"], []);
         string input = options.RequiredText("input");
         string output = options.RequiredText("output");
-        AttentionMask mask = options.Mask(DefaultMask);
+        RetrievalRule? retrieval = options.Retrieval();
+        int[] requests = RequestRows(options, retrieval);
+
+        // The retrieval rule is no positional mask; `mask` stands in only where documents are asked about (never).
+        AttentionMask mask = retrieval is null ? options.Mask(DefaultMask) : default;
+        string maskName = retrieval?.ToString() ?? mask.ToString();
         IAttentionBackend backend = options.Backend();
         var kernelOptions = new AttentionOptions
         {
@@ -52,7 +58,7 @@ internal static class AttendCommand
             kDocuments = DocumentsAt(documents, kPositions, shape.KeyTokens, "k");
             if (!mask.Document)
             {
-                stderr.WriteLine($"warning: doc_ids is present but mask '{mask}' does not use documents; use document or document-causal to apply it");
+                stderr.WriteLine($"warning: doc_ids is present but mask '{maskName}' does not use documents; use document or document-causal to apply it");
             }
         }
         else if (mask.Document)
@@ -70,7 +76,21 @@ internal static class AttendCommand
         var tokens = new AttentionTokens(qPositions, kPositions, qDocuments, kDocuments);
         long started = Stopwatch.GetTimestamp();
         string where = "";
-        if (options.Has("endpoint") || options.Has("local-cluster"))
+        if (retrieval is { } rule)
+        {
+            if (shape.QueryTokens != shape.KeyTokens || !IsIdentity(qPositions, shape.QueryTokens) || !IsIdentity(kPositions, shape.KeyTokens))
+            {
+                throw new InputException("the retrieval mask runs over a whole sequence: q and k must be the same tokens at positions 0..T-1");
+            }
+
+            if (requests.Length > 0 && requests.Sum(r => (long)r) != shape.QueryTokens)
+            {
+                throw new InputException($"--requests adds up to {requests.Sum(r => (long)r)} rows, not the {shape.QueryTokens} tokens of q");
+            }
+
+            TensorChecks.Retrieval(q, k, v, shape, rule, requests, o, lse, kernelOptions);
+        }
+        else if (options.Has("endpoint") || options.Has("local-cluster"))
         {
             if (options.Has("scale") || options.Has("threads") || options.Has("backend"))
             {
@@ -78,8 +98,7 @@ internal static class AttendCommand
                     "attend: --scale, --threads and --backend apply to this node's kernel; the service uses 1/sqrt(d), its silos' cores and their Service:KernelBackend");
             }
 
-            if (shape.QueryTokens != shape.KeyTokens || (qPositions.Length > 0 && !qPositions.SequenceEqual(Enumerable.Range(0, shape.QueryTokens).Select(i => (long)i)))
-                || (kPositions.Length > 0 && !kPositions.SequenceEqual(Enumerable.Range(0, shape.KeyTokens).Select(i => (long)i))))
+            if (shape.QueryTokens != shape.KeyTokens || !IsIdentity(qPositions, shape.QueryTokens) || !IsIdentity(kPositions, shape.KeyTokens))
             {
                 throw new InputException("--endpoint and --local-cluster prefill a sequence: q and k must be the same tokens at positions 0..T-1");
             }
@@ -117,13 +136,45 @@ internal static class AttendCommand
                 new("o", HostTensor.From<float>(o, shape.QueryTokens, shape.QueryHeads, shape.HeadDim)),
                 new("lse", HostTensor.From<float>(lse, shape.QueryTokens, shape.QueryHeads)),
             ],
-            new Dictionary<string, string> { ["mask"] = mask.ToString() });
+            new Dictionary<string, string> { ["mask"] = maskName });
 
         stdout.WriteLine(string.Create(
             CultureInfo.InvariantCulture,
-            $"attend: Tq={shape.QueryTokens} Tk={shape.KeyTokens} Hq={shape.QueryHeads} Hkv={shape.KeyValueHeads} d={shape.HeadDim} {q.DType.SafetensorsName()} mask={mask}{(layout is null || where.Length > 0 ? "" : $" shards={shards} layout={layout}")}{where} in {seconds * 1000:F1} ms -> {output}"));
+            $"attend: Tq={shape.QueryTokens} Tk={shape.KeyTokens} Hq={shape.QueryHeads} Hkv={shape.KeyValueHeads} d={shape.HeadDim} {q.DType.SafetensorsName()} mask={maskName}{(requests.Length > 1 ? $" requests={requests.Length}" : "")}{(layout is null || where.Length > 0 ? "" : $" shards={shards} layout={layout}")}{where} in {seconds * 1000:F1} ms -> {output}"));
         return CliApp.ExitOk;
     }
+
+    /// <summary>
+    /// <c>--requests 100,1,1</c>: the rows of each request that built the sequence, for the retrieval mask (its chunks
+    /// restart at every request). The retrieval mask runs on this node's CPU kernels only until the memory tier lands.
+    /// </summary>
+    private static int[] RequestRows(CommandLine options, RetrievalRule? retrieval)
+    {
+        if (retrieval is null)
+        {
+            return options.Has("requests")
+                ? throw new UsageException("attend: --requests applies to the retrieval mask only (its chunks restart at every request)")
+                : [];
+        }
+
+        string? cluster = new[] { "shards", "layout", "endpoint", "local-cluster" }.FirstOrDefault(options.Has);
+        if (cluster is not null)
+        {
+            throw new UsageException(
+                $"attend: --{cluster}: the retrieval mask runs on one node only (attend without --shards, --layout, --endpoint or --local-cluster) until the memory tier (issue 10) lands");
+        }
+
+        if (options.Has("backend") && options.Text("backend") != "cpu")
+        {
+            throw new UsageException("attend: --backend: the retrieval mask runs on the CPU kernels only (--backend cpu)");
+        }
+
+        return options.Has("requests") ? options.IntList("requests", 1, int.MaxValue) : [];
+    }
+
+    /// <summary>Whether the positions are 0..count−1 (none given means so).</summary>
+    private static bool IsIdentity(long[] positions, int count) =>
+        positions.Length == 0 || positions.SequenceEqual(Enumerable.Range(0, count).Select(i => (long)i));
 
     private static AttentionShape ShapeOf(HostTensor q, HostTensor k, HostTensor v)
     {

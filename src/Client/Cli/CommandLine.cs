@@ -153,6 +153,25 @@ internal sealed class CommandLine
         }
     }
 
+    /// <summary>The <c>--mask</c> option when it is the retrieval rule (<c>retrieval[:…]</c>), else null.</summary>
+    public RetrievalRule? Retrieval()
+    {
+        string? text = Text("mask");
+        if (!RetrievalRule.IsRetrieval(text))
+        {
+            return null;
+        }
+
+        try
+        {
+            return RetrievalRule.Parse(text!);
+        }
+        catch (FormatException e)
+        {
+            throw new UsageException($"{_command}: --mask: {e.Message}");
+        }
+    }
+
     /// <summary>The <c>--layout</c> option.</summary>
     public ContextLayout Layout(string defaultValue)
     {

@@ -60,6 +60,35 @@ internal static class TensorChecks
     }
 
     /// <summary>
+    /// Applies the retrieval rule (<see cref="RetrievalAttention.Forward{T}"/>) to tensors of any storage dtype,
+    /// dispatched as <see cref="Forward"/> is.
+    /// </summary>
+    public static void Retrieval(
+        HostTensor q, HostTensor k, HostTensor v, AttentionShape shape, RetrievalRule rule, int[] requests, float[] o, float[] lse, AttentionOptions options)
+    {
+        if (q.DType != k.DType || k.DType != v.DType)
+        {
+            RetrievalAttention.Forward<float>(q.ToSingle(), k.ToSingle(), v.ToSingle(), shape, rule, requests, o, lse, options);
+            return;
+        }
+
+        switch (q.DType)
+        {
+            case DType.F32:
+                RetrievalAttention.Forward<float>(q.AsSpan<float>(), k.AsSpan<float>(), v.AsSpan<float>(), shape, rule, requests, o, lse, options);
+                break;
+            case DType.F16:
+                RetrievalAttention.Forward<Half>(q.AsSpan<Half>(), k.AsSpan<Half>(), v.AsSpan<Half>(), shape, rule, requests, o, lse, options);
+                break;
+            case DType.BF16:
+                RetrievalAttention.Forward<BFloat16>(q.AsSpan<BFloat16>(), k.AsSpan<BFloat16>(), v.AsSpan<BFloat16>(), shape, rule, requests, o, lse, options);
+                break;
+            default:
+                throw new InputException($"q, k and v must be F32, F16 or BF16, not {q.DType.SafetensorsName()}");
+        }
+    }
+
+    /// <summary>
     /// Runs the decode kernel (<see cref="Attention.Decode{T}"/>: few query rows, long K/V) on tensors of any storage
     /// dtype, dispatched as <see cref="Forward"/> is.
     /// </summary>
