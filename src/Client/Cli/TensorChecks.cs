@@ -35,58 +35,16 @@ internal static class TensorChecks
     /// </summary>
     public static void Forward(
         IAttentionBackend backend, HostTensor q, HostTensor k, HostTensor v, AttentionShape shape, AttentionMask mask, scoped AttentionTokens tokens, float[] o, float[] lse,
-        AttentionOptions options)
-    {
-        if (q.DType != k.DType || k.DType != v.DType)
-        {
-            backend.Forward<float>(q.ToSingle(), k.ToSingle(), v.ToSingle(), shape, mask, tokens, o, lse, options);
-            return;
-        }
-
-        switch (q.DType)
-        {
-            case DType.F32:
-                backend.Forward<float>(q.AsSpan<float>(), k.AsSpan<float>(), v.AsSpan<float>(), shape, mask, tokens, o, lse, options);
-                break;
-            case DType.F16:
-                backend.Forward<Half>(q.AsSpan<Half>(), k.AsSpan<Half>(), v.AsSpan<Half>(), shape, mask, tokens, o, lse, options);
-                break;
-            case DType.BF16:
-                backend.Forward<BFloat16>(q.AsSpan<BFloat16>(), k.AsSpan<BFloat16>(), v.AsSpan<BFloat16>(), shape, mask, tokens, o, lse, options);
-                break;
-            default:
-                throw new InputException($"q, k and v must be F32, F16 or BF16, not {q.DType.SafetensorsName()}");
-        }
-    }
+        AttentionOptions options) =>
+        Dispatch(q, k, v, new BackendCall(backend, decode: false, shape, mask, tokens, o, lse, options));
 
     /// <summary>
     /// Applies the retrieval rule (<see cref="RetrievalAttention.Forward{T}"/>) to tensors of any storage dtype,
     /// dispatched as <see cref="Forward"/> is.
     /// </summary>
     public static void Retrieval(
-        HostTensor q, HostTensor k, HostTensor v, AttentionShape shape, RetrievalRule rule, int[] requests, float[] o, float[] lse, AttentionOptions options)
-    {
-        if (q.DType != k.DType || k.DType != v.DType)
-        {
-            RetrievalAttention.Forward<float>(q.ToSingle(), k.ToSingle(), v.ToSingle(), shape, rule, requests, o, lse, options);
-            return;
-        }
-
-        switch (q.DType)
-        {
-            case DType.F32:
-                RetrievalAttention.Forward<float>(q.AsSpan<float>(), k.AsSpan<float>(), v.AsSpan<float>(), shape, rule, requests, o, lse, options);
-                break;
-            case DType.F16:
-                RetrievalAttention.Forward<Half>(q.AsSpan<Half>(), k.AsSpan<Half>(), v.AsSpan<Half>(), shape, rule, requests, o, lse, options);
-                break;
-            case DType.BF16:
-                RetrievalAttention.Forward<BFloat16>(q.AsSpan<BFloat16>(), k.AsSpan<BFloat16>(), v.AsSpan<BFloat16>(), shape, rule, requests, o, lse, options);
-                break;
-            default:
-                throw new InputException($"q, k and v must be F32, F16 or BF16, not {q.DType.SafetensorsName()}");
-        }
-    }
+        HostTensor q, HostTensor k, HostTensor v, AttentionShape shape, RetrievalRule rule, int[] requests, float[] o, float[] lse, AttentionOptions options) =>
+        Dispatch(q, k, v, new RetrievalCall(shape, rule, requests, o, lse, options));
 
     /// <summary>
     /// Runs the decode kernel (<see cref="Attention.Decode{T}"/>: few query rows, long K/V) on tensors of any storage
@@ -94,28 +52,85 @@ internal static class TensorChecks
     /// </summary>
     public static void Decode(
         IAttentionBackend backend, HostTensor q, HostTensor k, HostTensor v, AttentionShape shape, AttentionMask mask, scoped AttentionTokens tokens, float[] o, float[] lse,
-        AttentionOptions options)
+        AttentionOptions options) =>
+        Dispatch(q, k, v, new BackendCall(backend, decode: true, shape, mask, tokens, o, lse, options));
+
+    /// <summary>Runs <paramref name="call"/> on Q, K and V in their storage dtype when they share one, else widened to f32.</summary>
+    private static void Dispatch<TCall>(HostTensor q, HostTensor k, HostTensor v, scoped TCall call)
+        where TCall : IKernelCall, allows ref struct
     {
         if (q.DType != k.DType || k.DType != v.DType)
         {
-            backend.Decode<float>(q.ToSingle(), k.ToSingle(), v.ToSingle(), shape, mask, tokens, o, lse, options);
+            call.Run<float>(q.ToSingle(), k.ToSingle(), v.ToSingle());
             return;
         }
 
         switch (q.DType)
         {
             case DType.F32:
-                backend.Decode<float>(q.AsSpan<float>(), k.AsSpan<float>(), v.AsSpan<float>(), shape, mask, tokens, o, lse, options);
+                call.Run<float>(q.AsSpan<float>(), k.AsSpan<float>(), v.AsSpan<float>());
                 break;
             case DType.F16:
-                backend.Decode<Half>(q.AsSpan<Half>(), k.AsSpan<Half>(), v.AsSpan<Half>(), shape, mask, tokens, o, lse, options);
+                call.Run<Half>(q.AsSpan<Half>(), k.AsSpan<Half>(), v.AsSpan<Half>());
                 break;
             case DType.BF16:
-                backend.Decode<BFloat16>(q.AsSpan<BFloat16>(), k.AsSpan<BFloat16>(), v.AsSpan<BFloat16>(), shape, mask, tokens, o, lse, options);
+                call.Run<BFloat16>(q.AsSpan<BFloat16>(), k.AsSpan<BFloat16>(), v.AsSpan<BFloat16>());
                 break;
             default:
                 throw new InputException($"q, k and v must be F32, F16 or BF16, not {q.DType.SafetensorsName()}");
         }
+    }
+
+    /// <summary>One kernel call, made for the storage dtype of its Q, K and V.</summary>
+    private interface IKernelCall
+    {
+        void Run<T>(ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v)
+            where T : unmanaged;
+    }
+
+    private readonly ref struct BackendCall : IKernelCall
+    {
+        private readonly IAttentionBackend _backend;
+        private readonly bool _decode;
+        private readonly AttentionShape _shape;
+        private readonly AttentionMask _mask;
+        private readonly AttentionTokens _tokens;
+        private readonly float[] _o;
+        private readonly float[] _lse;
+        private readonly AttentionOptions _options;
+
+        public BackendCall(
+            IAttentionBackend backend, bool decode, AttentionShape shape, AttentionMask mask, AttentionTokens tokens, float[] o, float[] lse, AttentionOptions options)
+        {
+            _backend = backend;
+            _decode = decode;
+            _shape = shape;
+            _mask = mask;
+            _tokens = tokens;
+            _o = o;
+            _lse = lse;
+            _options = options;
+        }
+
+        public void Run<T>(ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v)
+            where T : unmanaged
+        {
+            if (_decode)
+            {
+                _backend.Decode(q, k, v, _shape, _mask, _tokens, _o, _lse, _options);
+            }
+            else
+            {
+                _backend.Forward(q, k, v, _shape, _mask, _tokens, _o, _lse, _options);
+            }
+        }
+    }
+
+    private readonly record struct RetrievalCall(AttentionShape Shape, RetrievalRule Rule, int[] Requests, float[] O, float[] Lse, AttentionOptions Options) : IKernelCall
+    {
+        public void Run<T>(ReadOnlySpan<T> q, ReadOnlySpan<T> k, ReadOnlySpan<T> v)
+            where T : unmanaged =>
+            RetrievalAttention.Forward(q, k, v, Shape, Rule, Requests, O, Lse, Options);
     }
 
     /// <summary>The same computation as <see cref="Forward"/>, by <paramref name="shards"/> in-process ranks under <paramref name="layout"/>.</summary>
