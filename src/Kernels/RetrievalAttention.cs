@@ -34,6 +34,7 @@ public static class RetrievalAttention
         where T : unmanaged
     {
         ValidateSequence(query, key, value, shape, rule, requestRows, output, logSumExp);
+        SimdLevel level = (options ?? AttentionOptions.Default).ResolveSimd();
         int tokens = shape.QueryTokens;
         int hq = shape.QueryHeads;
         int hkv = shape.KeyValueHeads;
@@ -75,7 +76,8 @@ public static class RetrievalAttention
                 for (; represented < evicted; represented++)
                 {
                     int first = (int)rule.BlockStart(represented);
-                    Representatives(
+                    RepresentativesAt(
+                        level,
                         query.Slice(first * hq * d, rule.Block * hq * d), key.Slice(first * hkv * d, rule.Block * hkv * d), shape with { QueryTokens = rule.Block, KeyTokens = rule.Block },
                         rule.Representatives, blockPositions, blockKeySums.AsSpan((int)(represented * rowElements), (int)rowElements));
                 }
@@ -90,7 +92,7 @@ public static class RetrievalAttention
                 // Init and the selected blocks, per KV head (each has its own choice): visible to every row of the chunk.
                 QuerySum(chunkQuery, shape with { QueryTokens = n }, querySum);
                 var scores = new float[hkv * evicted];
-                ScoreBlocks(querySum, blockKeySums.AsSpan(0, (int)(evicted * rowElements)), hkv, d, scores);
+                ScoreBlocksAt(level, querySum, blockKeySums.AsSpan(0, (int)(evicted * rowElements)), hkv, d, scores);
                 for (int g = 0; g < hkv; g++)
                 {
                     int selected = SelectTop(scores.AsSpan(g * evicted, evicted), rule.TopK, chosen);
@@ -123,6 +125,11 @@ public static class RetrievalAttention
     /// <param name="blockKey">K of the same rows, <c>[B, Hkv, d]</c>.</param>
     /// <param name="shape">The dimensions; QueryTokens and KeyTokens are both B.</param>
     public static void Representatives<T>(ReadOnlySpan<T> blockQuery, ReadOnlySpan<T> blockKey, AttentionShape shape, int count, Span<int> positions, Span<float> keySum)
+        where T : unmanaged =>
+        RepresentativesAt(Simd.Best, blockQuery, blockKey, shape, count, positions, keySum);
+
+    private static void RepresentativesAt<T>(
+        SimdLevel level, ReadOnlySpan<T> blockQuery, ReadOnlySpan<T> blockKey, AttentionShape shape, int count, Span<int> positions, Span<float> keySum)
         where T : unmanaged
     {
         CheckDtype<T>();
@@ -149,7 +156,6 @@ public static class RetrievalAttention
         QuerySum(blockQuery, shape, mean);
         var keys = new float[b * d];
         var scores = new float[b];
-        SimdLevel level = Simd.Best;
         for (int g = 0; g < hkv; g++)
         {
             unsafe
@@ -204,7 +210,10 @@ public static class RetrievalAttention
     /// <paramref name="blockKeySums"/> <c>[blocks, Hkv, d]</c> from <see cref="Representatives{T}"/>;
     /// <paramref name="scores"/> is <c>[Hkv, blocks]</c>.
     /// </summary>
-    public static void ScoreBlocks(ReadOnlySpan<float> querySum, ReadOnlySpan<float> blockKeySums, int keyValueHeads, int headDim, Span<float> scores)
+    public static void ScoreBlocks(ReadOnlySpan<float> querySum, ReadOnlySpan<float> blockKeySums, int keyValueHeads, int headDim, Span<float> scores) =>
+        ScoreBlocksAt(Simd.Best, querySum, blockKeySums, keyValueHeads, headDim, scores);
+
+    private static void ScoreBlocksAt(SimdLevel level, ReadOnlySpan<float> querySum, ReadOnlySpan<float> blockKeySums, int keyValueHeads, int headDim, Span<float> scores)
     {
         if (keyValueHeads < 1 || headDim < 1)
         {
@@ -225,7 +234,6 @@ public static class RetrievalAttention
             return;
         }
 
-        SimdLevel level = Simd.Best;
         unsafe
         {
             fixed (float* q = querySum, k = blockKeySums, s = scores)

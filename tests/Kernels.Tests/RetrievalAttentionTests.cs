@@ -152,6 +152,22 @@ public sealed class RetrievalAttentionTests
         Assert.Equal(l2, l3);
     }
 
+    public static TheoryData<string> Levels() => [.. Simd.Available.Select(l => l.ToString())];
+
+    [Theory]
+    [MemberData(nameof(Levels))]
+    public void Forward_EveryVectorPath_MatchesReference(string levelName)
+    {
+        SimdLevel level = Enum.Parse<SimdLevel>(levelName);
+        var shape = new AttentionShape(130, 130, 4, 2, 33);
+        TestData.Inputs<BFloat16> x = TestData.Make<BFloat16>(shape, [], [], seed: 31);
+        var o = new float[shape.QueryElements];
+        var lse = new float[shape.LseElements];
+        RetrievalAttention.Forward<BFloat16>(x.Q, x.K, x.V, shape, Small, [70, 1, 59], o, lse, new AttentionOptions { Simd = level });
+        (double[] refO, double[] refLse) = RetrievalReference.Forward<BFloat16>(x.Q, x.K, x.V, shape, Small, [70, 1, 59]);
+        TestData.AssertClose(o, lse, refO, refLse, TestData.F32Tolerance, $"{level}");
+    }
+
     [Fact]
     public void Forward_BadArguments_RefusedNamingThem()
     {
