@@ -3,6 +3,7 @@ using LongCluster.Contracts;
 using LongCluster.Kernels;
 using LongCluster.Kernels.ContextParallel;
 using LongCluster.Kernels.Planning;
+using LongCluster.Grains.Memory;
 using LongCluster.Grains.Placement;
 using LongCluster.Grains.Telemetry;
 using LongCluster.Grains.Status;
@@ -37,9 +38,12 @@ internal sealed class CoordinatorGrain(SiloResources resources, IClusterMembersh
         // auto: every other field is checked as for a fixed layout, then the layout is chosen for the shard count.
         bool auto = SequenceModel.IsAuto(spec);
         SequenceModel model = SequenceModel.Of(auto ? spec with { Layout = ContextLayout.Zigzag.ToString() } : spec);
-        int shards = spec.Shards > 0 ? spec.Shards : membership.CurrentSnapshot.Members.Values.Count(m => m.Status == SiloStatus.Active);
+        int silos = membership.CurrentSnapshot.Members.Values.Count(m => m.Status == SiloStatus.Active);
+        // A retrieval sequence has one shard; its evicted blocks go to one memory grain per silo and layer.
+        int shards = model.Retrieval is not null ? 1 : spec.Shards > 0 ? spec.Shards : silos;
+        int memoryParts = model.Retrieval is not null ? Math.Max(1, silos) : 0;
         LayoutChoice? choice = null;
-        if (auto && shards >= 1)
+        if (auto && shards >= 1 && model.Retrieval is null)
         {
             (model, choice) = model.ChooseLayout(shards, resources.CostProfile);
         }
@@ -47,7 +51,7 @@ internal sealed class CoordinatorGrain(SiloResources resources, IClusterMembersh
         _ = model.Plan(shards, 0);
         string epoch = Guid.NewGuid().ToString("N")[..12];
         string[] keys = [.. Enumerable.Range(0, shards).Select(i => new ShardKey(Id, epoch, i, shards).ToString())];
-        Task<ShardInfo>[] inits = [.. keys.Select((k, i) => Shard(k).InitAsync(new ShardSetup(Id, epoch, model.Spec with { Shards = shards }, i, shards), cancellationToken))];
+        Task<ShardInfo>[] inits = [.. keys.Select((k, i) => Shard(k).InitAsync(new ShardSetup(Id, epoch, model.Spec with { Shards = shards }, i, shards, memoryParts), cancellationToken))];
         try
         {
             await Task.WhenAll(inits);
@@ -59,7 +63,7 @@ internal sealed class CoordinatorGrain(SiloResources resources, IClusterMembersh
             throw inits.Select(t => t.Exception?.InnerException).First(e => e is not null)!;
         }
 
-        _placed = new Placed(model with { Spec = model.Spec with { Shards = shards } }, epoch, keys, [.. inits.Select(t => t.Result.Silo)], new ChunkHistory(model.Mask), choice);
+        _placed = new Placed(model with { Spec = model.Spec with { Shards = shards } }, epoch, keys, [.. inits.Select(t => t.Result.Silo)], new ChunkHistory(model.Mask), choice, memoryParts);
         Move(new SequencePhase.Idle(0, 0, null));
         await GrainFactory.GetGrain<ISequenceDirectoryGrain>("all").AddAsync(Id, cancellationToken);
         return Info([.. inits.Select(t => t.Result)]);
@@ -335,6 +339,11 @@ internal sealed class CoordinatorGrain(SiloResources resources, IClusterMembersh
     {
         Placed placed = Require();
         await Task.WhenAll(placed.Keys.Select(k => IgnoreFailure(Shard(k).DeleteAsync(placed.Epoch, cancellationToken))));
+        // A retrieval sequence's evicted blocks, whether or not its shard survived.
+        await Task.WhenAll(
+            from layer in Enumerable.Range(0, placed.MemoryParts == 0 ? 0 : placed.Model.Spec.Layers)
+            from part in Enumerable.Range(0, placed.MemoryParts)
+            select IgnoreFailure(GrainFactory.GetGrain<IMemoryGrain>(MemoryGrain.Key(Id, placed.Epoch, layer, part, placed.MemoryParts)).DeleteAsync(placed.Epoch, cancellationToken)));
         await GrainFactory.GetGrain<ISequenceDirectoryGrain>("all").RemoveAsync(Id, cancellationToken);
         _placed = null;
         _problem = null;
@@ -541,7 +550,8 @@ internal sealed class CoordinatorGrain(SiloResources resources, IClusterMembersh
 
     /// <summary>
     /// What is fixed from a sequence's creation to its deletion: the validated spec, the incarnation, where its shards
-    /// are, the history of its chunks, and, for <c>layout: auto</c>, the choice made.
+    /// are, the history of its chunks, for <c>layout: auto</c>, the choice made, and for the retrieval mask, the memory
+    /// grains per layer (0 for other masks).
     /// </summary>
-    private sealed record Placed(SequenceModel Model, string Epoch, string[] Keys, string[] Silos, ChunkHistory History, LayoutChoice? Auto);
+    private sealed record Placed(SequenceModel Model, string Epoch, string[] Keys, string[] Silos, ChunkHistory History, LayoutChoice? Auto, int MemoryParts);
 }

@@ -6,9 +6,12 @@ namespace LongCluster.Grains;
 [GenerateSerializer, Immutable]
 public sealed record TensorRows(string DType, long[] Shape, byte[] Data);
 
-/// <summary>What a shard is told when its sequence is created; <see cref="Epoch"/> distinguishes incarnations of one id.</summary>
+/// <summary>
+/// What a shard is told when its sequence is created; <see cref="Epoch"/> distinguishes incarnations of one id. A
+/// retrieval sequence's evicted blocks go to <see cref="MemoryParts"/> memory grains per layer.
+/// </summary>
 [GenerateSerializer, Immutable]
-public sealed record ShardSetup(string SequenceId, string Epoch, SequenceSpec Spec, int Index, int Shards);
+public sealed record ShardSetup(string SequenceId, string Epoch, SequenceSpec Spec, int Index, int Shards, int MemoryParts = 0);
 
 /// <summary>Run one layer of one chunk: rank i of the run is shard <c>Keys[i]</c>, which lives on silo <c>Silos[i]</c>.</summary>
 [GenerateSerializer, Immutable]

@@ -6,8 +6,12 @@ using LongCluster.Tensors;
 
 namespace LongCluster.Grains;
 
-/// <summary>A validated <see cref="SequenceSpec"/> in the kernels' terms.</summary>
-internal sealed record SequenceModel(SequenceSpec Spec, ContextLayout Layout, AttentionMask Mask, DType DType)
+/// <summary>
+/// A validated <see cref="SequenceSpec"/> in the kernels' terms. A retrieval sequence (<see cref="Retrieval"/> set) has
+/// <see cref="AttentionMask.Causal"/> as its <see cref="Mask"/> for what is positional (no document ids), one shard, and
+/// its evicted blocks in memory grains.
+/// </summary>
+internal sealed record SequenceModel(SequenceSpec Spec, ContextLayout Layout, AttentionMask Mask, DType DType, RetrievalRule? Retrieval = null)
 {
     /// <summary>Checks every field of a spec and names the first that is wrong.</summary>
     public static SequenceModel Of(SequenceSpec spec)
@@ -55,6 +59,30 @@ internal sealed record SequenceModel(SequenceSpec Spec, ContextLayout Layout, At
         catch (Exception e) when (e is ArgumentException or FormatException)
         {
             throw ServiceException.Invalid("layout", e.Message);
+        }
+
+        if (RetrievalRule.IsRetrieval(spec.Mask))
+        {
+            RetrievalRule rule;
+            try
+            {
+                rule = RetrievalRule.Parse(spec.Mask!);
+            }
+            catch (FormatException e)
+            {
+                throw ServiceException.Invalid("mask", e.Message);
+            }
+
+            // Its evicted blocks spread over the silos' memory grains; the init and local rows stay on one shard.
+            if (spec.Shards > 1)
+            {
+                throw ServiceException.Invalid("shards", $"the retrieval mask runs on one shard (its evicted blocks spread over every silo's memory grains): expected 0 or 1, got {spec.Shards}");
+            }
+
+            // On one shard every layout is the contiguous one: the shard takes a request's rows in order.
+            return new SequenceModel(
+                spec with { DType = dtype.SafetensorsName().ToLowerInvariant(), Mask = rule.ToString(), Layout = ContextLayout.Contiguous.ToString() },
+                ContextLayout.Contiguous, AttentionMask.Causal, dtype, rule);
         }
 
         AttentionMask mask;

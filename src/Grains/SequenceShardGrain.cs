@@ -3,6 +3,7 @@ using LongCluster.Contracts;
 using LongCluster.Kernels;
 using LongCluster.Kernels.ContextParallel;
 using LongCluster.Grains.Exchange;
+using LongCluster.Grains.Memory;
 using LongCluster.Grains.Placement;
 using LongCluster.Grains.Telemetry;
 using LongCluster.Tensors;
@@ -33,6 +34,7 @@ internal sealed class SequenceShardGrain(SiloResources resources, IRunExchangeFa
     private SequenceModel _model = null!;
     private LayoutPlan _heads = null!;
     private IShardStore[] _layers = [];
+    private IRetrievalLayer[] _retrieval = [];
     private int _chunk = -1;
     private int _chunkTokens;
     private long[] _positions = [];
@@ -58,7 +60,20 @@ internal sealed class SequenceShardGrain(SiloResources resources, IRunExchangeFa
         resources.AddSequence(setup.SequenceId);
         _model = model;
         _heads = model.Plan(setup.Shards, 0);
-        _layers = [.. Enumerable.Range(0, model.Spec.Layers).Select(_ => IShardStore.Create(model.DType, setup.Index, model.Spec.HeadDim, resources.Options.ReceiveTimeout, resources.Backend))];
+        if (model.Retrieval is { } rule)
+        {
+            SequenceSpec spec = model.Spec;
+            var shape = new MemoryShape(spec.DType, rule.Block, spec.QueryHeads, spec.KeyValueHeads, spec.HeadDim);
+            int parts = Math.Max(1, setup.MemoryParts);
+            _retrieval = [.. Enumerable.Range(0, spec.Layers).Select(layer => IRetrievalLayer.Create(
+                model.DType, rule, shape, setup.SequenceId, setup.Epoch,
+                [.. Enumerable.Range(0, parts).Select(part => GrainFactory.GetGrain<IMemoryGrain>(MemoryGrain.Key(setup.SequenceId, setup.Epoch, layer, part, parts)))]))];
+        }
+        else
+        {
+            _layers = [.. Enumerable.Range(0, model.Spec.Layers).Select(_ => IShardStore.Create(model.DType, setup.Index, model.Spec.HeadDim, resources.Options.ReceiveTimeout, resources.Backend))];
+        }
+
         _setup = setup;
         return Task.FromResult(Info());
     }
@@ -131,6 +146,11 @@ internal sealed class SequenceShardGrain(SiloResources resources, IRunExchangeFa
             }
 
             _active = (run.Run, cancel);
+        }
+
+        if (_retrieval.Length > 0)
+        {
+            return await RunRetrievalAsync(run, input, activity, cancel.Token);
         }
 
         IShardStore store = _layers[run.Layer];
@@ -231,7 +251,15 @@ internal sealed class SequenceShardGrain(SiloResources resources, IRunExchangeFa
             }
 
             _finished = null;
-            _layers[done.Layer].Truncate(done.Segments);
+            if (_retrieval.Length > 0)
+            {
+                _retrieval[done.Layer].Restore();
+            }
+            else
+            {
+                _layers[done.Layer].Truncate(done.Segments);
+            }
+
             _outputs.Remove(done.Layer);
         }
 
@@ -273,6 +301,11 @@ internal sealed class SequenceShardGrain(SiloResources resources, IRunExchangeFa
         _model.CheckRows(step.Query, "q", 1, spec.QueryHeads);
         _model.CheckRows(step.Key, "k", 1, spec.KeyValueHeads);
         _model.CheckRows(step.Value, "v", 1, spec.KeyValueHeads);
+        if (_retrieval.Length > 0)
+        {
+            return DecodeRetrievalAsync(step, cancellationToken);
+        }
+
         int member = _heads.MemberOf(_setup!.Index);
         (int qFirst, int qCount) = _heads.QueryHeadsOf(member);
         (int kvFirst, int kvCount) = _heads.KeyValueHeadsOf(member);
@@ -305,7 +338,14 @@ internal sealed class SequenceShardGrain(SiloResources resources, IRunExchangeFa
         CheckLayer(layer);
         if (_decodeAppends.Remove(layer, out var appended) && appended.Position == position)
         {
-            _layers[layer].Truncate(appended.Segments);
+            if (_retrieval.Length > 0)
+            {
+                _retrieval[layer].Restore();
+            }
+            else
+            {
+                _layers[layer].Truncate(appended.Segments);
+            }
         }
 
         Account();
@@ -336,23 +376,8 @@ internal sealed class SequenceShardGrain(SiloResources resources, IRunExchangeFa
     /// <summary>Deactivates a shard that holds nothing, or whose coordinator no longer holds its sequence.</summary>
     private async Task CheckHeldAsync(CancellationToken cancellationToken)
     {
-        bool held;
-        if (Volatile.Read(ref _setup) is not { } setup)
-        {
-            held = false;
-        }
-        else
-        {
-            try
-            {
-                held = await GrainFactory.GetGrain<ICoordinatorGrain>(setup.SequenceId).HoldsAsync(setup.Epoch, cancellationToken);
-            }
-            catch (Exception e) when (e is not OperationCanceledException)
-            {
-                held = true; // the coordinator cannot be asked now: keep the data rather than lose it
-            }
-        }
-
+        ShardSetup? setup = Volatile.Read(ref _setup);
+        bool held = await Orphans.IsHeldAsync(GrainFactory, setup?.SequenceId, setup?.Epoch, cancellationToken);
         bool running;
         lock (_runLock)
         {
@@ -386,13 +411,14 @@ internal sealed class SequenceShardGrain(SiloResources resources, IRunExchangeFa
         }
 
         _layers = [];
+        _retrieval = [];
         _setup = null;
         resources.ReleaseBytes(_reserved);
         _reserved = 0;
     }
 
     private ShardInfo Info() => new(
-        _setup!.Index, api.Url, Silo, _layers.Length == 0 ? 0 : _layers[0].StoredRows, Volatile.Read(ref _reserved));
+        _setup!.Index, api.Url, Silo, _retrieval.Length > 0 ? _retrieval[0].StoredRows : _layers.Length == 0 ? 0 : _layers[0].StoredRows, Volatile.Read(ref _reserved));
 
     private void Check(string epoch)
     {
@@ -409,9 +435,10 @@ internal sealed class SequenceShardGrain(SiloResources resources, IRunExchangeFa
 
     private void CheckLayer(int layer)
     {
-        if (layer < 0 || layer >= _layers.Length)
+        int layers = Math.Max(_layers.Length, _retrieval.Length);
+        if (layer < 0 || layer >= layers)
         {
-            throw ServiceException.Invalid("layer", $"expected 0..{_layers.Length - 1}, got {layer}");
+            throw ServiceException.Invalid("layer", $"expected 0..{layers - 1}, got {layer}");
         }
     }
 
@@ -430,11 +457,95 @@ internal sealed class SequenceShardGrain(SiloResources resources, IRunExchangeFa
         long held = _uploads.Values.Sum(Bytes)
             + (_uploads.Count * OutputBytes(_positions.Length))
             + _outputs.Values.Sum(o => (long)o.Output.Length + o.LogSumExp.Length)
-            + _layers.Sum(l => l.StoredBytes);
+            + _layers.Sum(l => l.StoredBytes)
+            + _retrieval.Sum(l => l.StoredBytes);
         // Rows already computed are accounted for even past the budget: uploads were checked against it.
         resources.Adjust(held - _reserved);
         _reserved = held;
     }
+
+    /// <summary>
+    /// One layer of the chunk in flight for a retrieval sequence: the shard's rows (one request) go through the rule
+    /// chunk by chunk, with the layer's memory grains; a failure restores the layer as it was before the call.
+    /// </summary>
+    private async Task<ShardTimings> RunRetrievalAsync(ShardRun run, (byte[] Query, byte[] Key, byte[] Value) input, Activity? activity, CancellationToken cancellationToken)
+    {
+        IRetrievalLayer layer = _retrieval[run.Layer];
+        int rows = _positions.Length;
+        int heads = _model.Spec.QueryHeads;
+        long started = Stopwatch.GetTimestamp();
+        byte[] output = new byte[(long)rows * heads * _model.Spec.HeadDim * sizeof(float)];
+        byte[] lse = new byte[(long)rows * heads * sizeof(float)];
+        try
+        {
+            if (rows > 0 && _positions[0] != layer.Length)
+            {
+                throw ServiceException.Conflict("chunk", $"layer {run.Layer} holds {layer.Length} tokens; the chunk starts at {_positions[0]}");
+            }
+
+            layer.Checkpoint();
+            await layer.RunAsync(input.Query, input.Key, input.Value, rows, ByteMemory<float>.Of(output), ByteMemory<float>.Of(lse), KernelOptions(), cancellationToken);
+            _outputs[run.Layer] = new ShardOutput(rows, output, lse);
+            lock (_runLock)
+            {
+                _finished = (run.Run, run.Layer, 0);
+            }
+
+            var timings = new ShardTimings(_setup!.Index, 0, Stopwatch.GetElapsedTime(started).TotalSeconds, 0, 0, 0, 0);
+            LongClusterTelemetry.RecordLayer(metrics.Silo, _model.Spec.Layout, timings);
+            return timings;
+        }
+        catch (Exception e)
+        {
+            activity?.SetStatus(ActivityStatusCode.Error, e.Message);
+            layer.Restore();
+            _outputs.Remove(run.Layer);
+            throw e is ServiceException ? e : ServiceException.Unavailable($"shard {_setup!.Index}, layer {run.Layer}: {e.Message}");
+        }
+        finally
+        {
+            lock (_runLock)
+            {
+                _active = null;
+            }
+
+            Account();
+        }
+    }
+
+    /// <summary>A decode step of a retrieval sequence: a request of one row through the rule (the one shard owns every position).</summary>
+    private async Task<DecodePartial> DecodeRetrievalAsync(ShardDecode step, CancellationToken cancellationToken)
+    {
+        IRetrievalLayer layer = _retrieval[step.Layer];
+        if (step.Position != layer.Length)
+        {
+            throw ServiceException.Conflict("q", $"layer {step.Layer} holds {layer.Length} tokens; the decode step is at position {step.Position}");
+        }
+
+        int heads = _model.Spec.QueryHeads;
+        var output = new float[heads * _model.Spec.HeadDim];
+        var lse = new float[heads];
+        layer.Checkpoint();
+        try
+        {
+            await layer.RunAsync(step.Query.Data, step.Key.Data, step.Value.Data, 1, output, lse, KernelOptions(), cancellationToken);
+            _decodeAppends[step.Layer] = (step.Position, 0);
+        }
+        catch (Exception e)
+        {
+            layer.Restore();
+            throw e is ServiceException ? e : ServiceException.Unavailable($"shard {_setup!.Index}, decode layer {step.Layer}: {e.Message}");
+        }
+        finally
+        {
+            Account();
+        }
+
+        return new DecodePartial(0, heads, output, lse);
+    }
+
+    private AttentionOptions KernelOptions() =>
+        AttentionOptions.Default with { MaxThreads = resources.Options.KernelThreads > 0 ? resources.Options.KernelThreads : Environment.ProcessorCount };
 
     private string Silo => silo.SiloAddress.ToParsableString();
 

@@ -63,6 +63,21 @@ public sealed class AttentionServiceOptions
     /// </summary>
     public string CostProfile { get; set; } = "";
 
+    /// <summary>Default memory-tier budget: a quarter of what the GC may use, beside the shards' resident budget.</summary>
+    public static readonly long DefaultMemoryBudgetBytes = GC.GetGCMemoryInfo().TotalAvailableMemoryBytes / 4;
+
+    /// <summary>
+    /// Bytes of evicted KV blocks (retrieval sequences) the memory grains on this silo keep in memory together; past
+    /// it, a block's K and V go to a memory-mapped file under <see cref="MemorySpillDirectory"/>. 0 spills every block.
+    /// </summary>
+    public long MemoryBudgetBytes { get; set; } = DefaultMemoryBudgetBytes;
+
+    /// <summary>
+    /// Where memory grains spill blocks past <see cref="MemoryBudgetBytes"/>: each silo writes in a folder of its own,
+    /// held by a lock file; at start-up a silo removes the folders no live silo holds (a crashed silo's files).
+    /// </summary>
+    public string MemorySpillDirectory { get; set; } = Path.Combine(Path.GetTempPath(), "longcluster-memory");
+
     /// <summary>The profile <see cref="CostProfile"/> names.</summary>
     public HardwareProfile LoadCostProfile() => string.IsNullOrWhiteSpace(CostProfile) ? HardwareProfile.Default : HardwareProfile.Load(CostProfile);
 
@@ -96,6 +111,16 @@ public sealed class AttentionServiceOptions
         if (ReceiveTimeout <= TimeSpan.Zero || OrphanCheckInterval <= TimeSpan.Zero || KernelThreads < 0)
         {
             throw new ArgumentException("ReceiveTimeout and OrphanCheckInterval must be positive and KernelThreads >= 0", nameof(ReceiveTimeout));
+        }
+
+        if (MemoryBudgetBytes < 0)
+        {
+            throw new ArgumentException($"MemoryBudgetBytes must be >= 0 (0 spills every evicted block), got {MemoryBudgetBytes} (LongCluster__Service__MemoryBudgetBytes)", nameof(MemoryBudgetBytes));
+        }
+
+        if (string.IsNullOrWhiteSpace(MemorySpillDirectory) || MemorySpillDirectory.IndexOfAny(Path.GetInvalidPathChars()) >= 0)
+        {
+            throw new ArgumentException($"MemorySpillDirectory must be a folder path, got '{MemorySpillDirectory}' (LongCluster__Service__MemorySpillDirectory)", nameof(MemorySpillDirectory));
         }
 
         try

@@ -154,6 +154,45 @@ public static class RetrievalAttention
 
         var mean = new float[hkv * d];
         QuerySum(blockQuery, shape, mean);
+        RepresentativesOfSum(level, mean, blockKey, shape, count, positions, keySum);
+    }
+
+    /// <summary>
+    /// <see cref="Representatives{T}"/> of a block whose query sum <paramref name="querySum"/> <c>[Hkv, d]</c> is already
+    /// known (accumulated row by row with <see cref="AddQuerySum{T}"/> as the block's rows arrive, in order, which gives
+    /// the same bits as <see cref="QuerySum{T}"/> over the whole block): a holder that no longer has the block's Q.
+    /// </summary>
+    /// <param name="blockKey">K of the block's rows, <c>[B, Hkv, d]</c>.</param>
+    /// <param name="shape">The dimensions; QueryTokens and KeyTokens are both B.</param>
+    public static void RepresentativesOfSum<T>(ReadOnlySpan<float> querySum, ReadOnlySpan<T> blockKey, AttentionShape shape, int count, Span<int> positions, Span<float> keySum)
+        where T : unmanaged
+    {
+        CheckDtype<T>();
+        shape.Validate();
+        if (shape.KeyTokens != shape.QueryTokens || shape.KeyTokens < 1)
+        {
+            throw new ArgumentException($"a block's QueryTokens and KeyTokens are its rows, B >= 1: got {shape.QueryTokens} and {shape.KeyTokens}", nameof(shape));
+        }
+
+        if (count < 1 || count > shape.KeyTokens)
+        {
+            throw new ArgumentOutOfRangeException(nameof(count), count, $"representatives must be in 1..B ({shape.KeyTokens})");
+        }
+
+        CheckElements(querySum.Length, (long)shape.KeyValueHeads * shape.HeadDim, nameof(querySum), "[Hkv, d]");
+        CheckElements(blockKey.Length, shape.KeyValueElements, nameof(blockKey), "[B, Hkv, d]");
+        CheckElements(positions.Length, (long)shape.KeyValueHeads * count, nameof(positions), "[Hkv, count]");
+        CheckElements(keySum.Length, (long)shape.KeyValueHeads * shape.HeadDim, nameof(keySum), "[Hkv, d]");
+        RepresentativesOfSum(Simd.Best, querySum, blockKey, shape, count, positions, keySum);
+    }
+
+    private static void RepresentativesOfSum<T>(
+        SimdLevel level, ReadOnlySpan<float> mean, ReadOnlySpan<T> blockKey, AttentionShape shape, int count, Span<int> positions, Span<float> keySum)
+        where T : unmanaged
+    {
+        int b = shape.QueryTokens;
+        int d = shape.HeadDim;
+        int hkv = shape.KeyValueHeads;
         var keys = new float[b * d];
         var scores = new float[b];
         for (int g = 0; g < hkv; g++)
@@ -186,12 +225,22 @@ public static class RetrievalAttention
     public static void QuerySum<T>(ReadOnlySpan<T> query, AttentionShape shape, Span<float> sum)
         where T : unmanaged
     {
+        sum.Clear();
+        AddQuerySum(query, shape, sum);
+    }
+
+    /// <summary>
+    /// <see cref="QuerySum{T}"/> added to what <paramref name="sum"/> holds: a block's sum accumulated as its rows arrive
+    /// in several pieces, in the same order (and so to the same bits) as one call over all of them.
+    /// </summary>
+    public static void AddQuerySum<T>(ReadOnlySpan<T> query, AttentionShape shape, Span<float> sum)
+        where T : unmanaged
+    {
         CheckDtype<T>();
         shape.Validate();
         int d = shape.HeadDim;
         CheckElements(query.Length, shape.QueryElements, nameof(query), "[Tq, Hq, d]");
         CheckElements(sum.Length, (long)shape.KeyValueHeads * d, nameof(sum), "[Hkv, d]");
-        sum.Clear();
         Span<float> row = stackalloc float[d];
         for (int t = 0; t < shape.QueryTokens; t++)
         {

@@ -1,6 +1,7 @@
 using System.Net;
 using LongCluster.Grains;
 using LongCluster.Grains.Exchange;
+using LongCluster.Grains.Memory;
 using LongCluster.Grains.Placement;
 using LongCluster.Grains.Telemetry;
 using LongCluster.Grains.Status;
@@ -84,6 +85,9 @@ public static class SiloBuilderExtensions
         silo.Services.AddSingleton(options);
         // One kernel backend per process (KernelBackends.ForProcess): the silos of an in-process cluster share a device.
         silo.Services.AddSingleton(new SiloResources(options, KernelBackends.ForProcess(options.KernelBackend, options.DeviceBudgetBytes)));
+        // Made now, so a crashed silo's spill files are removed at start-up; the container disposes it (this silo's files) at shutdown.
+        var memory = new MemoryTier(options);
+        silo.Services.AddSingleton(_ => memory);
         silo.Services.AddSingleton<SiloApiEndpoint>();
         silo.Services.AddSingleton<SiloMetrics>();
         silo.Services.AddSingleton<RecentLayers>();

@@ -217,6 +217,35 @@ public sealed class RetrievalAttentionTests
         Assert.Equal([8f, 2f, 3f], keySum);
     }
 
+    [Theory]
+    [InlineData(new[] { 33 })]
+    [InlineData(new[] { 1, 7, 25 })]
+    [InlineData(new[] { 16, 1, 1, 15 })]
+    public void RepresentativesOfSum_QuerySumAddedInPieces_SameBitsAsWholeBlock(int[] pieces)
+    {
+        // A holder that gets a block's rows in several requests sums Q as they come: the same bits, the same choice.
+        var shape = new AttentionShape(33, 33, 6, 2, 19);
+        TestData.Inputs<BFloat16> x = TestData.Make<BFloat16>(shape, [], [], seed: 31);
+        var positions = new int[2 * 5];
+        var keySum = new float[2 * 19];
+        RetrievalAttention.Representatives<BFloat16>(x.Q, x.K, shape, 5, positions, keySum);
+
+        var sum = new float[2 * 19];
+        int row = 0;
+        foreach (int rows in pieces)
+        {
+            RetrievalAttention.AddQuerySum<BFloat16>(x.Q.AsSpan(row * 6 * 19, rows * 6 * 19), shape with { QueryTokens = rows, KeyTokens = rows }, sum);
+            row += rows;
+        }
+
+        var piecePositions = new int[2 * 5];
+        var pieceKeySum = new float[2 * 19];
+        RetrievalAttention.RepresentativesOfSum<BFloat16>(sum, x.K, shape, 5, piecePositions, pieceKeySum);
+        Assert.Equal(positions, piecePositions);
+        Assert.Equal(keySum, pieceKeySum);
+        Assert.Equal("querySum", Assert.Throws<ArgumentException>(() => RetrievalAttention.RepresentativesOfSum<BFloat16>(sum.AsSpan(1), x.K, shape, 5, piecePositions, pieceKeySum)).ParamName);
+    }
+
     [Fact]
     public void AttendRanges_OneKvHeadOverRanges_MatchesFullMaskOnThoseKeys()
     {

@@ -68,12 +68,12 @@ public sealed class BadRequestTests(ClusterFixture fixture) : IClassFixture<Clus
     [Theory]
     [InlineData("retrieval")]
     [InlineData("retrieval:block=64,topk=8")]
-    public async Task CreateSequence_RetrievalMask_RefusedAsOneNodeOnly(string mask)
+    public async Task CreateSequence_RetrievalMaskOnShards_RefusedWithTheReason(string mask)
     {
-        string body = $$"""{"queryHeads":4,"keyValueHeads":2,"headDim":8,"mask":"{{mask}}"}""";
+        string body = $$"""{"queryHeads":4,"keyValueHeads":2,"headDim":8,"shards":3,"mask":"{{mask}}"}""";
         ApiError error = await SendAsync(new HttpRequestMessage(HttpMethod.Post, "v1/sequences?id=retrieval") { Content = new StringContent(body, Encoding.UTF8, "application/json") }, 400);
-        Assert.Equal("mask", error.Field);
-        Assert.Contains("one node only", error.Error, StringComparison.Ordinal);
+        Assert.Equal("shards", error.Field);
+        Assert.Contains("retrieval mask runs on one shard", error.Error, StringComparison.Ordinal);
         Assert.False(error.Retryable);
     }
 

@@ -1,0 +1,335 @@
+using System.Runtime.InteropServices;
+using LongCluster.Kernels;
+using LongCluster.Tensors;
+
+namespace LongCluster.Grains.Memory;
+
+/// <summary>
+/// One layer of a retrieval sequence on its shard (DESIGN.md, "Memory tier: the retrieval rule"): the shard keeps the
+/// init rows and the local window (K, V) and the query sum of the block being filled; a block's representatives are
+/// fixed when its last row arrives, and whole blocks move to the layer's memory grains as the window slides. Each chunk
+/// of a request attends to its local window and init here, asks the memory grains for their best blocks, takes the
+/// top-k per KV head, and merges the holders' partials by LSE, in a fixed order (window, init, memory part 0, 1, …).
+/// Calls run one at a time (the shard's turn). <see cref="Checkpoint"/> marks a finished step; <see cref="Restore"/>
+/// undoes everything since (blocks already stored in memory grains are ignored: they sit past the evicted count and a
+/// retry stores them again).
+/// </summary>
+internal interface IRetrievalLayer
+{
+    /// <summary>Tokens of the sequence this layer has taken.</summary>
+    long Length { get; }
+
+    /// <summary>Rows whose K and V the shard itself holds (init and window).</summary>
+    long StoredRows { get; }
+
+    long StoredBytes { get; }
+
+    /// <summary>
+    /// Takes the next <paramref name="rows"/> rows of the sequence (one request: Q <c>[rows, Hq, d]</c>, K and V
+    /// <c>[rows, Hkv, d]</c> in the storage dtype) and writes their O <c>[rows, Hq, d]</c> and LSE <c>[rows, Hq]</c>.
+    /// </summary>
+    Task RunAsync(ReadOnlyMemory<byte> query, ReadOnlyMemory<byte> key, ReadOnlyMemory<byte> value, int rows, Memory<float> output, Memory<float> logSumExp, AttentionOptions options, CancellationToken cancellationToken);
+
+    void Checkpoint();
+
+    void Restore();
+
+    static IRetrievalLayer Create(DType dtype, RetrievalRule rule, MemoryShape shape, string sequence, string epoch, IMemoryGrain[] parts) => dtype switch
+    {
+        DType.F32 => new RetrievalLayer<float>(rule, shape, sequence, epoch, parts),
+        DType.F16 => new RetrievalLayer<Half>(rule, shape, sequence, epoch, parts),
+        DType.BF16 => new RetrievalLayer<BFloat16>(rule, shape, sequence, epoch, parts),
+        _ => throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "storage dtype must be f32, f16 or bf16"),
+    };
+}
+
+internal sealed class RetrievalLayer<T>(RetrievalRule rule, MemoryShape shape, string sequence, string epoch, IMemoryGrain[] parts) : IRetrievalLayer
+    where T : unmanaged
+{
+    private readonly int _d = shape.HeadDim;
+    private readonly int _hq = shape.QueryHeads;
+    private readonly int _hkv = shape.KeyValueHeads;
+    private readonly int _kvRow = shape.KeyValueHeads * shape.HeadDim * Marshal.SizeOf<T>();
+    private readonly int _qRow = shape.QueryHeads * shape.HeadDim * Marshal.SizeOf<T>();
+    private readonly RowBuffer _initKey = new(shape.KeyValueHeads * shape.HeadDim * Marshal.SizeOf<T>());
+    private readonly RowBuffer _initValue = new(shape.KeyValueHeads * shape.HeadDim * Marshal.SizeOf<T>());
+    private readonly RowBuffer _windowKey = new(shape.KeyValueHeads * shape.HeadDim * Marshal.SizeOf<T>());
+    private readonly RowBuffer _windowValue = new(shape.KeyValueHeads * shape.HeadDim * Marshal.SizeOf<T>());
+    private readonly Dictionary<int, float[]> _keySums = [];
+    private float[] _querySum = new float[shape.KeyValueHeads * shape.HeadDim];
+    private long _windowBase = rule.Init;
+    private long _length;
+    private int _evicted;
+    private (long Length, int Evicted, float[] QuerySum) _checkpoint = (0, 0, new float[shape.KeyValueHeads * shape.HeadDim]);
+
+    public long Length => _length;
+
+    public long StoredRows => _initKey.Count + _windowKey.Count;
+
+    public long StoredBytes => (2L * StoredRows * _kvRow) + ((long)_keySums.Count * _hkv * _d * sizeof(float));
+
+    public async Task RunAsync(
+        ReadOnlyMemory<byte> query, ReadOnlyMemory<byte> key, ReadOnlyMemory<byte> value, int rows, Memory<float> output, Memory<float> logSumExp, AttentionOptions options, CancellationToken cancellationToken)
+    {
+        long start = _length;
+        for (int c0 = 0; c0 < rows; c0 += rule.Chunk)
+        {
+            int n = Math.Min(rule.Chunk, rows - c0);
+            long t0 = start + c0;
+            ReadOnlyMemory<byte> chunkQuery = query.Slice(c0 * _qRow, n * _qRow);
+            Append(chunkQuery.Span, key.Span.Slice(c0 * _kvRow, n * _kvRow), value.Span.Slice(c0 * _kvRow, n * _kvRow), n);
+            int evicted = rule.EvictedBlocks(t0, rule.BlockCount(t0 + n));
+            await EvictAsync(evicted, cancellationToken);
+            Memory<float> o = output.Slice(c0 * _hq * _d, n * _hq * _d);
+            Memory<float> l = logSumExp.Slice(c0 * _hq, n * _hq);
+            Resident(chunkQuery.Span, t0, n, evicted, o.Span, l.Span, options);
+            if (evicted > 0)
+            {
+                int[][] chosen = await SelectAsync(chunkQuery, n, evicted, cancellationToken);
+                await AttendMemoryAsync(chunkQuery, n, evicted, chosen, o, l, cancellationToken);
+            }
+        }
+    }
+
+    public void Checkpoint()
+    {
+        long keep = rule.BlockStart(_evicted);
+        if (keep > _windowBase)
+        {
+            _windowKey.DropFront((int)(keep - _windowBase));
+            _windowValue.DropFront((int)(keep - _windowBase));
+            _windowBase = keep;
+        }
+
+        foreach (int block in _keySums.Keys.Where(b => b < _evicted).ToArray())
+        {
+            _keySums.Remove(block);
+        }
+
+        _checkpoint = (_length, _evicted, (float[])_querySum.Clone());
+    }
+
+    public void Restore()
+    {
+        (long length, int evicted, float[] querySum) = _checkpoint;
+        _initKey.Truncate((int)Math.Min(length, rule.Init));
+        _initValue.Truncate((int)Math.Min(length, rule.Init));
+        _windowKey.Truncate((int)Math.Max(0, length - _windowBase));
+        _windowValue.Truncate((int)Math.Max(0, length - _windowBase));
+        int blocks = rule.BlockCount(length);
+        foreach (int block in _keySums.Keys.Where(b => b >= blocks).ToArray())
+        {
+            _keySums.Remove(block);
+        }
+
+        _querySum = (float[])querySum.Clone();
+        _length = length;
+        _evicted = evicted;
+    }
+
+    /// <summary>Keeps a chunk's K and V rows and adds its queries to the sums of their blocks, fixing each block's representatives when its last row arrives.</summary>
+    private void Append(ReadOnlySpan<byte> query, ReadOnlySpan<byte> key, ReadOnlySpan<byte> value, int rows)
+    {
+        long t0 = _length;
+        int toInit = (int)Math.Clamp(rule.Init - t0, 0, rows);
+        _initKey.Append(key[..(toInit * _kvRow)]);
+        _initValue.Append(value[..(toInit * _kvRow)]);
+        _windowKey.Append(key[(toInit * _kvRow)..]);
+        _windowValue.Append(value[(toInit * _kvRow)..]);
+        var blockShape = new AttentionShape(rule.Block, rule.Block, _hq, _hkv, _d);
+        var positions = new int[_hkv * rule.Representatives];
+        for (int i = toInit; i < rows;)
+        {
+            long p = t0 + i;
+            int block = (int)((p - rule.Init) / rule.Block);
+            long blockEnd = rule.BlockStart(block) + rule.Block;
+            int run = (int)Math.Min(rows - i, blockEnd - p);
+            RetrievalAttention.AddQuerySum(MemoryMarshal.Cast<byte, T>(query.Slice(i * _qRow, run * _qRow)), blockShape with { QueryTokens = run, KeyTokens = run }, _querySum);
+            i += run;
+            if (p + run == blockEnd)
+            {
+                var keySum = new float[_hkv * _d];
+                RetrievalAttention.RepresentativesOfSum(_querySum, MemoryMarshal.Cast<byte, T>(_windowKey.Rows(WindowRow(rule.BlockStart(block)), rule.Block)), blockShape, rule.Representatives, positions, keySum);
+                _keySums[block] = keySum;
+                _querySum.AsSpan().Clear();
+            }
+        }
+
+        _length = t0 + rows;
+    }
+
+    /// <summary>Moves blocks <c>_evicted..evicted−1</c> to their memory grains (block j to part j mod parts), one call per part.</summary>
+    private async Task EvictAsync(int evicted, CancellationToken cancellationToken)
+    {
+        if (evicted <= _evicted)
+        {
+            return;
+        }
+
+        int sums = _hkv * _d;
+        var stores = new List<Task>();
+        for (int part = 0; part < parts.Length; part++)
+        {
+            int[] blocks = [.. Enumerable.Range(_evicted, evicted - _evicted).Where(j => j % parts.Length == part)];
+            if (blocks.Length == 0)
+            {
+                continue;
+            }
+
+            int blockBytes = rule.Block * _kvRow;
+            var keys = new byte[blocks.Length * blockBytes];
+            var values = new byte[blocks.Length * blockBytes];
+            var keySums = new float[blocks.Length * sums];
+            for (int i = 0; i < blocks.Length; i++)
+            {
+                int row = WindowRow(rule.BlockStart(blocks[i]));
+                _windowKey.Rows(row, rule.Block).CopyTo(keys.AsSpan(i * blockBytes));
+                _windowValue.Rows(row, rule.Block).CopyTo(values.AsSpan(i * blockBytes));
+                _keySums[blocks[i]].CopyTo(keySums, i * sums);
+            }
+
+            stores.Add(parts[part].StoreAsync(new MemoryStore(sequence, epoch, shape, blocks, keys, values, keySums), cancellationToken));
+        }
+
+        await Task.WhenAll(stores);
+        _evicted = evicted;
+    }
+
+    /// <summary>The chunk's partial over the keys the shard holds: the local window <c>[n_init + J·B, t]</c>, then init <c>[0, min(n_init, t+1))</c> merged in.</summary>
+    private void Resident(ReadOnlySpan<byte> chunkQuery, long t0, int n, int evicted, Span<float> output, Span<float> logSumExp, AttentionOptions options)
+    {
+        ReadOnlySpan<T> query = MemoryMarshal.Cast<byte, T>(chunkQuery);
+        long[] queryPositions = Positions(t0, n);
+        long windowStart = rule.BlockStart(evicted);
+        int local = (int)Math.Max(0, t0 + n - windowStart);
+        if (local > 0)
+        {
+            int row = WindowRow(windowStart);
+            Attention.Forward(
+                query, MemoryMarshal.Cast<byte, T>(_windowKey.Rows(row, local)), MemoryMarshal.Cast<byte, T>(_windowValue.Rows(row, local)),
+                new AttentionShape(n, local, _hq, _hkv, _d), AttentionMask.Causal, new AttentionTokens(queryPositions, Positions(windowStart, local)), output, logSumExp, options);
+        }
+        else
+        {
+            output.Clear();
+            logSumExp.Fill(float.NegativeInfinity);
+        }
+
+        int init = (int)Math.Min(rule.Init, t0 + n);
+        if (init > 0)
+        {
+            var o = new float[output.Length];
+            var l = new float[logSumExp.Length];
+            Attention.Forward(
+                query, MemoryMarshal.Cast<byte, T>(_initKey.Rows(0, init)), MemoryMarshal.Cast<byte, T>(_initValue.Rows(0, init)),
+                new AttentionShape(n, init, _hq, _hkv, _d), AttentionMask.Causal, new AttentionTokens(queryPositions, Positions(0, init)), o, l, options);
+            Attention.MergePartials(output, logSumExp, o, l, output, logSumExp, _d);
+        }
+    }
+
+    /// <summary>
+    /// The chunk's blocks per KV head: all evicted ones when there are no more than top-k, else each part's best
+    /// candidates, listed in ascending block order, and the global top-k of them (ties to the lower block).
+    /// </summary>
+    private async Task<int[][]> SelectAsync(ReadOnlyMemory<byte> chunkQuery, int n, int evicted, CancellationToken cancellationToken)
+    {
+        if (evicted <= rule.TopK)
+        {
+            int[] all = [.. Enumerable.Range(0, evicted)];
+            return [.. Enumerable.Range(0, _hkv).Select(_ => all)];
+        }
+
+        var querySum = new float[_hkv * _d];
+        RetrievalAttention.QuerySum(MemoryMarshal.Cast<byte, T>(chunkQuery.Span), new AttentionShape(n, n, _hq, _hkv, _d), querySum);
+        var calls = new List<Task<MemoryCandidates>>();
+        for (int part = 0; part < parts.Length; part++)
+        {
+            int held = Held(part, evicted);
+            if (held > 0)
+            {
+                calls.Add(parts[part].ScoreAsync(new MemoryScore(epoch, evicted, held, rule.TopK, querySum), cancellationToken));
+            }
+        }
+
+        MemoryCandidates[] candidates = await Task.WhenAll(calls);
+        var chosen = new int[_hkv][];
+        var pick = new int[rule.TopK];
+        for (int g = 0; g < _hkv; g++)
+        {
+            (int Block, float Score)[] listed = [.. candidates
+                .SelectMany(c => Enumerable.Range(0, c.PerHead).Select(i => (c.Blocks[(g * c.PerHead) + i], c.Scores[(g * c.PerHead) + i])))
+                .OrderBy(c => c.Item1)];
+            float[] scores = [.. listed.Select(c => c.Score)];
+            int count = RetrievalAttention.SelectTop(scores, rule.TopK, pick);
+            chosen[g] = [.. pick.Take(count).Select(i => listed[i].Block)];
+        }
+
+        return chosen;
+    }
+
+    /// <summary>Asks each part that holds chosen blocks for its partial, and merges them into the chunk's in part order.</summary>
+    private async Task AttendMemoryAsync(ReadOnlyMemory<byte> chunkQuery, int n, int evicted, int[][] chosen, Memory<float> output, Memory<float> logSumExp, CancellationToken cancellationToken)
+    {
+        byte[] query = chunkQuery.ToArray();
+        var calls = new List<Task<MemoryPartial>>();
+        for (int part = 0; part < parts.Length; part++)
+        {
+            int[][] here = [.. chosen.Select(blocks => blocks.Where(j => j % parts.Length == part).ToArray())];
+            if (here.Any(blocks => blocks.Length > 0))
+            {
+                calls.Add(parts[part].AttendAsync(new MemoryAttend(epoch, evicted, Held(part, evicted), n, query, here), cancellationToken));
+            }
+        }
+
+        foreach (MemoryPartial partial in await Task.WhenAll(calls))
+        {
+            Attention.MergePartials(output.Span, logSumExp.Span, partial.Output, partial.LogSumExp, output.Span, logSumExp.Span, _d);
+        }
+    }
+
+    /// <summary>Blocks below <paramref name="evicted"/> that live in part <paramref name="part"/> (block j in part j mod parts).</summary>
+    private int Held(int part, int evicted) => (evicted / parts.Length) + (part < evicted % parts.Length ? 1 : 0);
+
+    private int WindowRow(long position) => (int)(position - _windowBase);
+
+    private static long[] Positions(long start, int count)
+    {
+        var positions = new long[count];
+        for (int i = 0; i < count; i++)
+        {
+            positions[i] = start + i;
+        }
+
+        return positions;
+    }
+
+    /// <summary>Rows of one tensor that grow at the end and are dropped from the front.</summary>
+    private sealed class RowBuffer(int rowBytes)
+    {
+        private byte[] _bytes = [];
+
+        public int Count { get; private set; }
+
+        public ReadOnlySpan<byte> Rows(int first, int count) => _bytes.AsSpan(first * rowBytes, count * rowBytes);
+
+        public void Append(ReadOnlySpan<byte> rows)
+        {
+            int needed = (Count * rowBytes) + rows.Length;
+            if (needed > _bytes.Length)
+            {
+                Array.Resize(ref _bytes, Math.Max(needed, _bytes.Length * 2));
+            }
+
+            rows.CopyTo(_bytes.AsSpan(Count * rowBytes));
+            Count += rows.Length / rowBytes;
+        }
+
+        public void DropFront(int rows)
+        {
+            _bytes.AsSpan(rows * rowBytes, (Count - rows) * rowBytes).CopyTo(_bytes);
+            Count -= rows;
+        }
+
+        public void Truncate(int rows) => Count = Math.Min(Count, rows);
+    }
+}
