@@ -5,7 +5,10 @@ namespace LongCluster.Contracts;
 /// <summary>
 /// What a client asks for when it creates a sequence. <see cref="Shards"/> = 0 places one shard per active silo.
 /// <see cref="Mask"/> is <c>full</c>, <c>causal</c>, <c>window:W</c>, <c>prefix:N</c>, <c>document</c> or
-/// <c>document-causal</c> (not yet <c>retrieval</c>, which runs on one node only until the memory tier lands); <see cref="Layout"/> is <c>contiguous</c>, <c>striped[:S]</c>, <c>zigzag</c>,
+/// <c>document-causal</c> or <c>retrieval[:block=..,repr=..,topk=..,init=..,local=..,chunk=..]</c> (the memory tier's rule:
+/// one shard, whose evicted blocks live in memory grains on every silo; <see cref="Shards"/> must be 0 or 1 and the
+/// layout reads back as <c>contiguous</c>; each prefill chunk request and each decode token is one request of the rule);
+/// <see cref="Layout"/> is <c>contiguous</c>, <c>striped[:S]</c>, <c>zigzag</c>,
 /// <c>ulysses</c>, <c>hybrid:U</c> or <c>auto</c>; <see cref="DType"/> is the storage type (<c>f32</c>, <c>f16</c>, <c>bf16</c>).
 /// <c>auto</c> asks the coordinator to pick, at creation, the layout its cost model predicts fastest for a chunk of
 /// <see cref="AutoChunkTokens"/> tokens of this shape and mask on the sequence's shards; the sequence then keeps that

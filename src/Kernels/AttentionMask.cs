@@ -89,8 +89,8 @@ public readonly record struct AttentionMask
             // Well formed or not, the parameters are checked first so that their errors name the parameter.
             _ = RetrievalRule.Parse(text);
             throw new FormatException(
-                $"mask '{text}' is the retrieval rule, which depends on Q and K rather than positions: it runs on one node only "
-                + "(longcluster attend without --shards, --endpoint or --local-cluster; RetrievalAttention.Forward) until the memory tier (issue 10) lands");
+                $"mask '{text}' is the retrieval rule, which depends on Q and K rather than positions: it runs in longcluster attend "
+                + "(on one node, or on a cluster with --endpoint or --local-cluster) and in the service's sequences (one shard, evicted blocks in memory grains), not here");
         }
 
         bool document = false;

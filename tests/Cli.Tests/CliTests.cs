@@ -56,9 +56,10 @@ public sealed class CliTests : IDisposable
     }
 
     [Theory]
-    [InlineData(new int[0])]
-    [InlineData(new[] { 40, 1, 1, 58 })]
-    public void Attend_RetrievalMask_MatchesTheRulesReference(int[] requests)
+    [InlineData(new int[0], 0)]
+    [InlineData(new[] { 40, 1, 1, 58 }, 0)]
+    [InlineData(new[] { 40, 1, 1, 58 }, 3)]
+    public void Attend_RetrievalMask_MatchesTheRulesReference(int[] requests, int localCluster)
     {
         // 100 tokens, blocks of 8 after 4 init positions and a window of 16: chunks from 48 on choose 2 of 3+ evicted blocks.
         const string Mask = "retrieval:block=8,repr=2,topk=2,init=4,local=16,chunk=8";
@@ -75,7 +76,9 @@ public sealed class CliTests : IDisposable
         string output = Path.Combine(_directory, "out.safetensors");
         string[] requestOption = requests.Length > 0 ? ["--requests", string.Join(',', requests)] : [];
 
-        (int code, string stdout, string stderr) = Run(["attend", "--input", input, "--output", output, "--mask", Mask, .. requestOption]);
+        string[] clusterOption = localCluster > 0 ? ["--local-cluster", localCluster.ToString(CultureInfo.InvariantCulture)] : [];
+
+        (int code, string stdout, string stderr) = Run(["attend", "--input", input, "--output", output, "--mask", Mask, .. requestOption, .. clusterOption]);
 
         Assert.True(code == 0, stderr);
         Assert.Contains($"Tq=100 Tk=100 Hq=4 Hkv=2 d=16 BF16 mask={Mask}", stdout);
@@ -90,19 +93,17 @@ public sealed class CliTests : IDisposable
     }
 
     [Theory]
-    [InlineData(new[] { "attend", "--mask", "retrieval", "--shards", "2" }, "attend: --shards: the retrieval mask runs on one node only")]
-    [InlineData(new[] { "attend", "--mask", "retrieval", "--layout", "zigzag" }, "attend: --layout: the retrieval mask runs on one node only")]
-    [InlineData(new[] { "attend", "--mask", "retrieval", "--local-cluster", "2" }, "attend: --local-cluster: the retrieval mask runs on one node only")]
-    [InlineData(new[] { "attend", "--mask", "retrieval", "--endpoint", "http://127.0.0.1:1" }, "attend: --endpoint: the retrieval mask runs on one node only")]
+    [InlineData(new[] { "attend", "--mask", "retrieval", "--shards", "2" }, "attend: --shards: the retrieval mask runs on one shard")]
+    [InlineData(new[] { "attend", "--mask", "retrieval", "--layout", "zigzag" }, "attend: --layout: the retrieval mask runs on one shard")]
     [InlineData(new[] { "attend", "--mask", "retrieval", "--backend", "ilgpu" }, "attend: --backend: the retrieval mask runs on the CPU kernels only")]
     [InlineData(new[] { "attend", "--mask", "retrieval:block=0" }, "attend: --mask: mask 'retrieval:block=0': block must be >= 1, got 0")]
     [InlineData(new[] { "attend", "--mask", "retrieval:topk=2,speed=9" }, "unknown parameter 'speed'")]
     [InlineData(new[] { "attend", "--mask", "causal", "--requests", "3,4" }, "attend: --requests applies to the retrieval mask only")]
     [InlineData(new[] { "attend", "--mask", "retrieval", "--requests", "3,0" }, "attend: --requests must be a comma-separated list of integers in 1..")]
     [InlineData(new[] { "bench", "ring", "--mask", "retrieval" }, "bench ring: --mask: mask 'retrieval' is the retrieval rule")]
-    [InlineData(new[] { "bench", "decode", "--mask", "retrieval:topk=4" }, "runs on one node only")]
-    [InlineData(new[] { "demo", "--mask", "retrieval" }, "runs on one node only")]
-    [InlineData(new[] { "plan", "--tokens", "1024", "--shards", "2", "--mask", "retrieval" }, "runs on one node only")]
+    [InlineData(new[] { "bench", "decode", "--mask", "retrieval:topk=4" }, "runs in longcluster attend")]
+    [InlineData(new[] { "demo", "--mask", "retrieval" }, "runs in longcluster attend")]
+    [InlineData(new[] { "plan", "--tokens", "1024", "--shards", "2", "--mask", "retrieval" }, "runs in longcluster attend")]
     public void Retrieval_WhereNotSupported_Exit2WithTheReason(string[] args, string expected)
     {
         string[] withInput = args[0] == "attend" ? [.. args, "--input", "x.safetensors", "--output", "y.safetensors"] : args;

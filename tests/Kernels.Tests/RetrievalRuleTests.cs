@@ -54,11 +54,11 @@ public sealed class RetrievalRuleTests
     [Theory]
     [InlineData("retrieval")]
     [InlineData("retrieval:block=16,topk=2")]
-    public void AttentionMaskParse_Retrieval_RefusedAsOneNodeOnly(string text)
+    public void AttentionMaskParse_Retrieval_RefusedAsNotPositional(string text)
     {
         FormatException e = Assert.Throws<FormatException>(() => AttentionMask.Parse(text));
-        Assert.Contains("one node only", e.Message, StringComparison.Ordinal);
-        Assert.Contains("memory tier", e.Message, StringComparison.Ordinal);
+        Assert.Contains("depends on Q and K rather than positions", e.Message, StringComparison.Ordinal);
+        Assert.Contains("memory grains", e.Message, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -76,7 +76,7 @@ internal static class AttendCommand
         var tokens = new AttentionTokens(qPositions, kPositions, qDocuments, kDocuments);
         long started = Stopwatch.GetTimestamp();
         string where = "";
-        if (retrieval is { } rule)
+        if (retrieval is not null)
         {
             if (shape.QueryTokens != shape.KeyTokens || !IsIdentity(qPositions, shape.QueryTokens) || !IsIdentity(kPositions, shape.KeyTokens))
             {
@@ -87,10 +87,9 @@ internal static class AttendCommand
             {
                 throw new InputException($"--requests adds up to {requests.Sum(r => (long)r)} rows, not the {shape.QueryTokens} tokens of q");
             }
-
-            TensorChecks.Retrieval(q, k, v, shape, rule, requests, o, lse, kernelOptions);
         }
-        else if (options.Has("endpoint") || options.Has("local-cluster"))
+
+        if (options.Has("endpoint") || options.Has("local-cluster"))
         {
             if (options.Has("scale") || options.Has("threads") || options.Has("backend"))
             {
@@ -108,7 +107,12 @@ internal static class AttendCommand
                 throw new InputException($"q, k and v must share one dtype to be stored in a sequence, got {q.DType.SafetensorsName()}, {k.DType.SafetensorsName()}, {v.DType.SafetensorsName()}");
             }
 
-            where = ServiceAttend.Run(options, q, k, v, shape, mask, layoutText ?? "zigzag", options.Has("shards") ? shards : 0, qDocuments, o, lse);
+            where = ServiceAttend.Run(
+                options, q, k, v, shape, maskName, retrieval is null && mask.Document, layoutText ?? "zigzag", options.Has("shards") ? shards : 0, qDocuments, requests, o, lse);
+        }
+        else if (retrieval is { } rule)
+        {
+            TensorChecks.Retrieval(q, k, v, shape, rule, requests, o, lse, kernelOptions);
         }
         else if (layoutText is null)
         {
@@ -146,7 +150,8 @@ internal static class AttendCommand
 
     /// <summary>
     /// <c>--requests 100,1,1</c>: the rows of each request that built the sequence, for the retrieval mask (its chunks
-    /// restart at every request). The retrieval mask runs on this node's CPU kernels only until the memory tier lands.
+    /// restart at every request). The retrieval mask runs on this node's CPU kernels, or on a cluster's single shard
+    /// and memory grains (<c>--endpoint</c>, <c>--local-cluster</c>), one request each.
     /// </summary>
     private static int[] RequestRows(CommandLine options, RetrievalRule? retrieval)
     {
@@ -157,11 +162,11 @@ internal static class AttendCommand
                 : [];
         }
 
-        string? cluster = new[] { "shards", "layout", "endpoint", "local-cluster" }.FirstOrDefault(options.Has);
-        if (cluster is not null)
+        string? sharded = new[] { "shards", "layout" }.FirstOrDefault(options.Has);
+        if (sharded is not null)
         {
             throw new UsageException(
-                $"attend: --{cluster}: the retrieval mask runs on one node only (attend without --shards, --layout, --endpoint or --local-cluster) until the memory tier (issue 10) lands");
+                $"attend: --{sharded}: the retrieval mask runs on one shard (on this node, or on a cluster with --endpoint or --local-cluster, its evicted blocks in the silos' memory grains), not over context-parallel shards");
         }
 
         if (options.Has("backend") && options.Text("backend") != "cpu")

@@ -13,13 +13,19 @@ namespace LongCluster.Cli;
 /// </summary>
 internal static class ServiceAttend
 {
-    /// <summary>Fills <paramref name="output"/> and <paramref name="logSumExp"/>; returns a description of where it ran.</summary>
+    /// <summary>
+    /// Fills <paramref name="output"/> and <paramref name="logSumExp"/>; returns a description of where it ran. The
+    /// sequence is prefilled in requests of <paramref name="requests"/> rows (empty: one of all), which the retrieval
+    /// mask's chunks follow; documents are sent when <paramref name="useDocuments"/>.
+    /// </summary>
     public static string Run(
-        CommandLine options, HostTensor q, HostTensor k, HostTensor v, AttentionShape shape, AttentionMask mask, string layout, int shards, int[] documents, float[] output, float[] logSumExp) =>
-        RunAsync(options, q, k, v, shape, mask, layout, shards, documents, output, logSumExp).GetAwaiter().GetResult();
+        CommandLine options, HostTensor q, HostTensor k, HostTensor v, AttentionShape shape, string mask, bool useDocuments, string layout, int shards, int[] documents, int[] requests,
+        float[] output, float[] logSumExp) =>
+        RunAsync(options, q, k, v, shape, mask, useDocuments, layout, shards, documents, requests, output, logSumExp).GetAwaiter().GetResult();
 
     private static async Task<string> RunAsync(
-        CommandLine options, HostTensor q, HostTensor k, HostTensor v, AttentionShape shape, AttentionMask mask, string layout, int shards, int[] documents, float[] output, float[] logSumExp)
+        CommandLine options, HostTensor q, HostTensor k, HostTensor v, AttentionShape shape, string mask, bool useDocuments, string layout, int shards, int[] documents, int[] requests,
+        float[] output, float[] logSumExp)
     {
         await using ClusterTarget target = await ClusterTarget.StartAsync(options, "attend").ConfigureAwait(false);
         try
@@ -28,17 +34,28 @@ internal static class ServiceAttend
             var spec = new SequenceSpec
             {
                 Layers = 1, QueryHeads = shape.QueryHeads, KeyValueHeads = shape.KeyValueHeads, HeadDim = shape.HeadDim, DType = q.DType.SafetensorsName().ToLowerInvariant(),
-                Layout = layout, Mask = mask.ToString(), Shards = shards,
+                Layout = layout, Mask = mask, Shards = shards,
                 // One chunk of all the tokens: auto plans for exactly that.
                 AutoChunkTokens = layout == "auto" ? Math.Min(shape.QueryTokens, SequenceSpec.MaxAutoChunkTokens) : 0,
             };
             string id = $"attend-{Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(6))}";
             try
             {
+                int[] rows = requests.Length > 0 ? requests : [shape.QueryTokens];
                 (SequenceInfo info, IReadOnlyList<LayerOutput> layers) = await sdk.CreateAndPrefillAsync(
-                    spec, id, shape.QueryTokens, (_, _) => new LayerInput(q, k, v), mask.Document ? documents : null).ConfigureAwait(false);
+                    spec, id, rows[0], (_, _) => Rows(q, k, v, 0, rows[0]), useDocuments ? documents : null).ConfigureAwait(false);
                 layers[0].Output.CopyTo(output, 0);
                 layers[0].LogSumExp.CopyTo(logSumExp, 0);
+                int start = rows[0];
+                foreach (int count in rows.Skip(1))
+                {
+                    int first = start;
+                    IReadOnlyList<LayerOutput> next = await sdk.PrefillAsync(id, count, (_, _) => Rows(q, k, v, first, count), useDocuments ? documents[first..(first + count)] : null).ConfigureAwait(false);
+                    next[0].Output.CopyTo(output, (long)first * shape.QueryHeads * shape.HeadDim);
+                    next[0].LogSumExp.CopyTo(logSumExp, (long)first * shape.QueryHeads);
+                    start += count;
+                }
+
                 string chosen = info.LayoutChosen is null ? "" : string.Create(CultureInfo.InvariantCulture, $", chosen by auto: predicted {info.PredictedLayerMs:F1} ms");
                 return $"{target.Where} ({info.Shards} shards, layout {info.Spec.Layout}{chosen})";
             }
@@ -61,6 +78,23 @@ internal static class ServiceAttend
         catch (LongClusterException e)
         {
             throw new IOException($"attend: the cluster failed the request ({e.Code}, status {e.Status}): {e.Message}", e);
+        }
+    }
+
+    /// <summary>Rows <c>[first, first + count)</c> of q, k and v (all of them without a copy).</summary>
+    private static LayerInput Rows(HostTensor q, HostTensor k, HostTensor v, int first, int count)
+    {
+        if (first == 0 && count == q.Shape[0])
+        {
+            return new LayerInput(q, k, v);
+        }
+
+        return new LayerInput(Slice(q), Slice(k), Slice(v));
+
+        HostTensor Slice(HostTensor t)
+        {
+            long row = t.Data.LongLength / t.Shape[0];
+            return new HostTensor(t.DType, [count, t.Shape[1], t.Shape[2]], t.Data.AsSpan((int)(first * row), (int)(count * row)).ToArray());
         }
     }
 }
