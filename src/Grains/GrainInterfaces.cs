@@ -77,6 +77,13 @@ public interface ISequenceShardGrain : IGrainWithStringKey
     Task UndoDecodeAsync(string epoch, int layer, long position, CancellationToken cancellationToken);
 
     Task DeleteAsync(string epoch, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Replaces a retrieval layer's state, before any token was prefilled, with a history whose evicted blocks the
+    /// caller stored in the layer's memory grains (<c>bench retrieval</c>: a synthetic million-token history without a
+    /// million-token prefill). The coordinator is not told: the caller decodes through <see cref="DecodeAsync"/>.
+    /// </summary>
+    Task LoadRetrievalAsync(string epoch, Memory.RetrievalHistory history, CancellationToken cancellationToken);
 }
 
 /// <summary>

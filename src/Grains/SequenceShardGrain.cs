@@ -366,6 +366,34 @@ internal sealed class SequenceShardGrain(SiloResources resources, IRunExchangeFa
         return Task.CompletedTask;
     }
 
+    public Task LoadRetrievalAsync(string epoch, RetrievalHistory history, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(history);
+        Check(epoch);
+        if (_retrieval.Length == 0)
+        {
+            throw ServiceException.Invalid("mask", $"sequence '{_setup!.SequenceId}' is not a retrieval sequence");
+        }
+
+        CheckLayer(history.Layer);
+        if (_retrieval[history.Layer].Length != 0)
+        {
+            throw ServiceException.Conflict("layer", $"layer {history.Layer} already holds {_retrieval[history.Layer].Length} tokens");
+        }
+
+        try
+        {
+            _retrieval[history.Layer].Load(history);
+        }
+        catch (ArgumentException e)
+        {
+            throw ServiceException.Invalid("history", e.Message);
+        }
+
+        Account();
+        return Task.CompletedTask;
+    }
+
     public override Task OnActivateAsync(CancellationToken cancellationToken)
     {
         TimeSpan period = resources.Options.OrphanCheckInterval;

@@ -380,7 +380,7 @@ public sealed class CliTests : IDisposable
     [InlineData(new[] { "bench", "decode", "--tk", "0" }, "--tk must be an integer >= 1")]
     [InlineData(new[] { "bench", "decode", "--hq", "4" }, "--hq (4) must be a multiple of --hkv (8)")]
     [InlineData(new[] { "bench", "decode", "--dtype", "f64" }, "--dtype must be f32, f16 or bf16")]
-    [InlineData(new[] { "bench" }, "'bench decode', 'bench ring', 'bench transport', 'bench control', 'bench load', 'bench scaling' or 'bench gpu'")]
+    [InlineData(new[] { "bench" }, "'bench decode', 'bench ring', 'bench transport', 'bench control', 'bench load', 'bench scaling', 'bench gpu' or 'bench retrieval'")]
     [InlineData(new[] { "bench", "scaling", "--silos", "0" }, "bench scaling: --silos takes a comma-separated list of silo counts in 1..64, got '0' in '0'")]
     [InlineData(new[] { "bench", "scaling", "--silos", "1,x" }, "bench scaling: --silos takes a comma-separated list of silo counts in 1..64, got 'x' in '1,x'")]
     [InlineData(new[] { "bench", "scaling", "--silos", "2,2" }, "bench scaling: --silos lists 2 twice")]

@@ -50,6 +50,10 @@ public static class CliApp
           longcluster bench decode [--tk 262144] [--hq 32] [--hkv 8] [--d 128] [--mask full] [--dtype bf16] [--threads N] [--repeat 5] [--backend cpu|ilgpu]
               Times the decode kernel for one query row at position Tk-1; the last line is a JSON object with the
               GB/s of K and V read (2 * Tk * Hkv * d * sizeof(dtype) bytes over the median time) and ms.
+          longcluster bench retrieval [--tokens 1048576] [--hq 32] [--hkv 8] [--d 128] [--dtype bf16] [--silos 3] [--queries 200] [--mask retrieval:...]
+              A retrieval sequence with a synthetic history bulk-loaded into a local cluster's memory grains: decode
+              query p50/p99 for one layer, exact decode over the same history, needle recall (100 trials); a table,
+              then one JSON line with tokens, p50_ms, p99_ms, exact_decode_ms, needle_recall, resident_bytes, spilled_bytes.
           longcluster bench gpu [--probe] [--tokens 8192,32768] [--hq 32] [--hkv 8] [--d 128] [--dtypes f32,bf16] [--masks full,causal]
                                 [--decode-tk 262144] [--sgemm 8192] [--repeat 5] [--device cuda|cpu]
               The ILGPU kernels on the CUDA device, data resident: forward GFLOP/s beside cuBLAS SGEMM, decode GB/s
@@ -117,7 +121,8 @@ public static class CliApp
                 "bench" when rest.Length > 0 && rest[0] == "load" => BenchLoadCommand.Run(rest[1..], stdout),
                 "bench" when rest.Length > 0 && rest[0] == "scaling" => BenchScalingCommand.Run(rest[1..], stdout),
                 "bench" when rest.Length > 0 && rest[0] == "gpu" => BenchGpuCommand.Run(rest[1..], stdout, stderr),
-                "bench" => throw new UsageException("bench: say what to benchmark: 'longcluster bench kernel', 'bench decode', 'bench ring', 'bench transport', 'bench control', 'bench load', 'bench scaling' or 'bench gpu'"),
+                "bench" when rest.Length > 0 && rest[0] == "retrieval" => BenchRetrievalCommand.Run(rest[1..], stdout),
+                "bench" => throw new UsageException("bench: say what to benchmark: 'longcluster bench kernel', 'bench decode', 'bench ring', 'bench transport', 'bench control', 'bench load', 'bench scaling', 'bench gpu' or 'bench retrieval'"),
                 _ => throw new UsageException($"unknown command '{args[0]}' (commands: demo, attend, plan, local-cluster, silo, bench; see --help)"),
             };
         }

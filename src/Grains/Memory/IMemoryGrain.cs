@@ -33,6 +33,16 @@ public sealed record MemoryAttend(string Epoch, int Evicted, int Held, int Rows,
 [GenerateSerializer, Immutable]
 public sealed record MemoryPartial(float[] Output, float[] LogSumExp);
 
+/// <summary>
+/// A retrieval layer's shard-side state built elsewhere (a benchmark's synthetic history, whose evicted blocks were
+/// stored in the memory grains directly): <see cref="Length"/> tokens, blocks below <see cref="Evicted"/> in memory
+/// grains; K and V <c>[rows, Hkv, d]</c> of init <c>[0, min(init, Length))</c> and of the window
+/// <c>[init + Evicted · B, Length)</c>; the key sums <c>[n, Hkv, d]</c> of the window's whole blocks and the query sum
+/// <c>[Hkv, d]</c> of the block being filled.
+/// </summary>
+[GenerateSerializer, Immutable]
+public sealed record RetrievalHistory(int Layer, long Length, int Evicted, byte[] InitKey, byte[] InitValue, byte[] WindowKey, byte[] WindowValue, float[] WindowKeySums, float[] PendingQuerySum);
+
 /// <summary>What a memory grain holds: blocks, and their bytes in memory and in spill files.</summary>
 [GenerateSerializer, Immutable]
 public sealed record MemoryHolding(int Blocks, long ResidentBytes, long SpilledBytes);

@@ -34,6 +34,9 @@ internal interface IRetrievalLayer
 
     void Restore();
 
+    /// <summary>Takes <paramref name="history"/> as this layer's state (see <see cref="RetrievalHistory"/>); the sizes are checked.</summary>
+    void Load(RetrievalHistory history);
+
     static IRetrievalLayer Create(DType dtype, RetrievalRule rule, MemoryShape shape, string sequence, string epoch, IMemoryGrain[] parts) => dtype switch
     {
         DType.F32 => new RetrievalLayer<float>(rule, shape, sequence, epoch, parts),
@@ -125,6 +128,44 @@ internal sealed class RetrievalLayer<T>(RetrievalRule rule, MemoryShape shape, s
         _querySum = (float[])querySum.Clone();
         _length = length;
         _evicted = evicted;
+    }
+
+    public void Load(RetrievalHistory history)
+    {
+        int init = (int)Math.Min(rule.Init, history.Length);
+        long windowStart = rule.BlockStart(history.Evicted);
+        long window = history.Length - windowStart;
+        int windowBlocks = rule.BlockCount(history.Length) - history.Evicted;
+        int sums = _hkv * _d;
+        if (history.Evicted < 0 || history.Evicted > rule.EvictedBlocks(history.Length, rule.BlockCount(history.Length + 1)) || window < 0
+            || history.InitKey.Length != (long)init * _kvRow || history.InitValue.Length != history.InitKey.Length
+            || history.WindowKey.Length != window * _kvRow || history.WindowValue.Length != history.WindowKey.Length
+            || history.WindowKeySums.Length != (long)windowBlocks * sums || history.PendingQuerySum.Length != sums)
+        {
+            throw new ArgumentException(
+                $"a history of {history.Length} tokens with {history.Evicted} blocks evicted needs {init} init rows, {window} window rows of {_kvRow} bytes, "
+                + $"{windowBlocks} window key sums and one pending query sum of {sums} values");
+        }
+
+        _initKey.Truncate(0);
+        _initValue.Truncate(0);
+        _windowKey.Truncate(0);
+        _windowValue.Truncate(0);
+        _initKey.Append(history.InitKey);
+        _initValue.Append(history.InitValue);
+        _windowKey.Append(history.WindowKey);
+        _windowValue.Append(history.WindowValue);
+        _windowBase = windowStart;
+        _keySums.Clear();
+        for (int i = 0; i < windowBlocks; i++)
+        {
+            _keySums[history.Evicted + i] = history.WindowKeySums.AsSpan(i * sums, sums).ToArray();
+        }
+
+        history.PendingQuerySum.CopyTo(_querySum, 0);
+        _length = history.Length;
+        _evicted = history.Evicted;
+        Checkpoint();
     }
 
     /// <summary>Keeps a chunk's K and V rows and adds its queries to the sums of their blocks, fixing each block's representatives when its last row arrives.</summary>
