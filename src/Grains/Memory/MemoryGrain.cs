@@ -193,33 +193,55 @@ internal sealed class MemoryGrain(MemoryTier tier, SiloResources resources) : Gr
     }
 
     /// <summary>
-    /// Attends each KV head's chosen blocks, one forward call per block in ascending block order, merged by LSE in
-    /// that order (so a rerun gives the same bits), then writes the heads' rows into O <c>[rows, Hq, d]</c>.
+    /// Attends each KV head's chosen blocks: the head's rows of its blocks, in ascending block order, are gathered into
+    /// one scratch K/V (only this grain's blocks, only that head: a few hundred KiB) and its G query heads attend them in
+    /// one decode call (fixed key chunks, so a rerun gives the same bits); then the heads' rows go into O <c>[rows, Hq, d]</c>.
     /// </summary>
     private void Attend<T>(MemoryShape shape, MemoryAttend request, float[] output, float[] lse)
         where T : unmanaged
     {
         int rows = request.Rows;
         int d = shape.HeadDim;
-        int group = shape.QueryHeads / shape.KeyValueHeads;
-        var attention = new AttentionShape(rows, shape.Block, shape.QueryHeads, shape.KeyValueHeads, d);
+        int hkv = shape.KeyValueHeads;
+        int group = shape.QueryHeads / hkv;
         ReadOnlySpan<T> query = MemoryMarshal.Cast<byte, T>(request.Query);
+        var headQuery = new T[rows * group * d];
         var head = new float[rows * group * d];
         var headLse = new float[rows * group];
-        var part = new float[rows * group * d];
-        var partLse = new float[rows * group];
-        RowRange[] whole = [new RowRange(0, shape.Block)];
-        for (int g = 0; g < shape.KeyValueHeads; g++)
+        int most = request.Chosen.Max(c => c.Length);
+        var keys = new T[most * shape.Block * d];
+        var values = new T[most * shape.Block * d];
+        for (int g = 0; g < hkv; g++)
         {
-            head.AsSpan().Clear();
-            headLse.AsSpan().Fill(float.NegativeInfinity);
-            foreach (int block in request.Chosen[g])
+            int[] chosen = request.Chosen[g];
+            if (chosen.Length == 0)
             {
-                MemoryBlock data = _blocks[block].Data;
-                RetrievalAttention.AttendRanges(
-                    query, MemoryMarshal.Cast<byte, T>(data.Key), MemoryMarshal.Cast<byte, T>(data.Value), attention, g, whole, part, partLse,
+                head.AsSpan().Clear();
+                headLse.AsSpan().Fill(float.NegativeInfinity);
+            }
+            else
+            {
+                for (int i = 0; i < chosen.Length; i++)
+                {
+                    MemoryBlock data = _blocks[chosen[i]].Data;
+                    ReadOnlySpan<T> k = MemoryMarshal.Cast<byte, T>(data.Key);
+                    ReadOnlySpan<T> v = MemoryMarshal.Cast<byte, T>(data.Value);
+                    for (int m = 0; m < shape.Block; m++)
+                    {
+                        k.Slice(((m * hkv) + g) * d, d).CopyTo(keys.AsSpan(((i * shape.Block) + m) * d));
+                        v.Slice(((m * hkv) + g) * d, d).CopyTo(values.AsSpan(((i * shape.Block) + m) * d));
+                    }
+                }
+
+                for (int t = 0; t < rows; t++)
+                {
+                    query.Slice(((t * shape.QueryHeads) + (g * group)) * d, group * d).CopyTo(headQuery.AsSpan(t * group * d));
+                }
+
+                int keyRows = chosen.Length * shape.Block;
+                Attention.Decode<T>(
+                    headQuery, keys.AsSpan(0, keyRows * d), values.AsSpan(0, keyRows * d), new AttentionShape(rows, keyRows, group, 1, d), AttentionMask.Full, default, head, headLse,
                     AttentionOptions.Default with { MaxThreads = 1 });
-                Attention.MergePartials(head, headLse, part, partLse, head, headLse, d);
             }
 
             for (int t = 0; t < rows; t++)

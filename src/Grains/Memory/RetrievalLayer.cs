@@ -49,6 +49,9 @@ internal interface IRetrievalLayer
 internal sealed class RetrievalLayer<T>(RetrievalRule rule, MemoryShape shape, string sequence, string epoch, IMemoryGrain[] parts) : IRetrievalLayer
     where T : unmanaged
 {
+    /// <summary>Rows up to which a chunk's resident keys go through the decode kernel rather than the forward one.</summary>
+    private const int DecodeRows = 8;
+
     private readonly int _d = shape.HeadDim;
     private readonly int _hq = shape.QueryHeads;
     private readonly int _hkv = shape.KeyValueHeads;
@@ -246,9 +249,9 @@ internal sealed class RetrievalLayer<T>(RetrievalRule rule, MemoryShape shape, s
         if (local > 0)
         {
             int row = WindowRow(windowStart);
-            Attention.Forward(
+            Attend(
                 query, MemoryMarshal.Cast<byte, T>(_windowKey.Rows(row, local)), MemoryMarshal.Cast<byte, T>(_windowValue.Rows(row, local)),
-                new AttentionShape(n, local, _hq, _hkv, _d), AttentionMask.Causal, new AttentionTokens(queryPositions, Positions(windowStart, local)), output, logSumExp, options);
+                new AttentionShape(n, local, _hq, _hkv, _d), new AttentionTokens(queryPositions, Positions(windowStart, local)), output, logSumExp, options);
         }
         else
         {
@@ -261,10 +264,27 @@ internal sealed class RetrievalLayer<T>(RetrievalRule rule, MemoryShape shape, s
         {
             var o = new float[output.Length];
             var l = new float[logSumExp.Length];
-            Attention.Forward(
+            Attend(
                 query, MemoryMarshal.Cast<byte, T>(_initKey.Rows(0, init)), MemoryMarshal.Cast<byte, T>(_initValue.Rows(0, init)),
-                new AttentionShape(n, init, _hq, _hkv, _d), AttentionMask.Causal, new AttentionTokens(queryPositions, Positions(0, init)), o, l, options);
+                new AttentionShape(n, init, _hq, _hkv, _d), new AttentionTokens(queryPositions, Positions(0, init)), o, l, options);
             Attention.MergePartials(output, logSumExp, o, l, output, logSumExp, _d);
+        }
+    }
+
+    /// <summary>
+    /// Causal attention of a chunk's rows over keys the shard holds: the decode kernel (split over fixed key chunks) for
+    /// a few rows — a decode step —, the forward kernel for a prefill chunk.
+    /// </summary>
+    private static void Attend(
+        ReadOnlySpan<T> query, ReadOnlySpan<T> key, ReadOnlySpan<T> value, AttentionShape shape, scoped AttentionTokens tokens, Span<float> output, Span<float> logSumExp, AttentionOptions options)
+    {
+        if (shape.QueryTokens <= DecodeRows)
+        {
+            Attention.Decode(query, key, value, shape, AttentionMask.Causal, tokens, output, logSumExp, options);
+        }
+        else
+        {
+            Attention.Forward(query, key, value, shape, AttentionMask.Causal, tokens, output, logSumExp, options);
         }
     }
 
