@@ -1,3 +1,4 @@
+using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
@@ -56,11 +57,8 @@ internal static unsafe class OnlineSoftmax
     {
         if (l > 0f)
         {
-            float inverse = 1f / l;
-            for (int c = 0; c < headDim; c++)
-            {
-                output[c] = acc[c] * inverse;
-            }
+            // One rounded product per element, so the vector width does not change a bit.
+            TensorPrimitives.Multiply(new ReadOnlySpan<float>(acc, headDim), 1f / l, new Span<float>(output, headDim));
 
             *lse = (m * Ln2) + MathF.Log(l);
         }
