@@ -76,10 +76,15 @@ internal static class DemoCommand
         });
         int total = tokens + decode;
         DType dtype = DTypes.TryParseFloat(spec.DType, out DType parsed) ? parsed : DType.F32;
-        var data = Enumerable.Range(0, spec.Layers).Select(l => (
-            Q: TensorChecks.Synthetic(dtype, seed + (10 * l), total, spec.QueryHeads, spec.HeadDim),
-            K: TensorChecks.Synthetic(dtype, seed + (10 * l) + 1, total, spec.KeyValueHeads, spec.HeadDim),
-            V: TensorChecks.Synthetic(dtype, seed + (10 * l) + 2, total, spec.KeyValueHeads, spec.HeadDim))).ToArray();
+        // Seconds of work per layer at the larger sizes: a signal stops it between layers rather than after all of them.
+        var data = Enumerable.Range(0, spec.Layers).Select(l =>
+        {
+            stop.ThrowIfCancellationRequested();
+            return (
+                Q: TensorChecks.Synthetic(dtype, seed + (10 * l), total, spec.QueryHeads, spec.HeadDim),
+                K: TensorChecks.Synthetic(dtype, seed + (10 * l) + 1, total, spec.KeyValueHeads, spec.HeadDim),
+                V: TensorChecks.Synthetic(dtype, seed + (10 * l) + 2, total, spec.KeyValueHeads, spec.HeadDim));
+        }).ToArray();
         AttentionMask mask = AttentionMask.Parse(spec.Mask);
         int[]? documents = mask.Document ? [.. Enumerable.Range(0, total).Select(t => t / 1024)] : null;
 
