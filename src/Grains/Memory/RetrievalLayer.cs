@@ -88,10 +88,12 @@ internal sealed class RetrievalLayer<T>(RetrievalRule rule, MemoryShape shape, s
             await EvictAsync(evicted, cancellationToken);
             Memory<float> o = output.Slice(c0 * _hq * _d, n * _hq * _d);
             Memory<float> l = logSumExp.Slice(c0 * _hq, n * _hq);
+            // The memory grains score their blocks while the shard attends its window and init.
+            Task<int[][]>? selecting = evicted > 0 ? SelectAsync(chunkQuery, n, evicted, cancellationToken) : null;
             Resident(chunkQuery.Span, t0, n, evicted, o.Span, l.Span, options);
-            if (evicted > 0)
+            if (selecting is not null)
             {
-                int[][] chosen = await SelectAsync(chunkQuery, n, evicted, cancellationToken);
+                int[][] chosen = await selecting;
                 await AttendMemoryAsync(chunkQuery, n, evicted, chosen, o, l, cancellationToken);
             }
         }
@@ -315,14 +317,27 @@ internal sealed class RetrievalLayer<T>(RetrievalRule rule, MemoryShape shape, s
         MemoryCandidates[] candidates = await Task.WhenAll(calls);
         var chosen = new int[_hkv][];
         var pick = new int[rule.TopK];
+        int listed = candidates.Sum(c => c.PerHead);
+        var blocks = new int[listed];
+        var scores = new float[listed];
         for (int g = 0; g < _hkv; g++)
         {
-            (int Block, float Score)[] listed = [.. candidates
-                .SelectMany(c => Enumerable.Range(0, c.PerHead).Select(i => (c.Blocks[(g * c.PerHead) + i], c.Scores[(g * c.PerHead) + i])))
-                .OrderBy(c => c.Item1)];
-            float[] scores = [.. listed.Select(c => c.Score)];
+            int at = 0;
+            foreach (MemoryCandidates c in candidates)
+            {
+                c.Blocks.AsSpan(g * c.PerHead, c.PerHead).CopyTo(blocks.AsSpan(at));
+                c.Scores.AsSpan(g * c.PerHead, c.PerHead).CopyTo(scores.AsSpan(at));
+                at += c.PerHead;
+            }
+
+            // Ascending block order (the parts hold disjoint blocks), so that SelectTop's ties go to the lower block.
+            Array.Sort(blocks, scores);
             int count = RetrievalAttention.SelectTop(scores, rule.TopK, pick);
-            chosen[g] = [.. pick.Take(count).Select(i => listed[i].Block)];
+            chosen[g] = new int[count];
+            for (int i = 0; i < count; i++)
+            {
+                chosen[g][i] = blocks[pick[i]];
+            }
         }
 
         return chosen;
