@@ -192,6 +192,9 @@ internal sealed class MemoryGrain(MemoryTier tier, SiloResources resources) : Gr
         return Task.FromResult(new MemoryHolding(_data.Count, resident, spilled));
     }
 
+    public Task<int> CountAsync(string epoch, int evicted, CancellationToken cancellationToken) =>
+        Task.FromResult(_epoch == epoch ? Below(evicted) : 0);
+
     public Task DeleteAsync(string epoch, CancellationToken cancellationToken)
     {
         if (_epoch is null || _epoch == epoch)
@@ -322,8 +325,7 @@ internal sealed class MemoryGrain(MemoryTier tier, SiloResources resources) : Gr
     /// <summary>Checks the incarnation and that the <paramref name="held"/> blocks below <paramref name="evicted"/> the caller stored are all here.</summary>
     private MemoryShape Require(string epoch, int evicted, int held)
     {
-        int found = _ids.BinarySearch(evicted);
-        int here = found >= 0 ? found : ~found;
+        int here = Below(evicted);
         if (here < held || _shape is null)
         {
             throw ServiceException.Degraded(
@@ -336,6 +338,13 @@ internal sealed class MemoryGrain(MemoryTier tier, SiloResources resources) : Gr
         }
 
         return here == held ? _shape : throw ServiceException.Invalid("held", $"memory {this.GetPrimaryKeyString()} holds {here} blocks below {evicted}, not {held}");
+    }
+
+    /// <summary>Blocks held with ids below <paramref name="evicted"/>.</summary>
+    private int Below(int evicted)
+    {
+        int found = _ids.BinarySearch(evicted);
+        return found >= 0 ? found : ~found;
     }
 
     private void Free()

@@ -34,6 +34,12 @@ internal interface IRetrievalLayer
 
     void Restore();
 
+    /// <summary>
+    /// Asks every memory grain whether it still holds the blocks stored in it below the evicted count: null when all do,
+    /// else what is missing where (a grain re-activated after its silo failed holds none).
+    /// </summary>
+    Task<string?> MissingAsync(CancellationToken cancellationToken);
+
     /// <summary>Takes <paramref name="history"/> as this layer's state (see <see cref="RetrievalHistory"/>); the sizes are checked.</summary>
     void Load(RetrievalHistory history);
 
@@ -133,6 +139,22 @@ internal sealed class RetrievalLayer<T>(RetrievalRule rule, MemoryShape shape, s
         _querySum = (float[])querySum.Clone();
         _length = length;
         _evicted = evicted;
+    }
+
+    public async Task<string?> MissingAsync(CancellationToken cancellationToken)
+    {
+        // Blocks below the count are stored before it moves (EvictAsync), so every one of them should be there.
+        int evicted = _evicted;
+        int[] held = await Task.WhenAll(parts.Select((part, i) => Held(i, evicted) > 0 ? part.CountAsync(epoch, evicted, cancellationToken) : Task.FromResult(0)));
+        for (int i = 0; i < parts.Length; i++)
+        {
+            if (held[i] < Held(i, evicted))
+            {
+                return $"memory part {i} holds {held[i]} of the {Held(i, evicted)} evicted blocks stored in it (its silo failed)";
+            }
+        }
+
+        return null;
     }
 
     public void Load(RetrievalHistory history)
