@@ -12,7 +12,7 @@ namespace LongCluster.Grains;
 
 /// <summary>
 /// One shard of one sequence. Calls run one at a time (the runtime's turn guarantee), except
-/// <see cref="DescribeAsync"/> (reads counters) and <see cref="AbortRunAsync"/> (touches only the
+/// <see cref="DescribeAsync"/> (reads counters, and asks a retrieval sequence's memory grains for their block counts) and <see cref="AbortRunAsync"/> (touches only the
 /// <see cref="_runLock"/>-guarded run state and the exchange) and <see cref="DeliverAsync"/> (hands a frame to the
 /// silo's mailboxes). The KV segments live only here: an activation created after its silo failed has no setup and
 /// answers every call with a <see cref="ServiceErrorCode.Degraded"/> refusal. Orleans never collects a shard
@@ -78,10 +78,20 @@ internal sealed class SequenceShardGrain(SiloResources resources, IRunExchangeFa
         return Task.FromResult(Info());
     }
 
-    public Task<ShardInfo> DescribeAsync(string epoch, CancellationToken cancellationToken)
+    public async Task<ShardInfo> DescribeAsync(string epoch, CancellationToken cancellationToken)
     {
         Check(epoch);
-        return Task.FromResult(Info());
+        // A retrieval sequence's evicted blocks live in memory grains: one that lost them degrades the sequence now,
+        // not at the next step that would need them.
+        for (int layer = 0; layer < _retrieval.Length; layer++)
+        {
+            if (await _retrieval[layer].MissingAsync(cancellationToken) is { } missing)
+            {
+                throw ServiceException.Degraded($"layer {layer}: {missing}");
+            }
+        }
+
+        return Info();
     }
 
     public Task BeginChunkAsync(string epoch, int chunk, int tokens, long[] positions, int[] documents, CancellationToken cancellationToken)

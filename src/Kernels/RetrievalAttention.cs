@@ -13,6 +13,9 @@ namespace LongCluster.Kernels;
 /// </summary>
 public static class RetrievalAttention
 {
+    /// <summary>Key sums scored per tile by <see cref="ScoreBlocks"/>: well within a core's L2, so a tile's rows stay cached while every head reads them.</summary>
+    private const int ScoreTileBytes = 256 * 1024;
+
     /// <summary>
     /// O <c>[T, Hq, d]</c> and LSE <c>[T, Hq]</c> of every row of a sequence of T tokens under the rule: Q, K and V are
     /// the same positions 0..T−1 (<c>shape.QueryTokens == shape.KeyTokens</c>), built by requests of
@@ -283,13 +286,21 @@ public static class RetrievalAttention
             return;
         }
 
+        // Tile by tile, every head within a tile: one streaming pass over the key sums (a head at a time over all of them
+        // reads each block's row once per head, a page apart, at a million tokens tens of MiB per head). A tile starts at
+        // a multiple of 4 blocks, where Dots starts its groups of 4, so every score has the bits of one call over all.
+        int tile = Math.Max(4, ScoreTileBytes / (int)(row * sizeof(float)) / 4 * 4);
         unsafe
         {
             fixed (float* q = querySum, k = blockKeySums, s = scores)
             {
-                for (int g = 0; g < keyValueHeads; g++)
+                for (int first = 0; first < blocks; first += tile)
                 {
-                    VectorMath.Dots(level, k + (g * headDim), (int)row, blocks, q + (g * headDim), headDim, s + ((long)g * blocks), 1);
+                    int count = Math.Min(tile, blocks - first);
+                    for (int g = 0; g < keyValueHeads; g++)
+                    {
+                        VectorMath.Dots(level, k + (first * row) + (g * headDim), (int)row, count, q + (g * headDim), headDim, s + ((long)g * blocks) + first, 1);
+                    }
                 }
             }
         }

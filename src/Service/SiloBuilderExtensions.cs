@@ -90,6 +90,12 @@ public static class SiloBuilderExtensions
         silo.Services.AddSingleton(_ => memory);
         silo.Services.AddSingleton<SiloApiEndpoint>();
         silo.Services.AddSingleton<SiloMetrics>();
+        // Made at start-up, so a silo's gauges exist before (and whether or not) a grain that needs them activates there.
+        silo.AddStartupTask((services, cancellationToken) =>
+        {
+            _ = services.GetRequiredService<SiloMetrics>();
+            return Task.CompletedTask;
+        });
         silo.Services.AddSingleton<RecentLayers>();
         silo.Services.AddSingleton<SiloStatusClient>();
         silo.AddGrainService<SiloStatusService>();

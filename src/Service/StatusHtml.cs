@@ -119,7 +119,7 @@ internal static class StatusHtml
         html.Append(CultureInfo.InvariantCulture, $"""
             <h2>Silos ({silos.Count})</h2>
             <table id="silos">
-            <thead><tr><th>silo</th><th>name</th><th>status</th><th>client API</th><th class="num">resident</th><th class="num">budget</th><th>sequences with a shard here</th></tr></thead>
+            <thead><tr><th>silo</th><th>name</th><th>status</th><th>client API</th><th class="num">resident</th><th class="num">budget</th><th class="num">memory tier</th><th class="num">spilled</th><th>sequences with a shard here</th></tr></thead>
             <tbody>
 
             """);
@@ -128,11 +128,11 @@ internal static class StatusHtml
             html.Append(CultureInfo.InvariantCulture, $"""<tr data-silo="{E(silo.Address)}"><td><code>{E(silo.Address)}</code></td><td>{E(silo.Name)}</td><td><span class="{E(silo.Status)}">{E(silo.Status)}</span></td>""");
             if (silo.Report is { } report)
             {
-                html.Append(CultureInfo.InvariantCulture, $"""<td>{E(report.Endpoint)}</td><td class="num">{Bytes(report.ResidentBytes)}</td><td class="num">{Bytes(report.MaxResidentBytes)}</td><td>{E(string.Join(", ", report.Sequences))}</td>""");
+                html.Append(CultureInfo.InvariantCulture, $"""<td>{E(report.Endpoint)}</td><td class="num">{Bytes(report.ResidentBytes)}</td><td class="num">{Bytes(report.MaxResidentBytes)}</td><td class="num">{Bytes(report.MemoryResidentBytes)}</td><td class="num">{Bytes(report.MemorySpilledBytes)}</td><td>{E(string.Join(", ", report.Sequences))}</td>""");
             }
             else
             {
-                html.Append(CultureInfo.InvariantCulture, $"""<td colspan="4" class="problem">{E(silo.Problem ?? "")}</td>""");
+                html.Append(CultureInfo.InvariantCulture, $"""<td colspan="6" class="problem">{E(silo.Problem ?? "")}</td>""");
             }
 
             html.Append("</tr>\n");
@@ -141,7 +141,7 @@ internal static class StatusHtml
         html.Append("""
             </tbody>
             </table>
-            <p class="note">Resident: bytes a silo's shards hold in memory (KV of every layer, pending uploads, unread outputs), against its budget (<code>MaxResidentBytes</code>). Spilled bytes arrive with the memory tier; until then nothing spills.</p>
+            <p class="note">Resident: bytes a silo's shards hold in memory (KV of every layer, pending uploads, unread outputs), against its budget (<code>MaxResidentBytes</code>). Memory tier: evicted blocks of retrieval sequences (K, V, key sums) its memory grains hold in memory, against <code>Service:MemoryBudgetBytes</code>; spilled: their K and V in memory-mapped files past it.</p>
 
             """);
     }

@@ -185,6 +185,50 @@ public sealed class RetrievalAttentionTests
         Assert.Equal("logSumExp", Assert.Throws<ArgumentException>(() => RetrievalAttention.Forward<float>(q, kv, kv, shape, Small, [], o, new float[3])).ParamName);
     }
 
+    /// <summary>
+    /// Block counts around the score tile (256 KiB of key sums: 64 blocks at Hkv 8 × d 128, 2048 at 1 × 32) and the
+    /// groups of 4 within it, Hkv · d under and past a vector: every score against a float64 dot, and a block's score
+    /// the same bits whether it is scored with the blocks after it or without.
+    /// </summary>
+    [Theory]
+    [InlineData(8, 128, new[] { 1, 3, 4, 63, 64, 65, 67, 130, 259 })]
+    [InlineData(1, 32, new[] { 5, 2047, 2048, 2049, 4103 })]
+    [InlineData(3, 33, new[] { 1, 7, 700, 2001 })]
+    public void ScoreBlocks_AcrossTiles_MatchFloat64AndIgnoreLaterBlocks(int hkv, int d, int[] counts)
+    {
+        var random = new Random(11);
+        int row = hkv * d;
+        float[] query = [.. Enumerable.Range(0, row).Select(_ => (float)((random.NextDouble() * 2) - 1))];
+        float[] sums = [.. Enumerable.Range(0, counts.Max() * row).Select(_ => (float)((random.NextDouble() * 2) - 1))];
+        float[] all = new float[hkv * counts.Max()];
+        RetrievalAttention.ScoreBlocks(query, sums, hkv, d, all);
+        foreach (int blocks in counts)
+        {
+            var scores = new float[hkv * blocks];
+            RetrievalAttention.ScoreBlocks(query, sums.AsSpan(0, blocks * row), hkv, d, scores);
+            for (int g = 0; g < hkv; g++)
+            {
+                for (int j = 0; j < blocks; j++)
+                {
+                    double expected = 0;
+                    double magnitude = 0;
+                    for (int c = 0; c < d; c++)
+                    {
+                        expected += (double)query[(g * d) + c] * sums[(j * row) + (g * d) + c];
+                        magnitude += Math.Abs((double)query[(g * d) + c] * sums[(j * row) + (g * d) + c]);
+                    }
+
+                    float score = scores[(g * blocks) + j];
+                    Assert.True(Math.Abs(score - expected) <= 1e-5 * magnitude, $"blocks {blocks}, head {g}, block {j}: {score} against {expected}");
+                    if (j < blocks / 4 * 4)
+                    {
+                        Assert.Equal(BitConverter.SingleToInt32Bits(all[(g * counts.Max()) + j]), BitConverter.SingleToInt32Bits(score));
+                    }
+                }
+            }
+        }
+    }
+
     [Fact]
     public void SelectTop_TiesToLowerIndex_AscendingOutput()
     {

@@ -4,7 +4,7 @@ using LongCluster.Kernels;
 
 namespace LongCluster.Service.Tests;
 
-/// <summary>A silo killed with memory grains of a retrieval sequence on it: the sequence turns degraded, never answers wrong.</summary>
+/// <summary>A silo killed with memory grains of a retrieval sequence on it: the sequence turns degraded (as soon as it is described), never answers wrong.</summary>
 public sealed class RetrievalFailureTests
 {
     [Fact]
@@ -28,13 +28,14 @@ public sealed class RetrievalFailureTests
             await silo.WaitForMembershipAsync(v => v.GetSiloStatus(dead) != SiloStatus.Active, CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(30));
         }
 
+        // Describing the sequence finds the lost blocks before any step needs them.
         using LongClusterClient survivor = cluster.NewClient(retries: 0);
+        SequenceInfo after = await survivor.GetSequenceAsync("forgetful");
+        Assert.Equal(SequenceState.Degraded, after.State);
+        Assert.Contains("memory part", after.Problem, StringComparison.Ordinal);
         LayerInput row = RetrievalTests.Input(spec, layers[0], 200, 1);
         LongClusterException refused = await Assert.ThrowsAsync<LongClusterException>(() => survivor.DecodeAsync("forgetful", 0, row.Query, row.Key, row.Value));
         Assert.Equal((409, "degraded", false), (refused.Status, refused.Code, refused.IsRetryable));
-        SequenceInfo after = await survivor.GetSequenceAsync("forgetful");
-        Assert.Equal(SequenceState.Degraded, after.State);
-        Assert.Contains("memory", after.Problem, StringComparison.Ordinal);
         await survivor.DeleteSequenceAsync("forgetful");
     }
 }

@@ -1,7 +1,10 @@
+using System.Net.Http.Headers;
+using System.Text.Json;
 using LongCluster.Client;
 using LongCluster.Contracts;
 using LongCluster.Grains;
 using LongCluster.Grains.Memory;
+using LongCluster.Grains.Status;
 using LongCluster.Kernels;
 using LongCluster.Tensors;
 using Microsoft.Extensions.DependencyInjection;
@@ -124,6 +127,7 @@ public sealed class RetrievalTests(ClusterFixture fixture) : IClassFixture<Clust
             Assert.Equal(s_spec.Layers * evicted * 2 * blockBytes, spilledBytes);
             Assert.Equal(s_spec.Layers * evicted, files);
             Assert.Equal(files, Directory.GetFiles(folder, "*.kv", SearchOption.AllDirectories).Length);
+            await AssertReportedAsync(spilling);
 
             await client.DeleteSequenceAsync("retrieval-spilled");
             Assert.Equal((0L, 0L, 0), Held(spilling));
@@ -230,6 +234,24 @@ public sealed class RetrievalTests(ClusterFixture fixture) : IClassFixture<Clust
     }
 
     private static AttentionShape Shape(SequenceSpec spec, int tokens) => new(tokens, tokens, spec.QueryHeads, spec.KeyValueHeads, spec.HeadDim);
+
+    /// <summary>Every silo's memory tier bytes (resident, spilled) as its metrics and its status report give them.</summary>
+    private static async Task AssertReportedAsync(LocalAttentionCluster cluster)
+    {
+        using var http = new HttpClient { BaseAddress = cluster.Endpoints[0] };
+        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", cluster.ApiToken);
+        string metrics = await http.GetStringAsync(new Uri("/metrics", UriKind.Relative));
+        ClusterStatus status = JsonSerializer.Deserialize<ClusterStatus>(
+            await http.GetStringAsync(new Uri("/status.json", UriKind.Relative)), new JsonSerializerOptions(JsonSerializerDefaults.Web))!;
+        foreach (LocalSilo silo in cluster.Silos)
+        {
+            MemoryTier tier = silo.Services.GetRequiredService<MemoryTier>();
+            Assert.Equal(tier.ResidentBytes, TelemetryTests.Sum(metrics, "longcluster_memory_resident_bytes", $"silo=\"{silo.Address}\""));
+            Assert.Equal(tier.SpilledBytes, TelemetryTests.Sum(metrics, "longcluster_memory_spilled_bytes", $"silo=\"{silo.Address}\""));
+            SiloReport report = status.Silos.Single(s => s.Address == silo.Address).Report!;
+            Assert.Equal((tier.ResidentBytes, tier.SpilledBytes), (report.MemoryResidentBytes, report.MemorySpilledBytes));
+        }
+    }
 
     /// <summary>Bytes in memory, bytes spilled and spill files, over every silo's memory tier.</summary>
     internal static (long Resident, long Spilled, int Files) Held(LocalAttentionCluster cluster)

@@ -64,6 +64,13 @@ public interface IMemoryGrain : IGrainWithStringKey
     [AlwaysInterleave]
     Task<MemoryHolding> DescribeAsync(CancellationToken cancellationToken);
 
+    /// <summary>
+    /// How many blocks below <paramref name="evicted"/> of incarnation <paramref name="epoch"/> it holds (0 for an
+    /// activation that holds none, such as one made after its silo failed): its holder compares it with what it stored.
+    /// </summary>
+    [AlwaysInterleave]
+    Task<int> CountAsync(string epoch, int evicted, CancellationToken cancellationToken);
+
     /// <summary>Frees every block (and spill file) of incarnation <paramref name="epoch"/>.</summary>
     Task DeleteAsync(string epoch, CancellationToken cancellationToken);
 }

@@ -1,48 +1,49 @@
 using System.IO.MemoryMappedFiles;
+using System.Runtime.InteropServices;
 
 namespace LongCluster.Grains.Memory;
 
 /// <summary>
-/// One evicted block's K and V bytes (the same length each), in a managed array or in a read-only memory-mapped file
-/// that is deleted when the block is disposed. The spans are valid until then.
+/// One evicted block's K and V bytes (the same length each), in native memory or in a read-only memory-mapped file
+/// that is deleted when the block is disposed. The spans are valid until then. Native, not a managed array: a
+/// million-token history is gigabytes of half-MiB blocks, which on the large-object heap would drive the silo's gen2
+/// collections (and their pauses, which showed as the decode benchmark's p99).
 /// </summary>
 internal sealed unsafe class MemoryBlock : IDisposable
 {
     private readonly MemoryTier _tier;
     private readonly long _extra;
-    private readonly byte[]? _bytes;
     private readonly string? _path;
     private readonly MemoryMappedFile? _file;
     private readonly MemoryMappedViewAccessor? _view;
-    private readonly byte* _mapped;
+    private readonly byte* _data;
     private readonly int _length;
     private bool _disposed;
 
-    private MemoryBlock(MemoryTier tier, int length, long extra, byte[]? bytes, string? path, MemoryMappedFile? file, MemoryMappedViewAccessor? view, byte* mapped)
+    private MemoryBlock(MemoryTier tier, int length, long extra, string? path, MemoryMappedFile? file, MemoryMappedViewAccessor? view, byte* data)
     {
         _tier = tier;
         _length = length;
         _extra = extra;
-        _bytes = bytes;
         _path = path;
         _file = file;
         _view = view;
-        _mapped = mapped;
+        _data = data;
     }
 
     public bool Spilled => _path is not null;
 
-    public ReadOnlySpan<byte> Key => _bytes is not null ? _bytes.AsSpan(0, _length) : new ReadOnlySpan<byte>(_mapped, _length);
+    public ReadOnlySpan<byte> Key => new(_data, _length);
 
-    public ReadOnlySpan<byte> Value => _bytes is not null ? _bytes.AsSpan(_length, _length) : new ReadOnlySpan<byte>(_mapped + _length, _length);
+    public ReadOnlySpan<byte> Value => new(_data + _length, _length);
 
     public static MemoryBlock InMemory(MemoryTier tier, ReadOnlySpan<byte> key, ReadOnlySpan<byte> value, long extra)
     {
         CheckLengths(key, value);
-        var bytes = new byte[key.Length * 2];
-        key.CopyTo(bytes);
-        value.CopyTo(bytes.AsSpan(key.Length));
-        return new MemoryBlock(tier, key.Length, extra, bytes, null, null, null, null);
+        byte* bytes = (byte*)NativeMemory.Alloc((nuint)key.Length * 2);
+        key.CopyTo(new Span<byte>(bytes, key.Length));
+        value.CopyTo(new Span<byte>(bytes + key.Length, value.Length));
+        return new MemoryBlock(tier, key.Length, extra, null, null, null, bytes);
     }
 
     public static MemoryBlock Spill(MemoryTier tier, string path, ReadOnlySpan<byte> key, ReadOnlySpan<byte> value, long extra)
@@ -62,7 +63,7 @@ internal sealed unsafe class MemoryBlock : IDisposable
             view = file.CreateViewAccessor(0, 0, MemoryMappedFileAccess.Read);
             byte* pointer = null;
             view.SafeMemoryMappedViewHandle.AcquirePointer(ref pointer);
-            return new MemoryBlock(tier, key.Length, extra, null, path, file, view, pointer + view.PointerOffset);
+            return new MemoryBlock(tier, key.Length, extra, path, file, view, pointer + view.PointerOffset);
         }
         catch
         {
@@ -87,6 +88,10 @@ internal sealed unsafe class MemoryBlock : IDisposable
             _view.Dispose();
             _file!.Dispose();
             File.Delete(_path!);
+        }
+        else
+        {
+            NativeMemory.Free(_data);
         }
 
         _tier.Released(2L * _length, _extra, Spilled);

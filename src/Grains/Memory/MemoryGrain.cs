@@ -14,12 +14,26 @@ namespace LongCluster.Grains.Memory;
 [KeepAlive]
 internal sealed class MemoryGrain(MemoryTier tier, SiloResources resources) : Grain, IMemoryGrain
 {
-    private readonly SortedDictionary<int, (MemoryBlock Data, float[] KeySum)> _blocks = [];
+    // The blocks in ascending id order: ids, their K/V (head-major, [Hkv, B, d] each), and their key sums packed
+    // [count, Hkv, d] in the same order, so a score is one streaming pass over one array. Blocks come in ascending
+    // order (a retry stores the same ids again), so a store appends; an id below the last one is inserted in place.
+    private readonly List<int> _ids = [];
+    private readonly List<MemoryBlock> _data = [];
+    private float[] _keySums = [];
+
+    // Scratch of one call at a time (calls run one at a time), kept so a step allocates only what it returns.
+    private float[] _scores = [];
+    private int[] _pick = [];
+    private byte[] _gatherKey = [];
+    private byte[] _gatherValue = [];
+    private byte[] _headQuery = [];
+    private float[] _headOutput = [];
+    private float[] _headLse = [];
+
     private string? _sequence;
     private string? _epoch;
     private MemoryShape? _shape;
     private DType _dtype;
-    private (int Count, float[] Sums) _packed = (0, []);
 
     /// <summary>The grain key of part <paramref name="part"/> of <paramref name="parts"/> of layer <paramref name="layer"/>'s memory.</summary>
     public static string Key(string sequence, string epoch, int layer, int part, int parts) =>
@@ -57,18 +71,32 @@ internal sealed class MemoryGrain(MemoryTier tier, SiloResources resources) : Gr
         _epoch = blocks.Epoch;
         _shape = shape;
         _dtype = dtype;
+        Grow(ref _gatherKey, blockBytes);
+        Grow(ref _gatherValue, blockBytes);
+        int headBytes = shape.HeadDim * dtype.Size();
         for (int i = 0; i < n; i++)
         {
-            MemoryBlock data = tier.Keep(blocks.Keys.AsSpan(i * blockBytes, blockBytes), blocks.Values.AsSpan(i * blockBytes, blockBytes), (long)sums * sizeof(float));
-            if (_blocks.Remove(blocks.Blocks[i], out var old))
+            HeadMajor(blocks.Keys.AsSpan(i * blockBytes, blockBytes), shape.Block, shape.KeyValueHeads, headBytes, _gatherKey);
+            HeadMajor(blocks.Values.AsSpan(i * blockBytes, blockBytes), shape.Block, shape.KeyValueHeads, headBytes, _gatherValue);
+            MemoryBlock data = tier.Keep(_gatherKey.AsSpan(0, blockBytes), _gatherValue.AsSpan(0, blockBytes), (long)sums * sizeof(float));
+            int at = _ids.BinarySearch(blocks.Blocks[i]);
+            if (at >= 0)
             {
-                old.Data.Dispose();
+                _data[at].Dispose();
+                _data[at] = data;
+            }
+            else
+            {
+                at = ~at;
+                Grow(ref _keySums, (_ids.Count + 1) * sums, keep: _ids.Count * sums);
+                _keySums.AsSpan(at * sums, (_ids.Count - at) * sums).CopyTo(_keySums.AsSpan((at + 1) * sums));
+                _ids.Insert(at, blocks.Blocks[i]);
+                _data.Insert(at, data);
             }
 
-            _blocks[blocks.Blocks[i]] = (data, blocks.KeySums.AsSpan(i * sums, sums).ToArray());
+            blocks.KeySums.AsSpan(i * sums, sums).CopyTo(_keySums.AsSpan(at * sums));
         }
 
-        _packed = (0, []);
         return Task.CompletedTask;
     }
 
@@ -83,21 +111,21 @@ internal sealed class MemoryGrain(MemoryTier tier, SiloResources resources) : Gr
             throw ServiceException.Invalid("querySum", $"expected a query sum of Hkv · d = {hkv * d} values and topk >= 1, got {request.QuerySum.Length} and {request.TopK}");
         }
 
-        float[] sums = Packed(request.Held);
-        var scores = new float[hkv * request.Held];
-        RetrievalAttention.ScoreBlocks(request.QuerySum, sums.AsSpan(0, request.Held * hkv * d), hkv, d, scores);
-        int[] ids = [.. _blocks.Keys.Take(request.Held)];
-        int perHead = Math.Min(request.TopK, request.Held);
+        int held = request.Held;
+        Grow(ref _scores, hkv * held);
+        RetrievalAttention.ScoreBlocks(request.QuerySum, _keySums.AsSpan(0, held * hkv * d), hkv, d, _scores.AsSpan(0, hkv * held));
+        int perHead = Math.Min(request.TopK, held);
         var blocks = new int[hkv * perHead];
         var best = new float[hkv * perHead];
-        var chosen = new int[perHead];
+        Grow(ref _pick, perHead);
+        Span<int> chosen = _pick.AsSpan(0, perHead);
         for (int g = 0; g < hkv && perHead > 0; g++)
         {
-            ReadOnlySpan<float> head = scores.AsSpan(g * request.Held, request.Held);
+            ReadOnlySpan<float> head = _scores.AsSpan(g * held, held);
             RetrievalAttention.SelectTop(head, perHead, chosen);
             for (int i = 0; i < perHead; i++)
             {
-                blocks[(g * perHead) + i] = ids[chosen[i]];
+                blocks[(g * perHead) + i] = _ids[chosen[i]];
                 best[(g * perHead) + i] = head[chosen[i]];
             }
         }
@@ -114,11 +142,14 @@ internal sealed class MemoryGrain(MemoryTier tier, SiloResources resources) : Gr
             throw ServiceException.Invalid("chosen", $"expected the chosen blocks of each of {shape.KeyValueHeads} KV heads, got {request.Chosen.Length} lists");
         }
 
-        foreach (int block in request.Chosen.SelectMany(c => c))
+        foreach (int[] blocks in request.Chosen)
         {
-            if (block >= request.Evicted || !_blocks.ContainsKey(block))
+            foreach (int block in blocks)
             {
-                throw ServiceException.Invalid("chosen", $"block {block} is not among the evicted blocks held by memory {this.GetPrimaryKeyString()}");
+                if (block >= request.Evicted || _ids.BinarySearch(block) < 0)
+                {
+                    throw ServiceException.Invalid("chosen", $"block {block} is not among the evicted blocks held by memory {this.GetPrimaryKeyString()}");
+                }
             }
         }
 
@@ -150,15 +181,19 @@ internal sealed class MemoryGrain(MemoryTier tier, SiloResources resources) : Gr
     {
         long resident = 0;
         long spilled = 0;
-        foreach ((MemoryBlock data, float[] sums) in _blocks.Values)
+        long sums = _shape is null ? 0 : (long)_shape.KeyValueHeads * _shape.HeadDim * sizeof(float);
+        foreach (MemoryBlock data in _data)
         {
             long kv = data.Key.Length * 2L;
-            resident += (sums.Length * sizeof(float)) + (data.Spilled ? 0 : kv);
+            resident += sums + (data.Spilled ? 0 : kv);
             spilled += data.Spilled ? kv : 0;
         }
 
-        return Task.FromResult(new MemoryHolding(_blocks.Count, resident, spilled));
+        return Task.FromResult(new MemoryHolding(_data.Count, resident, spilled));
     }
+
+    public Task<int> CountAsync(string epoch, int evicted, CancellationToken cancellationToken) =>
+        Task.FromResult(_epoch == epoch ? Below(evicted) : 0);
 
     public Task DeleteAsync(string epoch, CancellationToken cancellationToken)
     {
@@ -193,7 +228,8 @@ internal sealed class MemoryGrain(MemoryTier tier, SiloResources resources) : Gr
     }
 
     /// <summary>
-    /// Attends each KV head's chosen blocks: the head's rows of its blocks, in ascending block order, are gathered into
+    /// Attends each KV head's chosen blocks: the head's rows of its blocks (one contiguous run per block, as blocks are
+    /// kept head-major), in ascending block order, are copied into
     /// one scratch K/V (only this grain's blocks, only that head: a few hundred KiB) and its G query heads attend them in
     /// one decode call (fixed key chunks, so a rerun gives the same bits); then the heads' rows go into O <c>[rows, Hq, d]</c>.
     /// </summary>
@@ -204,59 +240,92 @@ internal sealed class MemoryGrain(MemoryTier tier, SiloResources resources) : Gr
         int d = shape.HeadDim;
         int hkv = shape.KeyValueHeads;
         int group = shape.QueryHeads / hkv;
+        int size = Marshal.SizeOf<T>();
         ReadOnlySpan<T> query = MemoryMarshal.Cast<byte, T>(request.Query);
-        var headQuery = new T[rows * group * d];
-        var head = new float[rows * group * d];
-        var headLse = new float[rows * group];
-        int most = request.Chosen.Max(c => c.Length);
-        var keys = new T[most * shape.Block * d];
-        var values = new T[most * shape.Block * d];
+        int most = 0;
+        foreach (int[] blocks in request.Chosen)
+        {
+            most = Math.Max(most, blocks.Length);
+        }
+
+        Grow(ref _headQuery, rows * group * d * size);
+        Grow(ref _headOutput, rows * group * d);
+        Grow(ref _headLse, rows * group);
+        Grow(ref _gatherKey, most * shape.Block * d * size);
+        Grow(ref _gatherValue, most * shape.Block * d * size);
+        Span<T> headQuery = MemoryMarshal.Cast<byte, T>(_headQuery.AsSpan(0, rows * group * d * size));
+        Span<float> head = _headOutput.AsSpan(0, rows * group * d);
+        Span<float> headLse = _headLse.AsSpan(0, rows * group);
+        Span<T> keys = MemoryMarshal.Cast<byte, T>(_gatherKey.AsSpan());
+        Span<T> values = MemoryMarshal.Cast<byte, T>(_gatherValue.AsSpan());
         for (int g = 0; g < hkv; g++)
         {
             int[] chosen = request.Chosen[g];
             if (chosen.Length == 0)
             {
-                head.AsSpan().Clear();
-                headLse.AsSpan().Fill(float.NegativeInfinity);
+                head.Clear();
+                headLse.Fill(float.NegativeInfinity);
             }
             else
             {
+                int span = shape.Block * d;
                 for (int i = 0; i < chosen.Length; i++)
                 {
-                    MemoryBlock data = _blocks[chosen[i]].Data;
-                    ReadOnlySpan<T> k = MemoryMarshal.Cast<byte, T>(data.Key);
-                    ReadOnlySpan<T> v = MemoryMarshal.Cast<byte, T>(data.Value);
-                    for (int m = 0; m < shape.Block; m++)
-                    {
-                        k.Slice(((m * hkv) + g) * d, d).CopyTo(keys.AsSpan(((i * shape.Block) + m) * d));
-                        v.Slice(((m * hkv) + g) * d, d).CopyTo(values.AsSpan(((i * shape.Block) + m) * d));
-                    }
+                    MemoryBlock data = _data[_ids.BinarySearch(chosen[i])];
+                    MemoryMarshal.Cast<byte, T>(data.Key).Slice(g * span, span).CopyTo(keys[(i * span)..]);
+                    MemoryMarshal.Cast<byte, T>(data.Value).Slice(g * span, span).CopyTo(values[(i * span)..]);
                 }
 
                 for (int t = 0; t < rows; t++)
                 {
-                    query.Slice(((t * shape.QueryHeads) + (g * group)) * d, group * d).CopyTo(headQuery.AsSpan(t * group * d));
+                    query.Slice(((t * shape.QueryHeads) + (g * group)) * d, group * d).CopyTo(headQuery[(t * group * d)..]);
                 }
 
                 int keyRows = chosen.Length * shape.Block;
                 Attention.Decode<T>(
-                    headQuery, keys.AsSpan(0, keyRows * d), values.AsSpan(0, keyRows * d), new AttentionShape(rows, keyRows, group, 1, d), AttentionMask.Full, default, head, headLse,
+                    headQuery, keys[..(keyRows * d)], values[..(keyRows * d)], new AttentionShape(rows, keyRows, group, 1, d), AttentionMask.Full, default, head, headLse,
                     AttentionOptions.Default with { MaxThreads = 1 });
             }
 
             for (int t = 0; t < rows; t++)
             {
                 int row = (t * shape.QueryHeads) + (g * group);
-                head.AsSpan(t * group * d, group * d).CopyTo(output.AsSpan(row * d));
-                headLse.AsSpan(t * group, group).CopyTo(lse.AsSpan(row));
+                head.Slice(t * group * d, group * d).CopyTo(output.AsSpan(row * d));
+                headLse.Slice(t * group, group).CopyTo(lse.AsSpan(row));
             }
+        }
+    }
+
+    /// <summary>
+    /// A block's <c>[B, Hkv, d]</c> rows (as stored by the shard) as <c>[Hkv, B, d]</c> in <paramref name="destination"/>:
+    /// a KV head's rows of a block are then one run, which a step reads with one copy instead of B rows a page apart.
+    /// </summary>
+    private static void HeadMajor(ReadOnlySpan<byte> block, int rows, int heads, int headBytes, Span<byte> destination)
+    {
+        for (int m = 0; m < rows; m++)
+        {
+            for (int g = 0; g < heads; g++)
+            {
+                block.Slice(((m * heads) + g) * headBytes, headBytes).CopyTo(destination[(((g * rows) + m) * headBytes)..]);
+            }
+        }
+    }
+
+    /// <summary>Makes <paramref name="buffer"/> at least <paramref name="length"/> long (doubling), keeping its first <paramref name="keep"/> elements.</summary>
+    private static void Grow<TElement>(ref TElement[] buffer, int length, int keep = 0)
+    {
+        if (buffer.Length < length)
+        {
+            var grown = new TElement[Math.Max(length, buffer.Length * 2)];
+            buffer.AsSpan(0, keep).CopyTo(grown);
+            buffer = grown;
         }
     }
 
     /// <summary>Checks the incarnation and that the <paramref name="held"/> blocks below <paramref name="evicted"/> the caller stored are all here.</summary>
     private MemoryShape Require(string epoch, int evicted, int held)
     {
-        int here = _blocks.Keys.TakeWhile(b => b < evicted).Count();
+        int here = Below(evicted);
         if (here < held || _shape is null)
         {
             throw ServiceException.Degraded(
@@ -271,34 +340,22 @@ internal sealed class MemoryGrain(MemoryTier tier, SiloResources resources) : Gr
         return here == held ? _shape : throw ServiceException.Invalid("held", $"memory {this.GetPrimaryKeyString()} holds {here} blocks below {evicted}, not {held}");
     }
 
-    /// <summary>The key sums of the first <paramref name="count"/> blocks (ascending ids) as one <c>[count, Hkv, d]</c> array, kept until the next store.</summary>
-    private float[] Packed(int count)
+    /// <summary>Blocks held with ids below <paramref name="evicted"/>.</summary>
+    private int Below(int evicted)
     {
-        if (_packed.Count >= count)
-        {
-            return _packed.Sums;
-        }
-
-        int row = _shape!.KeyValueHeads * _shape.HeadDim;
-        var sums = new float[_blocks.Count * row];
-        int i = 0;
-        foreach (var block in _blocks.Values)
-        {
-            block.KeySum.CopyTo(sums, i++ * row);
-        }
-
-        _packed = (_blocks.Count, sums);
-        return sums;
+        int found = _ids.BinarySearch(evicted);
+        return found >= 0 ? found : ~found;
     }
 
     private void Free()
     {
-        foreach (var block in _blocks.Values)
+        foreach (MemoryBlock data in _data)
         {
-            block.Data.Dispose();
+            data.Dispose();
         }
 
-        _blocks.Clear();
-        _packed = (0, []);
+        _ids.Clear();
+        _data.Clear();
+        _keySums = [];
     }
 }

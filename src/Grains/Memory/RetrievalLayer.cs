@@ -34,6 +34,12 @@ internal interface IRetrievalLayer
 
     void Restore();
 
+    /// <summary>
+    /// Asks every memory grain whether it still holds the blocks stored in it below the evicted count: null when all do,
+    /// else what is missing where (a grain re-activated after its silo failed holds none).
+    /// </summary>
+    Task<string?> MissingAsync(CancellationToken cancellationToken);
+
     /// <summary>Takes <paramref name="history"/> as this layer's state (see <see cref="RetrievalHistory"/>); the sizes are checked.</summary>
     void Load(RetrievalHistory history);
 
@@ -88,10 +94,12 @@ internal sealed class RetrievalLayer<T>(RetrievalRule rule, MemoryShape shape, s
             await EvictAsync(evicted, cancellationToken);
             Memory<float> o = output.Slice(c0 * _hq * _d, n * _hq * _d);
             Memory<float> l = logSumExp.Slice(c0 * _hq, n * _hq);
+            // The memory grains score their blocks while the shard attends its window and init.
+            Task<int[][]>? selecting = evicted > 0 ? SelectAsync(chunkQuery, n, evicted, cancellationToken) : null;
             Resident(chunkQuery.Span, t0, n, evicted, o.Span, l.Span, options);
-            if (evicted > 0)
+            if (selecting is not null)
             {
-                int[][] chosen = await SelectAsync(chunkQuery, n, evicted, cancellationToken);
+                int[][] chosen = await selecting;
                 await AttendMemoryAsync(chunkQuery, n, evicted, chosen, o, l, cancellationToken);
             }
         }
@@ -131,6 +139,22 @@ internal sealed class RetrievalLayer<T>(RetrievalRule rule, MemoryShape shape, s
         _querySum = (float[])querySum.Clone();
         _length = length;
         _evicted = evicted;
+    }
+
+    public async Task<string?> MissingAsync(CancellationToken cancellationToken)
+    {
+        // Blocks below the count are stored before it moves (EvictAsync), so every one of them should be there.
+        int evicted = _evicted;
+        int[] held = await Task.WhenAll(parts.Select((part, i) => Held(i, evicted) > 0 ? part.CountAsync(epoch, evicted, cancellationToken) : Task.FromResult(0)));
+        for (int i = 0; i < parts.Length; i++)
+        {
+            if (held[i] < Held(i, evicted))
+            {
+                return $"memory part {i} holds {held[i]} of the {Held(i, evicted)} evicted blocks stored in it (its silo failed)";
+            }
+        }
+
+        return null;
     }
 
     public void Load(RetrievalHistory history)
@@ -315,14 +339,27 @@ internal sealed class RetrievalLayer<T>(RetrievalRule rule, MemoryShape shape, s
         MemoryCandidates[] candidates = await Task.WhenAll(calls);
         var chosen = new int[_hkv][];
         var pick = new int[rule.TopK];
+        int listed = candidates.Sum(c => c.PerHead);
+        var blocks = new int[listed];
+        var scores = new float[listed];
         for (int g = 0; g < _hkv; g++)
         {
-            (int Block, float Score)[] listed = [.. candidates
-                .SelectMany(c => Enumerable.Range(0, c.PerHead).Select(i => (c.Blocks[(g * c.PerHead) + i], c.Scores[(g * c.PerHead) + i])))
-                .OrderBy(c => c.Item1)];
-            float[] scores = [.. listed.Select(c => c.Score)];
+            int at = 0;
+            foreach (MemoryCandidates c in candidates)
+            {
+                c.Blocks.AsSpan(g * c.PerHead, c.PerHead).CopyTo(blocks.AsSpan(at));
+                c.Scores.AsSpan(g * c.PerHead, c.PerHead).CopyTo(scores.AsSpan(at));
+                at += c.PerHead;
+            }
+
+            // Ascending block order (the parts hold disjoint blocks), so that SelectTop's ties go to the lower block.
+            Array.Sort(blocks, scores);
             int count = RetrievalAttention.SelectTop(scores, rule.TopK, pick);
-            chosen[g] = [.. pick.Take(count).Select(i => listed[i].Block)];
+            chosen[g] = new int[count];
+            for (int i = 0; i < count; i++)
+            {
+                chosen[g][i] = blocks[pick[i]];
+            }
         }
 
         return chosen;

@@ -1,3 +1,4 @@
+using LongCluster.Grains.Memory;
 using Microsoft.Extensions.Logging;
 
 namespace LongCluster.Grains.Status;
@@ -9,7 +10,7 @@ namespace LongCluster.Grains.Status;
 /// way). It only reads this silo's singletons, so it never blocks on grains.
 /// </summary>
 internal sealed class SiloStatusService(
-    GrainId grainId, Silo silo, ILoggerFactory loggerFactory, SiloResources resources, RecentLayers recent, SiloApiEndpoint api, ILocalSiloDetails local)
+    GrainId grainId, Silo silo, ILoggerFactory loggerFactory, SiloResources resources, MemoryTier memory, RecentLayers recent, SiloApiEndpoint api, ILocalSiloDetails local)
     : GrainService(grainId, silo, loggerFactory), ISiloStatusService
 {
     public Task<SiloReport> ReportAsync(CancellationToken cancellationToken) => Task.FromResult(new SiloReport(
@@ -17,6 +18,8 @@ internal sealed class SiloStatusService(
         api.Url,
         resources.ResidentBytes,
         resources.Options.MaxResidentBytes,
+        memory.ResidentBytes,
+        memory.SpilledBytes,
         resources.SequenceIds,
         recent.Snapshot));
 }

@@ -57,6 +57,12 @@ public static class LongClusterTelemetry
             "longcluster.kv.device", () => Silos.Keys.Select(s => s.DeviceBytes), "By",
             "Bytes of KV segments the kernel backend keeps where it computes (a GPU's memory); 0 on the CPU backend. One backend per process: in-process silos report the same device.");
         Meter.CreateObservableGauge(
+            "longcluster.memory.resident", () => Silos.Keys.Select(s => new Measurement<long>(s.MemoryResidentBytes, s.SiloTag)), "By",
+            "Bytes the memory tier's grains on a silo hold in memory: evicted K and V blocks of retrieval sequences and their key sums (Service:MemoryBudgetBytes).");
+        Meter.CreateObservableGauge(
+            "longcluster.memory.spilled", () => Silos.Keys.Select(s => new Measurement<long>(s.MemorySpilledBytes, s.SiloTag)), "By",
+            "Bytes of evicted K and V blocks a silo's memory grains keep in memory-mapped files past Service:MemoryBudgetBytes.");
+        Meter.CreateObservableGauge(
             "longcluster.sequences", () => Silos.Keys.SelectMany(s => s.SequencesByState()), "{sequence}",
             "Sequences whose coordinator lives on the silo, by state.");
     }

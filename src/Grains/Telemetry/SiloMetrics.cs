@@ -1,23 +1,26 @@
 using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
 using LongCluster.Contracts;
+using LongCluster.Grains.Memory;
 
 namespace LongCluster.Grains.Telemetry;
 
 /// <summary>
 /// One silo's side of <see cref="LongClusterTelemetry"/>: its name as the <c>silo</c> attribute, its resident bytes
-/// (from <see cref="SiloResources"/>), and the state of every sequence whose coordinator lives here, which the
+/// (from <see cref="SiloResources"/>), its memory tier's resident and spilled bytes (from <see cref="MemoryTier"/>), and the state of every sequence whose coordinator lives here, which the
 /// coordinators report as they move. Registered with the process-wide gauges while the silo runs.
 /// </summary>
 public sealed class SiloMetrics : IDisposable
 {
     private readonly SiloResources _resources;
+    private readonly MemoryTier _memory;
     private readonly ConcurrentDictionary<string, SequenceState> _sequences = new(StringComparer.Ordinal);
 
-    public SiloMetrics(SiloResources resources, ILocalSiloDetails silo)
+    public SiloMetrics(SiloResources resources, MemoryTier memory, ILocalSiloDetails silo)
     {
         ArgumentNullException.ThrowIfNull(silo);
         _resources = resources;
+        _memory = memory;
         Silo = silo.SiloAddress.ToParsableString();
         SiloTag = new KeyValuePair<string, object?>("silo", Silo);
         LongClusterTelemetry.Register(this);
@@ -29,6 +32,10 @@ public sealed class SiloMetrics : IDisposable
     internal KeyValuePair<string, object?> SiloTag { get; }
 
     internal long ResidentBytes => _resources.ResidentBytes;
+
+    internal long MemoryResidentBytes => _memory.ResidentBytes;
+
+    internal long MemorySpilledBytes => _memory.SpilledBytes;
 
     /// <summary>The kernel backend's kept copies (device memory) and the backend's name, its attribute.</summary>
     internal Measurement<long> DeviceBytes => new(_resources.Backend.KeptBytes, SiloTag, new KeyValuePair<string, object?>("backend", _resources.Backend.Name));
