@@ -406,8 +406,7 @@ internal sealed class SequenceShardGrain(SiloResources resources, IRunExchangeFa
 
     public override Task OnActivateAsync(CancellationToken cancellationToken)
     {
-        TimeSpan period = resources.Options.OrphanCheckInterval;
-        this.RegisterGrainTimer(CheckHeldAsync, new GrainTimerCreationOptions(period, period) { Interleave = true, KeepAlive = false });
+        Orphans.Watch(this, resources.Options.OrphanCheckInterval, CheckHeldAsync);
         return Task.CompletedTask;
     }
 

@@ -208,8 +208,7 @@ internal sealed class MemoryGrain(MemoryTier tier, SiloResources resources) : Gr
 
     public override Task OnActivateAsync(CancellationToken cancellationToken)
     {
-        TimeSpan period = resources.Options.OrphanCheckInterval;
-        this.RegisterGrainTimer(CheckHeldAsync, new GrainTimerCreationOptions(period, period) { Interleave = true, KeepAlive = false });
+        Orphans.Watch(this, resources.Options.OrphanCheckInterval, CheckHeldAsync);
         return Task.CompletedTask;
     }
 
