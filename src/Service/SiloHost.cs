@@ -98,6 +98,22 @@ public static class SiloHost
         return app;
     }
 
+    /// <summary>The messages of <paramref name="e"/> and its inner exceptions, outermost first, each once: why a silo could not start, in one line.</summary>
+    public static string Reasons(Exception e)
+    {
+        ArgumentNullException.ThrowIfNull(e);
+        var messages = new List<string>();
+        for (Exception? x = e; x is not null; x = x.InnerException)
+        {
+            if (!messages.Contains(x.Message))
+            {
+                messages.Add(x.Message);
+            }
+        }
+
+        return string.Join(" → ", messages);
+    }
+
     /// <summary>The HTTP port the silo's client API listens on (after start).</summary>
     public static int HttpPort(this WebApplication app) =>
         new Uri(app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First()).Port;

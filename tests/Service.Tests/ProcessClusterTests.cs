@@ -176,6 +176,23 @@ public sealed class ProcessClusterTests(ITestOutputHelper output) : IAsyncLifeti
         Assert.DoesNotContain(intruder.Lines, l => l.StartsWith(SiloHost.ReadyLine, StringComparison.Ordinal) && view.Active.Any(a => l.Contains(a, StringComparison.Ordinal)));
     }
 
+    [Fact]
+    public async Task SiloWhosePortIsTaken_FailsAtOnceWithItsOwnError_NotAfterTheReadyTimeout()
+    {
+        // Every attempt is sent to a port this test holds: the silo cannot bind it and exits. Start must say so (the
+        // exit, the socket error) as soon as the tries are spent, not wait out the ten-minute timeout in silence.
+        using var holder = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        holder.Start();
+        string port = ((System.Net.IPEndPoint)holder.LocalEndpoint).Port.ToString(CultureInfo.InvariantCulture);
+        var taken = new SiloLaunch("127.0.0.1", [], new Dictionary<string, string> { ["SiloPort"] = port });
+        SiloExitedException e = await Assert.ThrowsAsync<SiloExitedException>(
+            () => SiloProcessCluster.StartAsync(1, SiloAssembly, Settings(), TimeSpan.FromMinutes(10), _authority, _ => taken));
+        output.WriteLine(e.Message);
+        Assert.True(e.PortTaken, e.Message);
+        Assert.NotEqual(0, e.ExitCode);
+        Assert.Contains("Address already in use", e.Message, StringComparison.Ordinal);
+    }
+
     /// <summary>A fresh sequence of <paramref name="tokens"/> tokens prefilled and decoded equals the kernel.</summary>
     private static async Task AssertExactAsync(LongClusterClient client, SequenceSpec spec, string id, int tokens)
     {

@@ -112,7 +112,7 @@ public static class CliApp
                 "demo" => DemoCommand.Run(rest, stdout),
                 "plan" => PlanCommand.Run(rest, stdout),
                 "local-cluster" => LocalClusterCommand.Run(rest, stdout),
-                "silo" => SiloCommand.Run(rest, stdout),
+                "silo" => SiloCommand.Run(rest, stdout, stderr),
                 "bench" when rest.Length > 0 && rest[0] == "kernel" => BenchKernelCommand.Run(rest[1..], stdout),
                 "bench" when rest.Length > 0 && rest[0] == "decode" => BenchDecodeCommand.Run(rest[1..], stdout),
                 "bench" when rest.Length > 0 && rest[0] == "ring" => BenchRingCommand.Run(rest[1..], stdout),

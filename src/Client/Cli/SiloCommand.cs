@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Security.Cryptography;
 using LongCluster.Service;
 using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.Hosting;
 
 namespace LongCluster.Cli;
 
@@ -13,7 +14,7 @@ namespace LongCluster.Cli;
 /// </summary>
 internal static class SiloCommand
 {
-    public static int Run(string[] args, TextWriter stdout)
+    public static int Run(string[] args, TextWriter stdout, TextWriter stderr)
     {
         CommandLine options = CommandLine.Parse(
             "silo", args, ["redis", "redis-password", "cluster-id", "host", "port", "http-port", "token", "name", "primary", "tls-cert", "tls-key", "tls-ca"], ["redis-tls"]);
@@ -68,7 +69,18 @@ internal static class SiloCommand
             throw new UsageException($"silo: {e.Message}");
         }
 
-        app.AnnounceWhenReady().Run();
+        try
+        {
+            app.AnnounceWhenReady().Start();
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            stderr.WriteLine($"error: silo: could not start: {SiloHost.Reasons(e)}");
+            return CliApp.ExitFailed;
+        }
+
+        app.WaitForShutdown();
+        app.DisposeAsync().AsTask().GetAwaiter().GetResult();
         return CliApp.ExitOk;
     }
 }

@@ -56,15 +56,35 @@ internal sealed class SiloProcess : IDisposable
     /// <summary>The silo's HTTP base URL (client API, health), known once <see cref="ReadyAsync"/> has returned.</summary>
     public Uri? HttpEndpoint { get; private set; }
 
-    /// <summary>Waits for the host's ready line (<c>LongCluster silo ADDRESS ready; http port N</c>) and returns the silo address it names.</summary>
+    /// <summary>
+    /// Waits for the host's ready line (<c>LongCluster silo ADDRESS ready; http port N</c>) and returns the silo address
+    /// it names. A silo that exits first throws <see cref="SiloExitedException"/> at once (its exit code and last
+    /// lines); one still silent at <paramref name="timeout"/> throws <see cref="TimeoutException"/> with its last lines.
+    /// </summary>
     public async Task<string> ReadyAsync(TimeSpan timeout)
     {
-        string line = await WaitForLineAsync(l => l.StartsWith(SiloHost.ReadyLine, StringComparison.Ordinal), timeout).ConfigureAwait(false);
+        Task<string> ready = WaitForLineAsync(l => l.StartsWith(SiloHost.ReadyLine, StringComparison.Ordinal), Timeout.InfiniteTimeSpan);
+        Task exited = _process.WaitForExitAsync(); // completes once the process and its output streams have ended
+        Task first = await Task.WhenAny(ready, exited, Task.Delay(timeout)).ConfigureAwait(false);
+        if (first != ready)
+        {
+            if (first == exited)
+            {
+                throw new SiloExitedException(_process.ExitCode, Lines);
+            }
+
+            throw new TimeoutException($"silo process {_process.Id} printed no ready line within {timeout.TotalSeconds:0} s; its last lines:{Environment.NewLine}{LastLines()}");
+        }
+
+        string line = await ready.ConfigureAwait(false);
         string[] words = line.Split(' ');
         string address = words[2];
         HttpEndpoint = new Uri($"http://{address[..address.LastIndexOf(':')]}:{words[^1]}");
         return address;
     }
+
+    /// <summary>The process's last output lines, for an error message.</summary>
+    private string LastLines() => string.Join(Environment.NewLine, Lines.TakeLast(20));
 
     /// <summary>The first output line (already seen or still to come) that matches.</summary>
     public Task<string> WaitForLineAsync(Func<string, bool> match, TimeSpan timeout) => _output.WaitForLineAsync(match, timeout);
@@ -97,5 +117,14 @@ internal sealed class SiloProcess : IDisposable
 
         _process.Dispose();
     }
+}
 
+/// <summary>A silo process ended before it printed its ready line.</summary>
+internal sealed class SiloExitedException(int exitCode, IReadOnlyList<string> lines)
+    : Exception($"the silo process exited with code {exitCode} before it was ready; its last lines:{Environment.NewLine}{string.Join(Environment.NewLine, lines.TakeLast(20))}")
+{
+    public int ExitCode { get; } = exitCode;
+
+    /// <summary>It could not listen on its port (taken by another process since the port was chosen): starting it again on another port may succeed.</summary>
+    public bool PortTaken { get; } = lines.Any(l => l.Contains("Address already in use", StringComparison.Ordinal));
 }

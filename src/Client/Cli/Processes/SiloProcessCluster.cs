@@ -10,6 +10,9 @@ namespace LongCluster.Cli.Processes;
 /// </summary>
 internal sealed class SiloProcessCluster : IAsyncDisposable
 {
+    /// <summary>How many ports a silo tries when the one chosen for it is taken before it binds.</summary>
+    private const int PortAttempts = 3;
+
     private SiloProcessCluster(RedisServerProcess redis, IReadOnlyList<SiloProcess> silos, IReadOnlyList<string> addresses)
     {
         Redis = redis;
@@ -35,40 +38,57 @@ internal sealed class SiloProcessCluster : IAsyncDisposable
         ArgumentOutOfRangeException.ThrowIfLessThan(silos, 1);
         ArgumentNullException.ThrowIfNull(settings);
         RedisServerProcess redis = await RedisServerProcess.StartAsync(host: redisHost).ConfigureAwait(false);
-        var started = new List<SiloProcess>();
+        var started = new SiloProcess?[silos];
         try
         {
-            for (int i = 0; i < silos; i++)
+            string[] addresses = await Task.WhenAll(Enumerable.Range(0, silos).Select(async i =>
             {
                 SiloTlsOptions tls = authority.Issue($"silo-{i}");
                 SiloLaunch how = launch?.Invoke(i) ?? SiloLaunch.Loopback;
-                var siloSettings = new Dictionary<string, string>(settings)
+                for (int attempt = 1; ; attempt++)
                 {
-                    ["Clustering"] = SiloOptions.RedisClustering,
-                    ["Redis"] = redis.Endpoint,
-                    ["Host"] = how.Host,
-                    ["HttpPort"] = "0",
-                    ["SiloPort"] = RedisServerProcess.FreePort().ToString(CultureInfo.InvariantCulture),
-                    ["Name"] = $"silo-{i}",
-                    ["Tls:CertificateFile"] = tls.CertificateFile,
-                    ["Tls:KeyFile"] = tls.KeyFile,
-                    ["Tls:AuthorityFile"] = tls.AuthorityFile,
-                };
-                foreach ((string key, string value) in how.Settings)
-                {
-                    siloSettings[key] = value;
+                    var siloSettings = new Dictionary<string, string>(settings)
+                    {
+                        ["Clustering"] = SiloOptions.RedisClustering,
+                        ["Redis"] = redis.Endpoint,
+                        ["Host"] = how.Host,
+                        ["HttpPort"] = "0",
+                        ["SiloPort"] = RedisServerProcess.FreePort().ToString(CultureInfo.InvariantCulture),
+                        ["Name"] = $"silo-{i}",
+                        ["Tls:CertificateFile"] = tls.CertificateFile,
+                        ["Tls:KeyFile"] = tls.KeyFile,
+                        ["Tls:AuthorityFile"] = tls.AuthorityFile,
+                    };
+                    foreach ((string key, string value) in how.Settings)
+                    {
+                        siloSettings[key] = value;
+                    }
+
+                    started[i] = SiloProcess.Start(siloAssembly, siloSettings, how.Prefix);
+                    try
+                    {
+                        return await started[i]!.ReadyAsync(timeout).ConfigureAwait(false);
+                    }
+                    catch (SiloExitedException e) when (e.PortTaken && attempt < PortAttempts)
+                    {
+                        // The silo port was free when chosen and taken before the silo bound it (another process, an
+                        // outgoing connection's ephemeral port): choose another.
+                        started[i]!.Dispose();
+                        started[i] = null;
+                    }
                 }
-
-                started.Add(SiloProcess.Start(siloAssembly, siloSettings, how.Prefix));
-            }
-
-            string[] addresses = await Task.WhenAll(started.Select(s => s.ReadyAsync(timeout))).ConfigureAwait(false);
-            await WaitForOneViewAsync(started, addresses, timeout).ConfigureAwait(false);
-            return new SiloProcessCluster(redis, started, addresses);
+            })).ConfigureAwait(false);
+            SiloProcess[] running = [.. started.Select(s => s!)];
+            await WaitForOneViewAsync(running, addresses, timeout).ConfigureAwait(false);
+            return new SiloProcessCluster(redis, running, addresses);
         }
         catch
         {
-            started.ForEach(s => s.Dispose());
+            foreach (SiloProcess? silo in started)
+            {
+                silo?.Dispose();
+            }
+
             await redis.DisposeAsync().ConfigureAwait(false);
             throw;
         }
