@@ -11,6 +11,11 @@ namespace LongCluster.Kernels;
 /// </summary>
 public readonly ref struct AttentionTokens
 {
+    /// <summary>Most rows whose default positions come from the shared array (512 KiB of it at most).</summary>
+    private const int IotaCached = 1 << 16;
+
+    private static long[] s_iota = [];
+
     public AttentionTokens(ReadOnlySpan<long> queryPositions, ReadOnlySpan<long> keyPositions, ReadOnlySpan<int> queryDocuments = default, ReadOnlySpan<int> keyDocuments = default)
     {
         QueryPositions = queryPositions;
@@ -54,8 +59,8 @@ public readonly ref struct AttentionTokens
     /// </summary>
     internal unsafe ResolvedTokens ResolvePinned(in AttentionShape shape, in AttentionMask mask)
     {
-        ReadOnlyMemory<long> q = QueryPositions.IsEmpty ? ResolvePositions(QueryPositions, shape.QueryTokens, "QueryPositions", "Tq") : View(QueryPositions, shape.QueryTokens, "QueryPositions", "Tq");
-        ReadOnlyMemory<long> k = KeyPositions.IsEmpty ? ResolvePositions(KeyPositions, shape.KeyTokens, "KeyPositions", "Tk") : View(KeyPositions, shape.KeyTokens, "KeyPositions", "Tk");
+        ReadOnlyMemory<long> q = QueryPositions.IsEmpty ? Iota(shape.QueryTokens) : View(QueryPositions, shape.QueryTokens, "QueryPositions", "Tq");
+        ReadOnlyMemory<long> k = KeyPositions.IsEmpty ? Iota(shape.KeyTokens) : View(KeyPositions, shape.KeyTokens, "KeyPositions", "Tk");
         ReadOnlyMemory<int> qd = default;
         ReadOnlyMemory<int> kd = default;
         if (mask.Document)
@@ -80,6 +85,32 @@ public readonly ref struct AttentionTokens
         }
 
         return count == 0 ? default : new PinnedMemory<TItem>((TItem*)Unsafe.AsPointer(ref MemoryMarshal.GetReference(items)), count).Memory;
+    }
+
+    /// <summary>
+    /// 0..count−1, the positions of rows given none: a view of one shared, read-only array that grows by doubling, so
+    /// a decode call over a block of keys (a memory grain attends many per step) allocates no positions of its own.
+    /// </summary>
+    private static ReadOnlyMemory<long> Iota(int count)
+    {
+        if (count > IotaCached)
+        {
+            return ResolvePositions([], count, "", ""); // a call over this many keys costs far more than their positions
+        }
+
+        long[] iota = Volatile.Read(ref s_iota);
+        if (iota.Length < count)
+        {
+            iota = new long[Math.Min(IotaCached, Math.Max(Math.Max(count, 4096), iota.Length * 2))];
+            for (int i = 0; i < iota.Length; i++)
+            {
+                iota[i] = i;
+            }
+
+            Volatile.Write(ref s_iota, iota); // a racing caller may publish its own copy: the same values either way
+        }
+
+        return iota.AsMemory(0, count);
     }
 
     private static long[] ResolvePositions(ReadOnlySpan<long> positions, int count, string name, string dim)

@@ -24,8 +24,8 @@ internal sealed class MemoryGrain(MemoryTier tier, SiloResources resources) : Gr
     // Scratch of one call at a time (calls run one at a time), kept so a step allocates only what it returns.
     private float[] _scores = [];
     private int[] _pick = [];
-    private byte[] _gatherKey = [];
-    private byte[] _gatherValue = [];
+    private byte[] _storeKey = [];
+    private byte[] _storeValue = [];
     private byte[] _headQuery = [];
     private float[] _headOutput = [];
     private float[] _headLse = [];
@@ -71,14 +71,14 @@ internal sealed class MemoryGrain(MemoryTier tier, SiloResources resources) : Gr
         _epoch = blocks.Epoch;
         _shape = shape;
         _dtype = dtype;
-        Grow(ref _gatherKey, blockBytes);
-        Grow(ref _gatherValue, blockBytes);
+        Grow(ref _storeKey, blockBytes);
+        Grow(ref _storeValue, blockBytes);
         int headBytes = shape.HeadDim * dtype.Size();
         for (int i = 0; i < n; i++)
         {
-            HeadMajor(blocks.Keys.AsSpan(i * blockBytes, blockBytes), shape.Block, shape.KeyValueHeads, headBytes, _gatherKey);
-            HeadMajor(blocks.Values.AsSpan(i * blockBytes, blockBytes), shape.Block, shape.KeyValueHeads, headBytes, _gatherValue);
-            MemoryBlock data = tier.Keep(_gatherKey.AsSpan(0, blockBytes), _gatherValue.AsSpan(0, blockBytes), (long)sums * sizeof(float));
+            HeadMajor(blocks.Keys.AsSpan(i * blockBytes, blockBytes), shape.Block, shape.KeyValueHeads, headBytes, _storeKey);
+            HeadMajor(blocks.Values.AsSpan(i * blockBytes, blockBytes), shape.Block, shape.KeyValueHeads, headBytes, _storeValue);
+            MemoryBlock data = tier.Keep(_storeKey.AsSpan(0, blockBytes), _storeValue.AsSpan(0, blockBytes), (long)sums * sizeof(float));
             int at = _ids.BinarySearch(blocks.Blocks[i]);
             if (at >= 0)
             {
@@ -227,10 +227,10 @@ internal sealed class MemoryGrain(MemoryTier tier, SiloResources resources) : Gr
     }
 
     /// <summary>
-    /// Attends each KV head's chosen blocks: the head's rows of its blocks (one contiguous run per block, as blocks are
-    /// kept head-major), in ascending block order, are copied into
-    /// one scratch K/V (only this grain's blocks, only that head: a few hundred KiB) and its G query heads attend them in
-    /// one decode call (fixed key chunks, so a rerun gives the same bits); then the heads' rows go into O <c>[rows, Hq, d]</c>.
+    /// Attends each KV head's chosen blocks where they lie: a head's rows of a block are one run (blocks are kept
+    /// head-major), so its G query heads attend each chosen block in place, in ascending block order, and the blocks'
+    /// partials merge by LSE in that order (a rerun gives the same bits; nothing is copied out of the blocks). Then the
+    /// heads' rows go into O <c>[rows, Hq, d]</c>.
     /// </summary>
     private void Attend<T>(MemoryShape shape, MemoryAttend request, float[] output, float[] lse)
         where T : unmanaged
@@ -241,49 +241,40 @@ internal sealed class MemoryGrain(MemoryTier tier, SiloResources resources) : Gr
         int group = shape.QueryHeads / hkv;
         int size = Marshal.SizeOf<T>();
         ReadOnlySpan<T> query = MemoryMarshal.Cast<byte, T>(request.Query);
-        int most = 0;
-        foreach (int[] blocks in request.Chosen)
-        {
-            most = Math.Max(most, blocks.Length);
-        }
-
         Grow(ref _headQuery, rows * group * d * size);
-        Grow(ref _headOutput, rows * group * d);
-        Grow(ref _headLse, rows * group);
-        Grow(ref _gatherKey, most * shape.Block * d * size);
-        Grow(ref _gatherValue, most * shape.Block * d * size);
+        Grow(ref _headOutput, 2 * rows * group * d);
+        Grow(ref _headLse, 2 * rows * group);
         Span<T> headQuery = MemoryMarshal.Cast<byte, T>(_headQuery.AsSpan(0, rows * group * d * size));
         Span<float> head = _headOutput.AsSpan(0, rows * group * d);
         Span<float> headLse = _headLse.AsSpan(0, rows * group);
-        Span<T> keys = MemoryMarshal.Cast<byte, T>(_gatherKey.AsSpan());
-        Span<T> values = MemoryMarshal.Cast<byte, T>(_gatherValue.AsSpan());
+        Span<float> block = _headOutput.AsSpan(rows * group * d, rows * group * d);
+        Span<float> blockLse = _headLse.AsSpan(rows * group, rows * group);
+        var blockShape = new AttentionShape(rows, shape.Block, group, 1, d);
+        AttentionOptions oneThread = AttentionOptions.Default with { MaxThreads = 1 };
+        int span = shape.Block * d;
         for (int g = 0; g < hkv; g++)
         {
+            head.Clear();
+            headLse.Fill(float.NegativeInfinity);
             int[] chosen = request.Chosen[g];
-            if (chosen.Length == 0)
+            if (chosen.Length > 0)
             {
-                head.Clear();
-                headLse.Fill(float.NegativeInfinity);
-            }
-            else
-            {
-                int span = shape.Block * d;
-                for (int i = 0; i < chosen.Length; i++)
-                {
-                    MemoryBlock data = _data[_ids.BinarySearch(chosen[i])];
-                    MemoryMarshal.Cast<byte, T>(data.Key).Slice(g * span, span).CopyTo(keys[(i * span)..]);
-                    MemoryMarshal.Cast<byte, T>(data.Value).Slice(g * span, span).CopyTo(values[(i * span)..]);
-                }
-
                 for (int t = 0; t < rows; t++)
                 {
                     query.Slice(((t * shape.QueryHeads) + (g * group)) * d, group * d).CopyTo(headQuery[(t * group * d)..]);
                 }
 
-                int keyRows = chosen.Length * shape.Block;
-                Attention.Decode<T>(
-                    headQuery, keys[..(keyRows * d)], values[..(keyRows * d)], new AttentionShape(rows, keyRows, group, 1, d), AttentionMask.Full, default, head, headLse,
-                    AttentionOptions.Default with { MaxThreads = 1 });
+                for (int i = 0; i < chosen.Length; i++)
+                {
+                    MemoryBlock data = _data[_ids.BinarySearch(chosen[i])];
+                    Attention.Decode<T>(
+                        headQuery, MemoryMarshal.Cast<byte, T>(data.Key).Slice(g * span, span), MemoryMarshal.Cast<byte, T>(data.Value).Slice(g * span, span),
+                        blockShape, AttentionMask.Full, default, i == 0 ? head : block, i == 0 ? headLse : blockLse, oneThread);
+                    if (i > 0)
+                    {
+                        Attention.MergePartials(head, headLse, block, blockLse, head, headLse, d);
+                    }
+                }
             }
 
             for (int t = 0; t < rows; t++)

@@ -74,6 +74,12 @@ internal sealed class RetrievalLayer<T>(RetrievalRule rule, MemoryShape shape, s
     private int _evicted;
     private (long Length, int Evicted, float[] QuerySum) _checkpoint = (0, 0, new float[shape.KeyValueHeads * shape.HeadDim]);
 
+    // Scratch of the step in progress (calls run one at a time), kept between steps.
+    private long[] _queryPositions = [];
+    private long[] _keyPositions = [];
+    private float[] _initOutput = [];
+    private float[] _initLse = [];
+
     public long Length => _length;
 
     public long StoredRows => _initKey.Count + _windowKey.Count;
@@ -267,7 +273,7 @@ internal sealed class RetrievalLayer<T>(RetrievalRule rule, MemoryShape shape, s
     private void Resident(ReadOnlySpan<byte> chunkQuery, long t0, int n, int evicted, Span<float> output, Span<float> logSumExp, AttentionOptions options)
     {
         ReadOnlySpan<T> query = MemoryMarshal.Cast<byte, T>(chunkQuery);
-        long[] queryPositions = Positions(t0, n);
+        ReadOnlySpan<long> queryPositions = Positions(ref _queryPositions, t0, n);
         long windowStart = rule.BlockStart(evicted);
         int local = (int)Math.Max(0, t0 + n - windowStart);
         if (local > 0)
@@ -275,7 +281,7 @@ internal sealed class RetrievalLayer<T>(RetrievalRule rule, MemoryShape shape, s
             int row = WindowRow(windowStart);
             Attend(
                 query, MemoryMarshal.Cast<byte, T>(_windowKey.Rows(row, local)), MemoryMarshal.Cast<byte, T>(_windowValue.Rows(row, local)),
-                new AttentionShape(n, local, _hq, _hkv, _d), new AttentionTokens(queryPositions, Positions(windowStart, local)), output, logSumExp, options);
+                new AttentionShape(n, local, _hq, _hkv, _d), new AttentionTokens(queryPositions, Positions(ref _keyPositions, windowStart, local)), output, logSumExp, options);
         }
         else
         {
@@ -286,11 +292,11 @@ internal sealed class RetrievalLayer<T>(RetrievalRule rule, MemoryShape shape, s
         int init = (int)Math.Min(rule.Init, t0 + n);
         if (init > 0)
         {
-            var o = new float[output.Length];
-            var l = new float[logSumExp.Length];
+            Span<float> o = Scratch(ref _initOutput, output.Length);
+            Span<float> l = Scratch(ref _initLse, logSumExp.Length);
             Attend(
                 query, MemoryMarshal.Cast<byte, T>(_initKey.Rows(0, init)), MemoryMarshal.Cast<byte, T>(_initValue.Rows(0, init)),
-                new AttentionShape(n, init, _hq, _hkv, _d), new AttentionTokens(queryPositions, Positions(0, init)), o, l, options);
+                new AttentionShape(n, init, _hq, _hkv, _d), new AttentionTokens(queryPositions, Positions(ref _keyPositions, 0, init)), o, l, options);
             Attention.MergePartials(output, logSumExp, o, l, output, logSumExp, _d);
         }
     }
@@ -390,15 +396,27 @@ internal sealed class RetrievalLayer<T>(RetrievalRule rule, MemoryShape shape, s
 
     private int WindowRow(long position) => (int)(position - _windowBase);
 
-    private static long[] Positions(long start, int count)
+    /// <summary>Positions <c>start..start+count−1</c>, written into <paramref name="buffer"/> (kept between steps, grown as needed).</summary>
+    private static ReadOnlySpan<long> Positions(ref long[] buffer, long start, int count)
     {
-        var positions = new long[count];
+        Span<long> positions = Scratch(ref buffer, count);
         for (int i = 0; i < count; i++)
         {
             positions[i] = start + i;
         }
 
         return positions;
+    }
+
+    /// <summary>The first <paramref name="length"/> elements of <paramref name="buffer"/>, grown (doubling) when short: scratch kept between steps, so a decode step allocates little.</summary>
+    private static Span<TItem> Scratch<TItem>(ref TItem[] buffer, int length)
+    {
+        if (buffer.Length < length)
+        {
+            buffer = new TItem[Math.Max(length, buffer.Length * 2)];
+        }
+
+        return buffer.AsSpan(0, length);
     }
 
     /// <summary>Rows of one tensor that grow at the end and are dropped from the front.</summary>
