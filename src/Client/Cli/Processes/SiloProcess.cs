@@ -73,7 +73,7 @@ internal sealed class SiloProcess : IDisposable
                 throw new SiloExitedException(_process.ExitCode, Lines);
             }
 
-            throw new TimeoutException($"silo process {_process.Id} printed no ready line within {timeout.TotalSeconds:0} s; its last lines:{Environment.NewLine}{LastLines()}");
+            throw new TimeoutException($"silo process {_process.Id} printed no ready line within {timeout.TotalSeconds:0} s; its last lines:{Environment.NewLine}{Tail(Lines)}");
         }
 
         string line = await ready.ConfigureAwait(false);
@@ -83,8 +83,8 @@ internal sealed class SiloProcess : IDisposable
         return address;
     }
 
-    /// <summary>The process's last output lines, for an error message.</summary>
-    private string LastLines() => string.Join(Environment.NewLine, Lines.TakeLast(20));
+    /// <summary>The last of <paramref name="lines"/>, one per line, for an error message.</summary>
+    internal static string Tail(IEnumerable<string> lines) => string.Join(Environment.NewLine, lines.TakeLast(20));
 
     /// <summary>The first output line (already seen or still to come) that matches.</summary>
     public Task<string> WaitForLineAsync(Func<string, bool> match, TimeSpan timeout) => _output.WaitForLineAsync(match, timeout);
@@ -121,7 +121,7 @@ internal sealed class SiloProcess : IDisposable
 
 /// <summary>A silo process ended before it printed its ready line.</summary>
 internal sealed class SiloExitedException(int exitCode, IReadOnlyList<string> lines)
-    : Exception($"the silo process exited with code {exitCode} before it was ready; its last lines:{Environment.NewLine}{string.Join(Environment.NewLine, lines.TakeLast(20))}")
+    : Exception($"the silo process exited with code {exitCode} before it was ready; its last lines:{Environment.NewLine}{SiloProcess.Tail(lines)}")
 {
     public int ExitCode { get; } = exitCode;
 
