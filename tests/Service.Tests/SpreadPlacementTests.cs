@@ -10,7 +10,7 @@ public sealed class SpreadPlacementTests
     private static SiloAddress Silo(int port) => SiloAddress.New(new IPEndPoint(IPAddress.Loopback, port), 1);
 
     [Fact]
-    public void Candidates_ActiveMembersTheManifestDoesNotListYet_Included_DeadOnesNot_SortedByAddress()
+    public void Candidates_ActiveMembersTheManifestDoesNotListYet_Included_GoneOnesNot_SortedByAddress()
     {
         var snapshot = new ClusterMembershipSnapshot(
             ImmutableDictionary.CreateRange(new[]
@@ -20,10 +20,11 @@ public sealed class SpreadPlacementTests
             }.Select(m => KeyValuePair.Create(m.Item1, new ClusterMember(m.Item1, m.Item2, $"silo-{m.Item1.Endpoint.Port}")))),
             new MembershipVersion(7));
 
-        // The manifest of the placing silo lists three of the four active silos, in no order.
-        SiloAddress[] candidates = SpreadPlacementDirector.Candidates([Silo(11113), Silo(11111), Silo(11112)], snapshot);
+        // The manifest of the placing silo lists three of the four active silos, in no order, and one membership says is
+        // dead; a silo membership has not heard of yet stays.
+        SiloAddress[] candidates = SpreadPlacementDirector.Candidates([Silo(11113), Silo(11115), Silo(11111), Silo(11112), Silo(11117)], snapshot);
 
-        Assert.Equal(["11111", "11112", "11113", "11114"], candidates.Select(s => s.Endpoint.Port.ToString(System.Globalization.CultureInfo.InvariantCulture)));
+        Assert.Equal(["11111", "11112", "11113", "11114", "11117"], candidates.Select(s => s.Endpoint.Port.ToString(System.Globalization.CultureInfo.InvariantCulture)));
     }
 
     [Fact]

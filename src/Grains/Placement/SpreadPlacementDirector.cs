@@ -18,14 +18,21 @@ internal sealed class SpreadPlacementDirector(IClusterMembershipService membersh
     }
 
     /// <summary>
-    /// The silos to spread over, sorted by address: Orleans' compatible silos and every active member. The compatible
-    /// silos follow this silo's copy of the cluster manifest, which lagged membership by up to a minute after start-up
-    /// (measured: one silo of four placed shards over three for 58 s after the manifest had stabilized); every
-    /// LongCluster silo hosts the shard grain, so an active member the manifest does not list yet can take a shard.
+    /// The silos to spread over, sorted by address: Orleans' compatible silos and every active member, less those
+    /// membership says are leaving or dead. The compatible silos follow this silo's copy of the cluster manifest, which
+    /// lagged membership by up to a minute after start-up (measured: one silo of four placed shards over three for 58 s
+    /// after the manifest had stabilized); every LongCluster silo hosts the shard grain, so an active member the
+    /// manifest does not list yet can take a shard, and a silo the manifest still lists after membership declared it
+    /// gone cannot.
     /// </summary>
     internal static SiloAddress[] Candidates(IEnumerable<SiloAddress> compatible, ClusterMembershipSnapshot snapshot)
     {
-        SiloAddress[] silos = [.. compatible.Union(snapshot.Members.Values.Where(m => m.Status == SiloStatus.Active).Select(m => m.SiloAddress))];
+        SiloAddress[] silos =
+        [
+            .. compatible
+                .Where(s => snapshot.GetSiloStatus(s) is not (SiloStatus.ShuttingDown or SiloStatus.Stopping or SiloStatus.Dead))
+                .Union(snapshot.Members.Values.Where(m => m.Status == SiloStatus.Active).Select(m => m.SiloAddress)),
+        ];
         Array.Sort(silos, (a, b) => string.CompareOrdinal(a.ToParsableString(), b.ToParsableString()));
         return silos;
     }
