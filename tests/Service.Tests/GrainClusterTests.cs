@@ -110,14 +110,13 @@ public sealed class GrainClusterTests : IAsyncLifetime
     }
 
     /// <summary>
-    /// Placement runs on the silo that activates a shard, over the silos its cluster manifest says host the grain
-    /// type; on a loaded machine a silo's manifest can lag its membership view for a while after start-up, and each
-    /// silo's lags on its own. Waits (creating and deleting probe sequences of one shard per silo) until eight probes
-    /// in a row land on all four silos. Their coordinators, placed by Orleans, go round the silos, so one good probe
-    /// vouched for one silo's view only: a fresh-clone run saw 6 shards spread 0/1/1/4 after a single good probe, and
-    /// logging the probes showed every fourth one (one silo's coordinator) spreading over three silos for up to a
-    /// minute after the cluster manifest had stabilized. With a broken director no probe lands right, and the test
-    /// fails here.
+    /// Placement runs on the silo that activates a shard. Over Orleans' compatible silos alone — which follow each
+    /// silo's own copy of the cluster manifest — one silo's coordinator spread its shards over three silos for up to a
+    /// minute after the manifest had stabilized (a fresh-clone run saw 6 shards spread 0/1/1/4), which is why the
+    /// director now also takes every active member (<see cref="LongCluster.Grains.Placement.SpreadPlacementDirector"/>).
+    /// Waits (creating and deleting probe sequences of one shard per silo) until eight probes in a row land on all four
+    /// silos: the probes' coordinators go round the silos, so one good probe vouches for one silo's view only. With the
+    /// director fixed this passes at once; with a broken director no probe lands right, and the test fails here.
     /// </summary>
     private async Task WaitUntilPlacementSeesEverySiloAsync()
     {
