@@ -381,7 +381,7 @@ internal sealed class RetrievalLayer<T>(RetrievalRule rule, MemoryShape shape, s
         return chosen;
     }
 
-    /// <summary>Asks each part that holds chosen blocks for its partial, and merges them into the chunk's in part order.</summary>
+    /// <summary>Asks each part that holds chosen blocks for its partial; the partials come back in part order, for the caller to merge.</summary>
     private Task<MemoryPartial[]> AttendMemoryAsync(ReadOnlyMemory<byte> chunkQuery, int n, int evicted, int[][] chosen, CancellationToken cancellationToken)
     {
         byte[] query = chunkQuery.ToArray();
