@@ -221,6 +221,16 @@ internal static partial class ClientApi
 
     private static async Task<byte[]> ReadBodyAsync(HttpContext http, AttentionServiceOptions options)
     {
+        LimitBody(http, options);
+        long? declared = http.Request.ContentLength;
+        using var buffer = declared is { } n ? new MemoryStream((int)Math.Min(n, Array.MaxLength)) : new MemoryStream();
+        await http.Request.Body.CopyToAsync(buffer, http.RequestAborted).ConfigureAwait(false);
+        return buffer.Length == buffer.Capacity ? buffer.GetBuffer() : buffer.ToArray();
+    }
+
+    /// <summary>Holds the body to <see cref="AttentionServiceOptions.MaxRequestBytes"/>, refusing at once one that declares more.</summary>
+    private static void LimitBody(HttpContext http, AttentionServiceOptions options)
+    {
         if (http.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } limit)
         {
             limit.MaxRequestBodySize = options.MaxRequestBytes;
@@ -231,10 +241,6 @@ internal static partial class ClientApi
         {
             throw new BadHttpRequestException($"body: {declared} bytes is over the limit of {options.MaxRequestBytes} (MaxRequestBytes)", StatusCodes.Status413PayloadTooLarge);
         }
-
-        using var buffer = declared is { } n ? new MemoryStream((int)Math.Min(n, Array.MaxLength)) : new MemoryStream();
-        await http.Request.Body.CopyToAsync(buffer, http.RequestAborted).ConfigureAwait(false);
-        return buffer.Length == buffer.Capacity ? buffer.GetBuffer() : buffer.ToArray();
     }
 
     /// <summary>
@@ -328,38 +334,43 @@ internal static partial class ClientApi
 
     private static Exception Innermost(Exception e) => e.InnerException is { } inner ? Innermost(inner) : e;
 
+    /// <summary>
+    /// The body's tensors, read from the socket straight into their own arrays (a shard's upload is hundreds of MB: no
+    /// whole-body buffer, no second copy); the required names are checked from the header, before the data is read.
+    /// </summary>
     private static async Task<Dictionary<string, TensorRows>> ReadTensorsAsync(HttpContext http, AttentionServiceOptions options, params string[] required)
     {
-        byte[] body = await ReadBodyAsync(http, options).ConfigureAwait(false);
-        SafetensorsReader reader;
+        LimitBody(http, options);
+        string expected = $"expected a safetensors body with tensors {string.Join(", ", required)}";
+        SafetensorsStreamReader reader;
         try
         {
-            reader = SafetensorsReader.FromBytes(body);
+            reader = await SafetensorsStreamReader.OpenAsync(http.Request.Body, http.Request.ContentLength, "body", http.RequestAborted).ConfigureAwait(false);
         }
-        catch (Exception e) when (e is SafetensorsException or InvalidDataException or ArgumentException)
+        catch (SafetensorsException e)
         {
-            throw ServiceException.Invalid("body", $"expected a safetensors body with tensors {string.Join(", ", required)}: {e.Message}");
+            throw ServiceException.Invalid("body", $"{expected}: {e.Message}");
         }
 
-        using (reader)
+        foreach (string name in required)
         {
-            var tensors = new Dictionary<string, TensorRows>(StringComparer.Ordinal);
-            foreach (string name in reader.Entries.Keys)
+            if (!reader.Entries.ContainsKey(name))
             {
-                HostTensor tensor = reader.Read(name);
-                tensors[name] = new TensorRows(tensor.DType.SafetensorsName(), [.. tensor.Shape], tensor.Data);
+                throw ServiceException.Invalid(name, $"the body has no tensor '{name}' (it has: {string.Join(", ", reader.Entries.Keys.Order())}); expected {string.Join(", ", required)}");
             }
-
-            foreach (string name in required)
-            {
-                if (!tensors.ContainsKey(name))
-                {
-                    throw ServiceException.Invalid(name, $"the body has no tensor '{name}' (it has: {string.Join(", ", tensors.Keys.Order())}); expected {string.Join(", ", required)}");
-                }
-            }
-
-            return tensors;
         }
+
+        Dictionary<string, HostTensor> tensors;
+        try
+        {
+            tensors = await reader.ReadAllAsync(http.RequestAborted).ConfigureAwait(false);
+        }
+        catch (SafetensorsException e)
+        {
+            throw ServiceException.Invalid("body", $"{expected}: {e.Message}");
+        }
+
+        return tensors.ToDictionary(t => t.Key, t => new TensorRows(t.Value.DType.SafetensorsName(), [.. t.Value.Shape], t.Value.Data), StringComparer.Ordinal);
     }
 
     private static int DocumentOf(TensorRows docs) => docs switch
@@ -375,8 +386,7 @@ internal static partial class ClientApi
         ["lse"] = new HostTensor(DType.F32, [rows, shape.QueryHeads], lse),
     };
 
-    private static IResult Tensors(Dictionary<string, HostTensor> tensors, IReadOnlyDictionary<string, string>? metadata) =>
-        Results.Bytes(SafetensorsWriter.ToBytes(tensors, metadata), SafetensorsType);
+    private static IResult Tensors(Dictionary<string, HostTensor> tensors, IReadOnlyDictionary<string, string>? metadata) => new SafetensorsResult(tensors, metadata);
 
     /// <summary>
     /// A control answer, as MessagePack when this silo speaks it and the request's <c>Accept</c> names
@@ -419,6 +429,17 @@ internal static partial class ClientApi
 
     [GeneratedRegex("^[A-Za-z0-9._-]{1,128}$")]
     private static partial Regex SequenceId();
+
+    /// <summary>Tensors as a safetensors body, written from their own arrays (a shard's output is hundreds of MB: no copy into one buffer first).</summary>
+    private sealed class SafetensorsResult(Dictionary<string, HostTensor> tensors, IReadOnlyDictionary<string, string>? metadata) : IResult
+    {
+        public Task ExecuteAsync(HttpContext httpContext)
+        {
+            httpContext.Response.ContentType = SafetensorsType;
+            httpContext.Response.ContentLength = SafetensorsWriter.Length(tensors, metadata);
+            return SafetensorsWriter.WriteAsync(httpContext.Response.Body, tensors, metadata, httpContext.RequestAborted);
+        }
+    }
 
     /// <summary>A control answer in MessagePack, with its status (<c>Results.Bytes</c> takes none).</summary>
     private sealed class MessagePackResult(byte[] body, int status) : IResult

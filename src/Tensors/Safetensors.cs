@@ -137,197 +137,18 @@ public sealed class SafetensorsReader : IDisposable
 
     private (IReadOnlyDictionary<string, SafetensorsEntry>, IReadOnlyDictionary<string, string>, long) ParseHeader(long length)
     {
-        if (!BitConverter.IsLittleEndian)
-        {
-            throw new PlatformNotSupportedException("safetensors data is little-endian; this machine is not");
-        }
-
-        if (length < 8)
-        {
-            throw new SafetensorsException($"{Source}: truncated: {length} bytes, but a safetensors file starts with an 8-byte header length");
-        }
-
         Span<byte> prefix = stackalloc byte[8];
-        ReadExactly(0, prefix);
-        ulong headerLength = BinaryPrimitives.ReadUInt64LittleEndian(prefix);
-        if (headerLength > MaxHeaderBytes)
+        if (length >= 8)
         {
-            throw new SafetensorsException($"{Source}: header length {headerLength} is over the limit of {MaxHeaderBytes} bytes");
+            ReadExactly(0, prefix);
         }
 
-        if ((long)headerLength > length - 8)
-        {
-            throw new SafetensorsException($"{Source}: truncated: header says {headerLength} bytes of JSON, but only {length - 8} bytes follow");
-        }
-
+        long headerLength = SafetensorsHeader.Length(prefix, length, Source);
         var header = new byte[headerLength];
         ReadExactly(8, header);
-        long dataStart = 8 + (long)headerLength;
-        long dataLength = length - dataStart;
-
-        JsonDocument document;
-        try
-        {
-            document = JsonDocument.Parse(header, new JsonDocumentOptions { MaxDepth = 8 });
-        }
-        catch (JsonException e)
-        {
-            throw new SafetensorsException($"{Source}: header is not valid JSON: {e.Message}", e);
-        }
-
-        using (document)
-        {
-            if (document.RootElement.ValueKind != JsonValueKind.Object)
-            {
-                throw new SafetensorsException($"{Source}: header must be a JSON object, found {document.RootElement.ValueKind}");
-            }
-
-            var entries = new Dictionary<string, SafetensorsEntry>(StringComparer.Ordinal);
-            var metadata = new Dictionary<string, string>(StringComparer.Ordinal);
-            bool sawMetadata = false;
-            foreach (JsonProperty property in document.RootElement.EnumerateObject())
-            {
-                if (property.Name == "__metadata__")
-                {
-                    if (sawMetadata)
-                    {
-                        throw new SafetensorsException($"{Source}: '__metadata__' appears twice");
-                    }
-
-                    sawMetadata = true;
-                    ParseMetadata(property.Value, metadata);
-                    continue;
-                }
-
-                if (entries.ContainsKey(property.Name))
-                {
-                    throw new SafetensorsException($"{Source}: tensor '{property.Name}' appears twice in the header");
-                }
-
-                entries.Add(property.Name, ParseEntry(property.Name, property.Value, dataLength));
-            }
-
-            CheckOverlaps(entries.Values);
-            return (entries, metadata, dataStart);
-        }
-    }
-
-    private void ParseMetadata(JsonElement element, Dictionary<string, string> metadata)
-    {
-        if (element.ValueKind != JsonValueKind.Object)
-        {
-            throw new SafetensorsException($"{Source}: '__metadata__' must be an object of strings");
-        }
-
-        foreach (JsonProperty item in element.EnumerateObject())
-        {
-            if (item.Value.ValueKind != JsonValueKind.String)
-            {
-                throw new SafetensorsException($"{Source}: metadata '{item.Name}' must be a string, found {item.Value.ValueKind}");
-            }
-
-            metadata[item.Name] = item.Value.GetString()!;
-        }
-    }
-
-    private SafetensorsEntry ParseEntry(string name, JsonElement element, long dataLength)
-    {
-        if (element.ValueKind != JsonValueKind.Object)
-        {
-            throw new SafetensorsException($"{Source}: tensor '{name}': entry must be an object with dtype, shape and data_offsets");
-        }
-
-        if (!element.TryGetProperty("dtype", out JsonElement dtypeElement) || dtypeElement.ValueKind != JsonValueKind.String)
-        {
-            throw new SafetensorsException($"{Source}: tensor '{name}': missing string 'dtype'");
-        }
-
-        string dtypeName = dtypeElement.GetString()!;
-        if (!DTypes.TryParseSafetensors(dtypeName, out DType dtype))
-        {
-            throw new SafetensorsException($"{Source}: tensor '{name}': dtype '{dtypeName}' is not supported (F32, F16, BF16, I32, I64)");
-        }
-
-        if (!element.TryGetProperty("shape", out JsonElement shapeElement) || shapeElement.ValueKind != JsonValueKind.Array)
-        {
-            throw new SafetensorsException($"{Source}: tensor '{name}': missing array 'shape'");
-        }
-
-        var shape = new List<long>();
-        foreach (JsonElement dimension in shapeElement.EnumerateArray())
-        {
-            if (dimension.ValueKind != JsonValueKind.Number || !dimension.TryGetInt64(out long value) || value < 0)
-            {
-                throw new SafetensorsException($"{Source}: tensor '{name}': shape entries must be non-negative integers, found {dimension.GetRawText()}");
-            }
-
-            shape.Add(value);
-        }
-
-        if (!element.TryGetProperty("data_offsets", out JsonElement offsetsElement)
-            || offsetsElement.ValueKind != JsonValueKind.Array
-            || offsetsElement.GetArrayLength() != 2)
-        {
-            throw new SafetensorsException($"{Source}: tensor '{name}': missing 'data_offsets' [begin, end]");
-        }
-
-        long begin = ReadOffset(name, offsetsElement[0]);
-        long end = ReadOffset(name, offsetsElement[1]);
-        if (end < begin)
-        {
-            throw new SafetensorsException($"{Source}: tensor '{name}': data_offsets [{begin}, {end}] end before they begin");
-        }
-
-        long elements;
-        long bytes;
-        try
-        {
-            elements = HostTensor.ElementCount(shape);
-            bytes = checked(elements * dtype.Size());
-        }
-        catch (OverflowException)
-        {
-            throw new SafetensorsException($"{Source}: tensor '{name}': shape [{string.Join(", ", shape)}] is too large");
-        }
-
-        if (end - begin != bytes)
-        {
-            throw new SafetensorsException(
-                $"{Source}: tensor '{name}': {dtypeName} shape [{string.Join(", ", shape)}] needs {bytes} bytes, data_offsets [{begin}, {end}] span {end - begin}");
-        }
-
-        if (end > dataLength)
-        {
-            throw new SafetensorsException(
-                $"{Source}: tensor '{name}': data_offsets [{begin}, {end}] run past the end of the data ({dataLength} bytes; file truncated?)");
-        }
-
-        return new SafetensorsEntry(name, dtype, shape, begin, end);
-    }
-
-    private long ReadOffset(string name, JsonElement element)
-    {
-        if (element.ValueKind != JsonValueKind.Number || !element.TryGetInt64(out long value) || value < 0)
-        {
-            throw new SafetensorsException($"{Source}: tensor '{name}': data_offsets must be non-negative integers, found {element.GetRawText()}");
-        }
-
-        return value;
-    }
-
-    private void CheckOverlaps(IEnumerable<SafetensorsEntry> entries)
-    {
-        SafetensorsEntry? previous = null;
-        foreach (SafetensorsEntry entry in entries.Where(e => e.ByteLength > 0).OrderBy(e => e.Begin))
-        {
-            if (previous is not null && entry.Begin < previous.End)
-            {
-                throw new SafetensorsException(
-                    $"{Source}: tensors '{previous.Name}' [{previous.Begin}, {previous.End}) and '{entry.Name}' [{entry.Begin}, {entry.End}) overlap");
-            }
-
-            previous = entry;
-        }
+        long dataStart = 8 + headerLength;
+        (IReadOnlyDictionary<string, SafetensorsEntry> entries, IReadOnlyDictionary<string, string> metadata) = SafetensorsHeader.Parse(header, length - dataStart, Source);
+        return (entries, metadata, dataStart);
     }
 }
 
@@ -346,11 +167,12 @@ public static class SafetensorsWriter
         File.Move(temporary, path, overwrite: true);
     }
 
-    /// <summary>The file's bytes in one exactly-sized array (request and response bodies): each tensor is copied once.</summary>
+    /// <summary>The file's bytes in one exactly-sized array: each tensor is copied once.</summary>
     public static byte[] ToBytes(IEnumerable<KeyValuePair<string, HostTensor>> tensors, IReadOnlyDictionary<string, string>? metadata = null)
     {
         List<KeyValuePair<string, HostTensor>> list = [.. tensors];
-        long size = 8 + Header(list, metadata).Length + list.Sum(t => t.Value.Data.LongLength);
+        byte[] preamble = Preamble(Layout(list), metadata);
+        long size = preamble.Length + list.Sum(t => t.Value.Data.LongLength);
         if (size > Array.MaxLength)
         {
             throw new ArgumentException($"{size} bytes of safetensors do not fit in one array", nameof(tensors));
@@ -358,29 +180,46 @@ public static class SafetensorsWriter
 
         byte[] bytes = GC.AllocateUninitializedArray<byte>((int)size);
         using var stream = new MemoryStream(bytes, writable: true);
-        Write(stream, list, metadata);
+        Write(stream, preamble, list);
         return bytes;
     }
 
     public static void Write(Stream stream, IEnumerable<KeyValuePair<string, HostTensor>> tensors, IReadOnlyDictionary<string, string>? metadata = null)
     {
         ArgumentNullException.ThrowIfNull(stream);
-        List<KeyValuePair<string, HostTensor>> list = tensors.ToList();
-        byte[] header = Header(list, metadata);
-        Span<byte> prefix = stackalloc byte[8];
-        BinaryPrimitives.WriteUInt64LittleEndian(prefix, (ulong)header.Length);
-        stream.Write(prefix);
-        stream.Write(header);
+        List<KeyValuePair<string, HostTensor>> list = [.. tensors];
+        Write(stream, Preamble(Layout(list), metadata), list);
+    }
+
+    /// <summary>Writes the tensors to <paramref name="stream"/> (a response body) as they are, with no copy into one buffer first.</summary>
+    public static async Task WriteAsync(Stream stream, IEnumerable<KeyValuePair<string, HostTensor>> tensors, IReadOnlyDictionary<string, string>? metadata = null, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        List<KeyValuePair<string, HostTensor>> list = [.. tensors];
+        await stream.WriteAsync(Preamble(Layout(list), metadata), cancellationToken).ConfigureAwait(false);
         foreach ((_, HostTensor tensor) in list)
         {
-            stream.Write(tensor.Data);
+            await stream.WriteAsync(tensor.Data, cancellationToken).ConfigureAwait(false);
         }
     }
 
-    /// <summary>The JSON header, padded with spaces to a multiple of 8 bytes.</summary>
-    private static byte[] Header(List<KeyValuePair<string, HostTensor>> list, IReadOnlyDictionary<string, string>? metadata)
+    /// <summary>How many bytes <see cref="Write(Stream, IEnumerable{KeyValuePair{string, HostTensor}}, IReadOnlyDictionary{string, string}?)"/> writes.</summary>
+    public static long Length(IEnumerable<KeyValuePair<string, HostTensor>> tensors, IReadOnlyDictionary<string, string>? metadata = null)
     {
+        List<KeyValuePair<string, HostTensor>> list = [.. tensors];
+        return Preamble(Layout(list), metadata).Length + list.Sum(t => t.Value.Data.LongLength);
+    }
+
+    /// <summary>
+    /// What comes before the data: the 8-byte little-endian header length and the JSON header (padded with spaces to a
+    /// multiple of 8 bytes), for <paramref name="tensors"/> whose bytes follow one after another in the given order.
+    /// A writer that streams the data from elsewhere (a shard's rows out of a larger tensor) writes this first.
+    /// </summary>
+    public static byte[] Preamble(IReadOnlyList<SafetensorsLayout> tensors, IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        ArgumentNullException.ThrowIfNull(tensors);
         using var headerStream = new MemoryStream();
+        headerStream.Write(new byte[8]);
         using (var json = new Utf8JsonWriter(headerStream))
         {
             json.WriteStartObject();
@@ -397,17 +236,17 @@ public static class SafetensorsWriter
 
             long offset = 0;
             var names = new HashSet<string>(StringComparer.Ordinal);
-            foreach ((string name, HostTensor tensor) in list)
+            foreach ((string name, DType dtype, IReadOnlyList<long> shape) in tensors)
             {
                 if (name == "__metadata__" || !names.Add(name))
                 {
-                    throw new ArgumentException($"tensor name '{name}' is reserved or repeated", "tensors");
+                    throw new ArgumentException($"tensor name '{name}' is reserved or repeated", nameof(tensors));
                 }
 
                 json.WriteStartObject(name);
-                json.WriteString("dtype", tensor.DType.SafetensorsName());
+                json.WriteString("dtype", dtype.SafetensorsName());
                 json.WriteStartArray("shape");
-                foreach (long dimension in tensor.Shape)
+                foreach (long dimension in shape)
                 {
                     json.WriteNumberValue(dimension);
                 }
@@ -415,7 +254,7 @@ public static class SafetensorsWriter
                 json.WriteEndArray();
                 json.WriteStartArray("data_offsets");
                 json.WriteNumberValue(offset);
-                offset += tensor.Data.LongLength;
+                offset += checked(HostTensor.ElementCount(shape) * dtype.Size());
                 json.WriteNumberValue(offset);
                 json.WriteEndArray();
                 json.WriteEndObject();
@@ -430,6 +269,23 @@ public static class SafetensorsWriter
             headerStream.WriteByte((byte)' ');
         }
 
-        return headerStream.ToArray();
+        byte[] preamble = headerStream.ToArray();
+        BinaryPrimitives.WriteUInt64LittleEndian(preamble, (ulong)(preamble.Length - 8));
+        return preamble;
+    }
+
+    private static List<SafetensorsLayout> Layout(List<KeyValuePair<string, HostTensor>> tensors) =>
+        [.. tensors.Select(t => new SafetensorsLayout(t.Key, t.Value.DType, t.Value.Shape))];
+
+    private static void Write(Stream stream, byte[] preamble, List<KeyValuePair<string, HostTensor>> tensors)
+    {
+        stream.Write(preamble);
+        foreach ((_, HostTensor tensor) in tensors)
+        {
+            stream.Write(tensor.Data);
+        }
     }
 }
+
+/// <summary>A tensor as a safetensors header describes it: name, dtype and shape (its byte length follows from them).</summary>
+public readonly record struct SafetensorsLayout(string Name, DType DType, IReadOnlyList<long> Shape);

@@ -82,13 +82,129 @@ public sealed class SafetensorsTests : IDisposable
     [InlineData("{\"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4]}, \"a\": {\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [4, 8]}}", "appears twice")]
     [InlineData("{\"q\": {\"dtype\": \"F32\", \"shape\": [1]}}", "data_offsets")]
     [InlineData("{\"__metadata__\": {\"x\": 1}}", "must be a string")]
-    public void Open_MalformedHeader_SaysWhatIsWrong(string header, string expected)
+    public async Task Open_MalformedHeader_SaysWhatIsWrong(string header, string expected)
     {
         // 8 bytes of data follow every header.
         byte[] json = Encoding.UTF8.GetBytes(header);
-        string path = Write([.. Prefix((ulong)json.Length), .. json, .. new byte[8]]);
+        byte[] file = [.. Prefix((ulong)json.Length), .. json, .. new byte[8]];
+        string path = Write(file);
         var error = Assert.Throws<SafetensorsException>(() => SafetensorsReader.Open(path));
         Assert.Contains(expected, error.Message);
+
+        // The same header read from a body, its length known or not: refused the same way, before any data is read;
+        // a tensor past the end of a body of unknown length is found when the data runs out.
+        foreach (long? length in new long?[] { file.Length, null })
+        {
+            var streamed = await Assert.ThrowsAsync<SafetensorsException>(async () =>
+            {
+                SafetensorsStreamReader reader = await SafetensorsStreamReader.OpenAsync(new TrickleStream(file, 3), length);
+                Assert.Null(length);
+                await reader.ReadAllAsync();
+            });
+            Assert.Contains(length is null && expected == "run past the end of the data" ? "truncated: the data ended at byte 8, 8 bytes short of byte 16" : expected, streamed.Message);
+        }
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(7)]
+    [InlineData(4096)]
+    public async Task StreamReader_EveryDtype_RoundTripsBitForBit_WhateverPiecesTheStreamGives(int piece)
+    {
+        var tensors = new Dictionary<string, HostTensor>
+        {
+            ["f32"] = HostTensor.From<float>(TestData.Random(2, 300), 3, 100),
+            ["empty"] = HostTensor.From<float>([], 0, 4),
+            ["f16"] = HostTensor.From<Half>([(Half)1.5f, (Half)(-0.25f)], 2),
+            ["bf16"] = HostTensor.From<BFloat16>([(BFloat16)3.140625f, (BFloat16)(-1e30f), (BFloat16)0f], 3, 1),
+            ["i64"] = HostTensor.From<long>([long.MinValue, 0], 2),
+        };
+        var metadata = new Dictionary<string, string> { ["position"] = "7" };
+        using var written = new MemoryStream();
+        await SafetensorsWriter.WriteAsync(written, tensors, metadata);
+        byte[] file = written.ToArray();
+        Assert.Equal(SafetensorsWriter.ToBytes(tensors, metadata), file);
+        Assert.Equal(file.Length, SafetensorsWriter.Length(tensors, metadata));
+
+        foreach (long? length in new long?[] { file.Length, null })
+        {
+            SafetensorsStreamReader reader = await SafetensorsStreamReader.OpenAsync(new TrickleStream(file, piece), length);
+            Assert.Equal("7", reader.Metadata["position"]);
+            Dictionary<string, HostTensor> read = await reader.ReadAllAsync();
+            Assert.Equal(tensors.Keys.Order(), read.Keys.Order());
+            foreach ((string name, HostTensor expected) in tensors)
+            {
+                Assert.Equal(expected.DType, read[name].DType);
+                Assert.Equal(expected.Shape, read[name].Shape);
+                Assert.Equal(expected.Data, read[name].Data);
+            }
+        }
+    }
+
+    [Fact]
+    public async Task StreamReader_GapsBetweenTensors_SkippedAndTensorsFoundByOffsetNotHeaderOrder()
+    {
+        // "b" is named first but lies after "a", with 4 bytes of gap before it and after it.
+        byte[] json = Encoding.UTF8.GetBytes("{\"b\": {\"dtype\": \"I32\", \"shape\": [1], \"data_offsets\": [12, 16]}, \"a\": {\"dtype\": \"I32\", \"shape\": [2], \"data_offsets\": [0, 8]}}");
+        byte[] data = [1, 0, 0, 0, 2, 0, 0, 0, 9, 9, 9, 9, 3, 0, 0, 0, 9, 9, 9, 9];
+        byte[] file = [.. Prefix((ulong)json.Length), .. json, .. data];
+
+        SafetensorsStreamReader reader = await SafetensorsStreamReader.OpenAsync(new TrickleStream(file, 5), file.Length);
+        Assert.Equal(["a", "b"], reader.InDataOrder().Select(e => e.Name));
+        Dictionary<string, HostTensor> read = await reader.ReadAllAsync();
+        Assert.Equal([1, 2], read["a"].AsSpan<int>().ToArray());
+        Assert.Equal([3], read["b"].AsSpan<int>().ToArray());
+    }
+
+    [Fact]
+    public async Task StreamReader_ReadsForwardOnly_AndSaysWhereAShortBodyEnded()
+    {
+        byte[] file = SafetensorsWriter.ToBytes(new Dictionary<string, HostTensor> { ["a"] = HostTensor.From<int>([1, 2, 3, 4], 4) });
+        SafetensorsStreamReader reader = await SafetensorsStreamReader.OpenAsync(new TrickleStream(file, 64), file.Length);
+        await reader.ReadAsync(8, new byte[4]);
+        await Assert.ThrowsAsync<InvalidOperationException>(() => reader.ReadAsync(0, new byte[4]).AsTask());
+
+        // The body's length is not known, and it stops 6 bytes into the data.
+        SafetensorsStreamReader cut = await SafetensorsStreamReader.OpenAsync(new TrickleStream(file[..^10], 64), null);
+        var error = await Assert.ThrowsAsync<SafetensorsException>(() => cut.ReadAllAsync());
+        Assert.Contains("the data ended at byte 6, 10 bytes short of byte 16", error.Message);
+    }
+
+    [Fact]
+    public async Task StreamReader_ValidBodyCutShort_EveryCutIsRefusedNotMisread()
+    {
+        var tensors = new Dictionary<string, HostTensor>
+        {
+            ["q"] = HostTensor.From<float>(TestData.Random(1, 24), 2, 3, 4),
+            ["doc_ids"] = HostTensor.From<int>([0, 1], 2),
+        };
+        byte[] whole = SafetensorsWriter.ToBytes(tensors);
+        for (int cut = 0; cut < whole.Length; cut++)
+        {
+            foreach (long? length in new long?[] { cut, null })
+            {
+                await Assert.ThrowsAsync<SafetensorsException>(async () =>
+                {
+                    SafetensorsStreamReader reader = await SafetensorsStreamReader.OpenAsync(new TrickleStream(whole[..cut], 13), length);
+                    await reader.ReadAllAsync();
+                });
+            }
+        }
+    }
+
+    [Fact]
+    public void Preamble_IsWhatComesBeforeTheData()
+    {
+        var tensors = new Dictionary<string, HostTensor>
+        {
+            ["q"] = HostTensor.From<float>(TestData.Random(4, 6), 2, 3),
+            ["k"] = HostTensor.From<Half>([(Half)1, (Half)2, (Half)3], 3, 1),
+        };
+        byte[] file = SafetensorsWriter.ToBytes(tensors);
+        byte[] preamble = SafetensorsWriter.Preamble([new("q", DType.F32, [2, 3]), new("k", DType.F16, [3, 1])]);
+        Assert.Equal(file[..preamble.Length], preamble);
+        Assert.Equal(file.Length, preamble.Length + 24 + 6);
+        Assert.Throws<ArgumentException>(() => SafetensorsWriter.Preamble([new("q", DType.F32, [1]), new("q", DType.F32, [1])]));
     }
 
     [Fact]
@@ -123,7 +239,7 @@ public sealed class SafetensorsTests : IDisposable
     }
 
     [Fact]
-    public void Open_RandomBytes_NeverThrowsAnythingElse()
+    public async Task Open_RandomBytes_NeverThrowsAnythingElse()
     {
         var random = new Random(3);
         for (int i = 0; i < 2000; i++)
@@ -146,6 +262,15 @@ public sealed class SafetensorsTests : IDisposable
             catch (SafetensorsException)
             {
             }
+
+            try
+            {
+                SafetensorsStreamReader reader = await SafetensorsStreamReader.OpenAsync(new TrickleStream(bytes, 5), i % 3 == 0 ? null : bytes.Length);
+                await reader.ReadAllAsync();
+            }
+            catch (SafetensorsException)
+            {
+            }
         }
     }
 
@@ -161,5 +286,47 @@ public sealed class SafetensorsTests : IDisposable
         var prefix = new byte[8];
         BinaryPrimitives.WriteUInt64LittleEndian(prefix, length);
         return prefix;
+    }
+
+    /// <summary>A body as a socket hands it over: forward only, at most <paramref name="piece"/> bytes per read, no length, no seeking.</summary>
+    private sealed class TrickleStream(byte[] bytes, int piece) : Stream
+    {
+        private int _position;
+
+        public override bool CanRead => true;
+
+        public override bool CanSeek => false;
+
+        public override bool CanWrite => false;
+
+        public override long Length => throw new NotSupportedException();
+
+        public override long Position
+        {
+            get => throw new NotSupportedException();
+            set => throw new NotSupportedException();
+        }
+
+        public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
+
+        public override int Read(Span<byte> buffer)
+        {
+            int n = Math.Min(Math.Min(piece, buffer.Length), bytes.Length - _position);
+            bytes.AsSpan(_position, n).CopyTo(buffer);
+            _position += n;
+            return n;
+        }
+
+        public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) => ValueTask.FromResult(Read(buffer.Span));
+
+        public override void Flush()
+        {
+        }
+
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+
+        public override void SetLength(long value) => throw new NotSupportedException();
+
+        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
     }
 }

@@ -82,19 +82,6 @@ internal static class ServiceAttend
     }
 
     /// <summary>Rows <c>[first, first + count)</c> of q, k and v (all of them without a copy).</summary>
-    private static LayerInput Rows(HostTensor q, HostTensor k, HostTensor v, int first, int count)
-    {
-        if (first == 0 && count == q.Shape[0])
-        {
-            return new LayerInput(q, k, v);
-        }
-
-        return new LayerInput(Slice(q), Slice(k), Slice(v));
-
-        HostTensor Slice(HostTensor t)
-        {
-            long row = t.Data.LongLength / t.Shape[0];
-            return new HostTensor(t.DType, [count, t.Shape[1], t.Shape[2]], t.Data.AsSpan((int)(first * row), (int)(count * row)).ToArray());
-        }
-    }
+    private static LayerInput Rows(HostTensor q, HostTensor k, HostTensor v, int first, int count) =>
+        new(DemoCommand.Rows(q, first, count), DemoCommand.Rows(k, first, count), DemoCommand.Rows(v, first, count));
 }

@@ -3,7 +3,6 @@ using System.Diagnostics;
 using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Http.Json;
-using System.Runtime.InteropServices;
 using System.Text.Json;
 using LongCluster.Contracts;
 using LongCluster.Tensors;
@@ -109,19 +108,13 @@ public sealed class LongClusterClient : IDisposable
         long uploaded = 0;
         await Task.WhenAll(plan.Shards.Select(async shard =>
         {
-            byte[] body = SafetensorsWriter.ToBytes(new Dictionary<string, HostTensor>
-            {
-                ["q"] = Rows(input.Query, shard),
-                ["k"] = Rows(input.Key, shard),
-                ["v"] = Rows(input.Value, shard),
-            });
             await SendBytesAsync(
                 new Uri(shard.Endpoint),
                 HttpMethod.Put,
                 $"v1/sequences/{Escape(plan.SequenceId)}/chunks/{plan.Index}/layers/{layer}/shards/{shard.Index}",
-                () => new ByteArrayContent(body) { Headers = { ContentType = new MediaTypeHeaderValue("application/octet-stream") } },
+                () => new ShardRowsContent(shard, input),
                 cancellationToken).ConfigureAwait(false);
-            long done = Interlocked.Add(ref uploaded, (long)shard.Rows * RowBytes(input.Query) + (2L * shard.Rows * RowBytes(input.Key)));
+            long done = Interlocked.Add(ref uploaded, (long)shard.Rows * ShardRowsContent.RowBytes(input.Query) + (2L * shard.Rows * ShardRowsContent.RowBytes(input.Key)));
             progress?.Report(new PrefillProgress(layer, layers, "upload", done, total));
         })).ConfigureAwait(false);
     }
@@ -130,23 +123,36 @@ public sealed class LongClusterClient : IDisposable
     public Task<LayerRunResult> RunLayerAsync(string id, int chunk, int layer, CancellationToken cancellationToken = default) =>
         SendAsync<LayerRunResult>(HttpMethod.Post, $"v1/sequences/{Escape(id)}/chunks/{chunk}/layers/{layer}/run", null, cancellationToken);
 
-    /// <summary>Reads every shard's output from the silo that hosts it, in parallel, and stitches them into token order.</summary>
+    /// <summary>
+    /// Reads every shard's output from the silo that hosts it, in parallel, each body read from the socket into its
+    /// rows' token positions (no whole-body buffer).
+    /// </summary>
     public async Task<(float[] Output, float[] LogSumExp)> ReadOutputAsync(ChunkPlan plan, int layer, SequenceSpec spec, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(plan);
         ArgumentNullException.ThrowIfNull(spec);
         int rowO = spec.QueryHeads * spec.HeadDim;
         int rowL = spec.QueryHeads;
-        var output = new float[(long)plan.Tokens * rowO];
-        var lse = new float[(long)plan.Tokens * rowL];
-        await Task.WhenAll(plan.Shards.Select(async shard =>
-        {
-            byte[] body = await SendBytesAsync(
-                new Uri(shard.Endpoint), HttpMethod.Get, $"v1/sequences/{Escape(plan.SequenceId)}/chunks/{plan.Index}/layers/{layer}/shards/{shard.Index}/output", null, cancellationToken).ConfigureAwait(false);
-            using SafetensorsReader reader = SafetensorsReader.FromBytes(body);
-            shard.ToTokenOrder(reader.Read("o").Data, MemoryMarshal.AsBytes(output.AsSpan()), rowO * sizeof(float));
-            shard.ToTokenOrder(reader.Read("lse").Data, MemoryMarshal.AsBytes(lse.AsSpan()), rowL * sizeof(float));
-        })).ConfigureAwait(false);
+        float[] output = GC.AllocateUninitializedArray<float>(checked(plan.Tokens * rowO));
+        float[] lse = GC.AllocateUninitializedArray<float>(checked(plan.Tokens * rowL));
+        await Task.WhenAll(plan.Shards.Select(shard => ReceiveAsync(
+            new Uri(shard.Endpoint),
+            $"v1/sequences/{Escape(plan.SequenceId)}/chunks/{plan.Index}/layers/{layer}/shards/{shard.Index}/output",
+            async (content, ct) =>
+            {
+                Stream stream = await content.ReadAsStreamAsync(ct).ConfigureAwait(false);
+                await using (stream.ConfigureAwait(false))
+                {
+                    SafetensorsStreamReader reader = await SafetensorsStreamReader.OpenAsync(stream, content.Headers.ContentLength, $"shard {shard.Index}'s output", ct).ConfigureAwait(false);
+                    SafetensorsEntry o = OutputEntry(reader, "o", [shard.Rows, spec.QueryHeads, spec.HeadDim]);
+                    SafetensorsEntry l = OutputEntry(reader, "lse", [shard.Rows, spec.QueryHeads]);
+                    foreach (SafetensorsEntry entry in reader.InDataOrder().Where(e => e == o || e == l))
+                    {
+                        await ShardRowsReader.ReadAsync(reader, entry, shard, entry == o ? output : lse, entry == o ? rowO : rowL, ct).ConfigureAwait(false);
+                    }
+                }
+            },
+            cancellationToken))).ConfigureAwait(false);
         return (output, lse);
     }
 
@@ -343,13 +349,17 @@ public sealed class LongClusterClient : IDisposable
         Func<bool, HttpContent>? content = message is null ? null : messagePack => messagePack
             ? new ByteArrayContent(ControlMessages.ToMessagePack(message.GetType(), message)) { Headers = { ContentType = new MediaTypeHeaderValue(ControlMessages.MessagePackType) } }
             : JsonContent.Create(message, message.GetType(), options: Json);
-        (byte[] body, string? mediaType) = await SendAsync(null, method, path, content, control: true, cancellationToken).ConfigureAwait(false);
+        (byte[] body, string? mediaType) = await SendAsync(null, method, path, content, control: true, null, cancellationToken).ConfigureAwait(false);
         T? answer = ControlMessages.IsMessagePack(mediaType) ? ControlMessages.FromMessagePack<T>(body) : JsonSerializer.Deserialize<T>(body, Json);
         return answer ?? throw new LongClusterException(0, new ApiError($"{path}: empty answer", null, true, "internal"));
     }
 
     private async Task<byte[]> SendBytesAsync(Uri? endpoint, HttpMethod method, string path, Func<HttpContent>? content, CancellationToken cancellationToken) =>
-        (await SendAsync(endpoint, method, path, content is null ? null : _ => content(), control: false, cancellationToken).ConfigureAwait(false)).Body;
+        (await SendAsync(endpoint, method, path, content is null ? null : _ => content(), control: false, null, cancellationToken).ConfigureAwait(false)).Body;
+
+    /// <summary>A GET whose answer <paramref name="read"/> consumes as it arrives, within the attempt: a broken or late body is retried like a failed request.</summary>
+    private Task ReceiveAsync(Uri endpoint, string path, Func<HttpContent, CancellationToken, Task> read, CancellationToken cancellationToken) =>
+        SendAsync(endpoint, HttpMethod.Get, path, null, control: false, read, cancellationToken);
 
     /// <summary>
     /// Sends to <paramref name="endpoint"/> (the silo that hosts a shard), or to the gateways in turn, through the retry
@@ -359,9 +369,10 @@ public sealed class LongClusterClient : IDisposable
     /// <see cref="GatewayRest"/>), until every gateway has refused once. A <paramref name="control"/> request builds its body
     /// by <paramref name="content"/>(MessagePack?) and asks for its answer in the format of <see cref="LongClusterClientOptions.ControlFormat"/>;
     /// a silo that refuses a MessagePack body (415) gets it again as JSON at once, also without using up a retry.
+    /// The answer's body is returned, or consumed by <paramref name="read"/> (then the returned body is empty).
     /// </summary>
     private async Task<(byte[] Body, string? MediaType)> SendAsync(
-        Uri? endpoint, HttpMethod method, string path, Func<bool, HttpContent>? content, bool control, CancellationToken cancellationToken)
+        Uri? endpoint, HttpMethod method, string path, Func<bool, HttpContent>? content, bool control, Func<HttpContent, CancellationToken, Task>? read, CancellationToken cancellationToken)
     {
         int switched = 0;
         ResilienceContext context = ResilienceContextPool.Shared.Get(cancellationToken);
@@ -381,7 +392,7 @@ public sealed class LongClusterClient : IDisposable
                         string? accept = control ? (messagePack ? ControlMessages.AcceptEither : ControlMessages.JsonType) : null;
                         try
                         {
-                            return await SendOnceAsync(new Uri(baseUri, path), method, content?.Invoke(messagePack), accept, attempt.CancellationToken).ConfigureAwait(false);
+                            return await SendOnceAsync(new Uri(baseUri, path), method, content?.Invoke(messagePack), accept, read, attempt.CancellationToken).ConfigureAwait(false);
                         }
                         catch (LongClusterException e) when (e.Status == (int)HttpStatusCode.UnsupportedMediaType && messagePack && content is not null)
                         {
@@ -403,8 +414,9 @@ public sealed class LongClusterClient : IDisposable
                 },
                 context).ConfigureAwait(false);
 
-            // Buffered by SendOnceAsync: no more I/O here.
-            return (await response.Content.ReadAsByteArrayAsync(cancellationToken).ConfigureAwait(false), response.Content.Headers.ContentType?.MediaType);
+            // Buffered or consumed by SendOnceAsync: no more I/O here.
+            byte[] body = read is null ? await response.Content.ReadAsByteArrayAsync(cancellationToken).ConfigureAwait(false) : [];
+            return (body, response.Content.Headers.ContentType?.MediaType);
         }
         finally
         {
@@ -429,8 +441,12 @@ public sealed class LongClusterClient : IDisposable
         return (int)((uint)Interlocked.Increment(ref _nextEndpoint) % count);
     }
 
-    /// <summary>One attempt: the answer when it succeeded (its body read), else a <see cref="LongClusterException"/>.</summary>
-    private async Task<HttpResponseMessage> SendOnceAsync(Uri uri, HttpMethod method, HttpContent? content, string? accept, CancellationToken cancellationToken)
+    /// <summary>
+    /// One attempt, within <see cref="LongClusterClientOptions.RequestTimeout"/>: the answer when it succeeded, its body
+    /// buffered or consumed by <paramref name="read"/>; else a <see cref="LongClusterException"/>.
+    /// </summary>
+    private async Task<HttpResponseMessage> SendOnceAsync(
+        Uri uri, HttpMethod method, HttpContent? content, string? accept, Func<HttpContent, CancellationToken, Task>? read, CancellationToken cancellationToken)
     {
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         deadline.CancelAfter(_options.RequestTimeout);
@@ -448,23 +464,41 @@ public sealed class LongClusterClient : IDisposable
             request.Headers.ExpectContinue = true;
         }
 
-        HttpResponseMessage response;
+        HttpResponseMessage? response = null;
         try
         {
-            response = await _http.SendAsync(request, HttpCompletionOption.ResponseContentRead, deadline.Token).ConfigureAwait(false);
+            response = await _http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, deadline.Token).ConfigureAwait(false);
+            if (response.IsSuccessStatusCode && read is not null)
+            {
+                await read(response.Content, deadline.Token).ConfigureAwait(false);
+                return response;
+            }
+
+            await response.Content.LoadIntoBufferAsync(deadline.Token).ConfigureAwait(false);
+            if (response.IsSuccessStatusCode)
+            {
+                return response;
+            }
         }
-        catch (HttpRequestException e)
+        catch (Exception e) when (e is HttpRequestException or IOException)
         {
+            response?.Dispose();
             throw new LongClusterException(0, new ApiError($"{uri.GetLeftPart(UriPartial.Authority)} did not answer: {e.Message}", null, true, "unavailable"), e);
         }
         catch (OperationCanceledException e) when (!cancellationToken.IsCancellationRequested)
         {
+            response?.Dispose();
             throw new LongClusterException(0, new ApiError($"{method} {uri.AbsolutePath} got no answer within {_options.RequestTimeout.TotalSeconds:0} s", null, true, "unavailable"), e);
         }
-
-        if (response.IsSuccessStatusCode)
+        catch (SafetensorsException e)
         {
-            return response;
+            response?.Dispose();
+            throw new LongClusterException(0, new ApiError($"{uri.GetLeftPart(UriPartial.Authority)} answered a body that cannot be read: {e.Message}", null, false, "internal"), e);
+        }
+        catch
+        {
+            response?.Dispose();
+            throw;
         }
 
         using (response)
@@ -493,15 +527,16 @@ public sealed class LongClusterClient : IDisposable
         }
     }
 
-    private static int RowBytes(HostTensor tensor) => (int)(tensor.Shape[1] * tensor.Shape[2]) * tensor.DType.Size();
-
-    /// <summary>The rows of <paramref name="tensor"/> that <paramref name="shard"/> receives, in its order.</summary>
-    private static HostTensor Rows(HostTensor tensor, ShardRows shard)
+    /// <summary>Tensor <paramref name="name"/> of a shard's output body, checked to be f32 of <paramref name="shape"/>.</summary>
+    private static SafetensorsEntry OutputEntry(SafetensorsStreamReader reader, string name, long[] shape)
     {
-        int row = RowBytes(tensor);
-        var data = new byte[(long)shard.Rows * row];
-        shard.FromTokenOrder(tensor.Data, data, row);
-        return new HostTensor(tensor.DType, [shard.Rows, tensor.Shape[1], tensor.Shape[2]], data);
+        if (!reader.Entries.TryGetValue(name, out SafetensorsEntry? entry) || entry.DType != DType.F32 || !entry.Shape.SequenceEqual(shape))
+        {
+            throw new SafetensorsException(
+                $"{reader.Source}: expected '{name}' F32 [{string.Join(", ", shape)}], got {(entry is null ? "none" : $"{entry.DType.SafetensorsName()} [{string.Join(", ", entry.Shape)}]")}");
+        }
+
+        return entry;
     }
 
     private static string Escape(string id) => Uri.EscapeDataString(id);
