@@ -39,6 +39,50 @@ public sealed class SafetensorsTests : IDisposable
         Assert.Equal(0ul, headerLength % 8);
     }
 
+    [Theory]
+    [InlineData(DType.F32)]
+    [InlineData(DType.F16)]
+    [InlineData(DType.BF16)]
+    public void FirstNonFinite_FindsTheFirstNaNOrInfinity_AtEveryPositionAroundVectorEdges(DType dtype)
+    {
+        // The largest finite magnitudes of each dtype, which share all but one exponent bit with infinity.
+        float largest = dtype switch { DType.F32 => float.MaxValue, DType.F16 => 65504f, _ => BitConverter.UInt32BitsToSingle(0x7F7F0000) };
+        foreach (int length in new[] { 0, 1, 7, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 1000 })
+        {
+            var values = new float[length];
+            for (int i = 0; i < length; i++)
+            {
+                values[i] = i % 2 == 0 ? largest : -largest;
+            }
+
+            Assert.Equal(-1, Encode(dtype, values).DType.FirstNonFinite(Encode(dtype, values).Data));
+            foreach (int bad in new[] { 0, length / 2, length - 1 }.Where(b => b >= 0 && b < length).Distinct())
+            {
+                foreach (float special in new[] { float.NaN, float.PositiveInfinity, float.NegativeInfinity })
+                {
+                    float[] copy = [.. values];
+                    copy[bad] = special;
+                    if (bad + 3 < length)
+                    {
+                        copy[bad + 3] = float.NaN; // only the first counts
+                    }
+
+                    HostTensor tensor = Encode(dtype, copy);
+                    Assert.Equal(bad, tensor.DType.FirstNonFinite(tensor.Data));
+                }
+            }
+        }
+
+        Assert.Equal(-1, DType.I32.FirstNonFinite(HostTensor.From<int>([-1, int.MaxValue], 2).Data));
+
+        static HostTensor Encode(DType dtype, float[] values) => dtype switch
+        {
+            DType.F32 => HostTensor.From<float>(values, values.Length),
+            DType.F16 => HostTensor.From<Half>([.. values.Select(x => (Half)x)], values.Length),
+            _ => HostTensor.From<BFloat16>([.. values.Select(x => (BFloat16)x)], values.Length),
+        };
+    }
+
     [Fact]
     public void BFloat16_RoundsToNearestEven()
     {
