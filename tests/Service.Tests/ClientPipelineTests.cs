@@ -97,6 +97,92 @@ public sealed class ClientPipelineTests
         Assert.Equal("coordinator-silo", handler.Hosts[^1]);
     }
 
+    [Fact]
+    public async Task UploadLayer_WritesEachShardsRowsInItsOrder_ShortRunsGatheredAndLongOnesAsTheyLie()
+    {
+        // Rows of 4 KiB (Q) and 2 KiB (K, V): shard 0 gets every even token below 300 as runs of one (gathered before
+        // they are written), then tokens 300..599 as one run of 1.2 MB of Q (written as it lies); shard 1 the odd tokens.
+        (ChunkPlan plan, LayerInput input) = StripedPlan();
+        var bodies = new System.Collections.Concurrent.ConcurrentDictionary<string, byte[]>();
+        var handler = new AsyncScriptedHandler(async request =>
+        {
+            bodies[request.RequestUri!.AbsolutePath] = await request.Content!.ReadAsByteArrayAsync();
+            Assert.Equal(bodies[request.RequestUri!.AbsolutePath].Length, request.Content.Headers.ContentLength);
+            return new HttpResponseMessage(HttpStatusCode.NoContent);
+        });
+        using var http = new HttpClient(handler);
+        using var client = new LongClusterClient(http, Options([], maxRetries: 0));
+        await client.UploadLayerAsync(plan, 0, input);
+
+        Assert.Equal(2, bodies.Count);
+        foreach (ShardRows shard in plan.Shards)
+        {
+            using SafetensorsReader reader = SafetensorsReader.FromBytes(bodies[$"/v1/sequences/s/chunks/0/layers/0/shards/{shard.Index}"]);
+            foreach ((string name, HostTensor tensor) in new[] { ("q", input.Query), ("k", input.Key), ("v", input.Value) })
+            {
+                HostTensor rows = reader.Read(name);
+                Assert.Equal([shard.Rows, tensor.Shape[1], tensor.Shape[2]], rows.Shape);
+                int row = (int)(tensor.Shape[1] * tensor.Shape[2]);
+                float[] expected = [.. TokensOf(shard).SelectMany(t => tensor.AsSpan<float>().Slice(t * row, row).ToArray())];
+                Assert.Equal(expected, rows.AsSpan<float>().ToArray());
+            }
+        }
+    }
+
+    [Fact]
+    public async Task ReadOutput_ABodyThatBreaksOff_IsReadAgain_AndEveryRowLandsInTokenOrder()
+    {
+        (ChunkPlan plan, _) = StripedPlan();
+        var spec = new SequenceSpec { QueryHeads = 2, KeyValueHeads = 1, HeadDim = 512 };
+        int rowO = spec.QueryHeads * spec.HeadDim;
+        float[] expectedO = Data.Random(11, (long)plan.Tokens * rowO);
+        float[] expectedL = Data.Random(12, (long)plan.Tokens * spec.QueryHeads);
+        var reads = new System.Collections.Concurrent.ConcurrentDictionary<int, int>();
+        var handler = new AsyncScriptedHandler(request =>
+        {
+            int index = int.Parse(request.RequestUri!.Segments[^2].TrimEnd('/'), System.Globalization.CultureInfo.InvariantCulture);
+            ShardRows shard = plan.Shards[index];
+            int[] tokens = TokensOf(shard);
+            byte[] body = SafetensorsWriter.ToBytes(new Dictionary<string, HostTensor>
+            {
+                ["o"] = HostTensor.From<float>([.. tokens.SelectMany(t => expectedO.AsSpan(t * rowO, rowO).ToArray())], shard.Rows, spec.QueryHeads, spec.HeadDim),
+                ["lse"] = HostTensor.From<float>([.. tokens.SelectMany(t => expectedL.AsSpan(t * spec.QueryHeads, spec.QueryHeads).ToArray())], shard.Rows, spec.QueryHeads),
+            });
+            // Shard 0's first answer breaks off two thirds of the way through its rows.
+            bool breaks = reads.AddOrUpdate(index, 1, (_, n) => n + 1) == 1 && index == 0;
+            var content = new StreamContent(new BreakingStream(body, breaks ? body.Length * 2 / 3 : body.Length));
+            content.Headers.ContentLength = body.Length;
+            return Task.FromResult(new HttpResponseMessage(HttpStatusCode.OK) { Content = content });
+        });
+        using var http = new HttpClient(handler);
+        var retries = new List<RetryNotice>();
+        using var client = new LongClusterClient(http, Options(retries, maxRetries: 2));
+        (float[] output, float[] lse) = await client.ReadOutputAsync(plan, 0, spec);
+
+        Assert.Equal(expectedO, output);
+        Assert.Equal(expectedL, lse);
+        Assert.Equal((2, 1), (reads[0], reads[1]));
+        Assert.Single(retries);
+        Assert.Contains("did not answer", retries[0].Failure.Message);
+    }
+
+    /// <summary>600 tokens over two shards: shard 0 the even tokens below 300 (runs of one), then 300..599 in one run; shard 1 the odd tokens below 300.</summary>
+    private static (ChunkPlan Plan, LayerInput Input) StripedPlan()
+    {
+        int[] evens = [.. Enumerable.Range(0, 150).SelectMany(i => new[] { 2 * i, 1 }), 300, 300];
+        int[] odds = [.. Enumerable.Range(0, 150).SelectMany(i => new[] { (2 * i) + 1, 1 })];
+        var plan = new ChunkPlan("s", 0, 0, 600, [new ShardRows(0, "http://silo-0:8080", 450, evens), new ShardRows(1, "http://silo-1:8080", 150, odds)]);
+        var input = new LayerInput(
+            HostTensor.From<float>(Data.Random(1, 600 * 2 * 512), 600, 2, 512),
+            HostTensor.From<float>(Data.Random(2, 600 * 512), 600, 1, 512),
+            HostTensor.From<float>(Data.Random(3, 600 * 512), 600, 1, 512));
+        return (plan, input);
+    }
+
+    /// <summary>The chunk's token offsets a shard holds, in its order.</summary>
+    private static int[] TokensOf(ShardRows shard) =>
+        [.. Enumerable.Range(0, shard.Runs.Length / 2).SelectMany(r => Enumerable.Range(shard.Runs[2 * r], shard.Runs[(2 * r) + 1]))];
+
     private static LongClusterClientOptions Options(List<RetryNotice> retries, int maxRetries) => new()
     {
         Endpoints = [GatewayA, GatewayB],
@@ -130,5 +216,60 @@ public sealed class ClientPipelineTests
                 return Task.FromResult(script[Math.Min(Hosts.Count - 1, script.Length - 1)](request));
             }
         }
+    }
+
+    /// <summary>Answers every request with what <paramref name="answer"/> makes of it, concurrently.</summary>
+    private sealed class AsyncScriptedHandler(Func<HttpRequestMessage, Task<HttpResponseMessage>> answer) : HttpMessageHandler
+    {
+        protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken) => answer(request);
+    }
+
+    /// <summary>A body that serves its first <paramref name="until"/> bytes and then fails as a reset connection would.</summary>
+    private sealed class BreakingStream(byte[] body, int until) : Stream
+    {
+        private int _position;
+
+        public override bool CanRead => true;
+
+        public override bool CanSeek => false;
+
+        public override bool CanWrite => false;
+
+        public override long Length => throw new NotSupportedException();
+
+        public override long Position
+        {
+            get => throw new NotSupportedException();
+            set => throw new NotSupportedException();
+        }
+
+        public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
+
+        public override int Read(Span<byte> buffer)
+        {
+            if (_position == until && until < body.Length)
+            {
+                throw new IOException("Connection reset by peer");
+            }
+
+            int n = Math.Min(Math.Min(buffer.Length, 64 * 1024), until - _position);
+            body.AsSpan(_position, n).CopyTo(buffer);
+            _position += n;
+            return n;
+        }
+
+        public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) => ValueTask.FromResult(Read(buffer.Span));
+
+        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) => Task.FromResult(Read(buffer, offset, count));
+
+        public override void Flush()
+        {
+        }
+
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+
+        public override void SetLength(long value) => throw new NotSupportedException();
+
+        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
     }
 }
