@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Text;
 using LongCluster.Tensors;
+using LongCluster.Testing;
 
 namespace LongCluster.Kernels.Tests;
 
@@ -141,7 +142,7 @@ public sealed class SafetensorsTests : IDisposable
         {
             var streamed = await Assert.ThrowsAsync<SafetensorsException>(async () =>
             {
-                SafetensorsStreamReader reader = await SafetensorsStreamReader.OpenAsync(new TrickleStream(file, 3), length);
+                SafetensorsStreamReader reader = await SafetensorsStreamReader.OpenAsync(new PiecewiseStream(file, 3), length);
                 Assert.Null(length);
                 await reader.ReadAllAsync();
             });
@@ -172,7 +173,7 @@ public sealed class SafetensorsTests : IDisposable
 
         foreach (long? length in new long?[] { file.Length, null })
         {
-            SafetensorsStreamReader reader = await SafetensorsStreamReader.OpenAsync(new TrickleStream(file, piece), length);
+            SafetensorsStreamReader reader = await SafetensorsStreamReader.OpenAsync(new PiecewiseStream(file, piece), length);
             Assert.Equal("7", reader.Metadata["position"]);
             Dictionary<string, HostTensor> read = await reader.ReadAllAsync();
             Assert.Equal(tensors.Keys.Order(), read.Keys.Order());
@@ -193,7 +194,7 @@ public sealed class SafetensorsTests : IDisposable
         byte[] data = [1, 0, 0, 0, 2, 0, 0, 0, 9, 9, 9, 9, 3, 0, 0, 0, 9, 9, 9, 9];
         byte[] file = [.. Prefix((ulong)json.Length), .. json, .. data];
 
-        SafetensorsStreamReader reader = await SafetensorsStreamReader.OpenAsync(new TrickleStream(file, 5), file.Length);
+        SafetensorsStreamReader reader = await SafetensorsStreamReader.OpenAsync(new PiecewiseStream(file, 5), file.Length);
         Assert.Equal(["a", "b"], reader.InDataOrder().Select(e => e.Name));
         Dictionary<string, HostTensor> read = await reader.ReadAllAsync();
         Assert.Equal([1, 2], read["a"].AsSpan<int>().ToArray());
@@ -204,12 +205,12 @@ public sealed class SafetensorsTests : IDisposable
     public async Task StreamReader_ReadsForwardOnly_AndSaysWhereAShortBodyEnded()
     {
         byte[] file = SafetensorsWriter.ToBytes(new Dictionary<string, HostTensor> { ["a"] = HostTensor.From<int>([1, 2, 3, 4], 4) });
-        SafetensorsStreamReader reader = await SafetensorsStreamReader.OpenAsync(new TrickleStream(file, 64), file.Length);
+        SafetensorsStreamReader reader = await SafetensorsStreamReader.OpenAsync(new PiecewiseStream(file, 64), file.Length);
         await reader.ReadAsync(8, new byte[4]);
         await Assert.ThrowsAsync<InvalidOperationException>(() => reader.ReadAsync(0, new byte[4]).AsTask());
 
         // The body's length is not known, and it stops 6 bytes into the data.
-        SafetensorsStreamReader cut = await SafetensorsStreamReader.OpenAsync(new TrickleStream(file[..^10], 64), null);
+        SafetensorsStreamReader cut = await SafetensorsStreamReader.OpenAsync(new PiecewiseStream(file[..^10], 64), null);
         var error = await Assert.ThrowsAsync<SafetensorsException>(() => cut.ReadAllAsync());
         Assert.Contains("the data ended at byte 6, 10 bytes short of byte 16", error.Message);
     }
@@ -229,7 +230,7 @@ public sealed class SafetensorsTests : IDisposable
             {
                 await Assert.ThrowsAsync<SafetensorsException>(async () =>
                 {
-                    SafetensorsStreamReader reader = await SafetensorsStreamReader.OpenAsync(new TrickleStream(whole[..cut], 13), length);
+                    SafetensorsStreamReader reader = await SafetensorsStreamReader.OpenAsync(new PiecewiseStream(whole[..cut], 13), length);
                     await reader.ReadAllAsync();
                 });
             }
@@ -309,7 +310,7 @@ public sealed class SafetensorsTests : IDisposable
 
             try
             {
-                SafetensorsStreamReader reader = await SafetensorsStreamReader.OpenAsync(new TrickleStream(bytes, 5), i % 3 == 0 ? null : bytes.Length);
+                SafetensorsStreamReader reader = await SafetensorsStreamReader.OpenAsync(new PiecewiseStream(bytes, 5), i % 3 == 0 ? null : bytes.Length);
                 await reader.ReadAllAsync();
             }
             catch (SafetensorsException)
@@ -330,47 +331,5 @@ public sealed class SafetensorsTests : IDisposable
         var prefix = new byte[8];
         BinaryPrimitives.WriteUInt64LittleEndian(prefix, length);
         return prefix;
-    }
-
-    /// <summary>A body as a socket hands it over: forward only, at most <paramref name="piece"/> bytes per read, no length, no seeking.</summary>
-    private sealed class TrickleStream(byte[] bytes, int piece) : Stream
-    {
-        private int _position;
-
-        public override bool CanRead => true;
-
-        public override bool CanSeek => false;
-
-        public override bool CanWrite => false;
-
-        public override long Length => throw new NotSupportedException();
-
-        public override long Position
-        {
-            get => throw new NotSupportedException();
-            set => throw new NotSupportedException();
-        }
-
-        public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
-
-        public override int Read(Span<byte> buffer)
-        {
-            int n = Math.Min(Math.Min(piece, buffer.Length), bytes.Length - _position);
-            bytes.AsSpan(_position, n).CopyTo(buffer);
-            _position += n;
-            return n;
-        }
-
-        public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) => ValueTask.FromResult(Read(buffer.Span));
-
-        public override void Flush()
-        {
-        }
-
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-
-        public override void SetLength(long value) => throw new NotSupportedException();
-
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
     }
 }

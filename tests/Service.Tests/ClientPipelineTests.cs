@@ -4,6 +4,7 @@ using System.Text.Json;
 using LongCluster.Client;
 using LongCluster.Contracts;
 using LongCluster.Tensors;
+using LongCluster.Testing;
 using Microsoft.Extensions.DependencyInjection;
 
 namespace LongCluster.Service.Tests;
@@ -150,7 +151,7 @@ public sealed class ClientPipelineTests
             });
             // Shard 0's first answer breaks off two thirds of the way through its rows.
             bool breaks = reads.AddOrUpdate(index, 1, (_, n) => n + 1) == 1 && index == 0;
-            var content = new StreamContent(new BreakingStream(body, breaks ? body.Length * 2 / 3 : body.Length));
+            var content = new StreamContent(new PiecewiseStream(body, 64 * 1024, breaks ? body.Length * 2 / 3 : int.MaxValue));
             content.Headers.ContentLength = body.Length;
             return Task.FromResult(new HttpResponseMessage(HttpStatusCode.OK) { Content = content });
         });
@@ -222,54 +223,5 @@ public sealed class ClientPipelineTests
     private sealed class AsyncScriptedHandler(Func<HttpRequestMessage, Task<HttpResponseMessage>> answer) : HttpMessageHandler
     {
         protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken) => answer(request);
-    }
-
-    /// <summary>A body that serves its first <paramref name="until"/> bytes and then fails as a reset connection would.</summary>
-    private sealed class BreakingStream(byte[] body, int until) : Stream
-    {
-        private int _position;
-
-        public override bool CanRead => true;
-
-        public override bool CanSeek => false;
-
-        public override bool CanWrite => false;
-
-        public override long Length => throw new NotSupportedException();
-
-        public override long Position
-        {
-            get => throw new NotSupportedException();
-            set => throw new NotSupportedException();
-        }
-
-        public override int Read(byte[] buffer, int offset, int count) => Read(buffer.AsSpan(offset, count));
-
-        public override int Read(Span<byte> buffer)
-        {
-            if (_position == until && until < body.Length)
-            {
-                throw new IOException("Connection reset by peer");
-            }
-
-            int n = Math.Min(Math.Min(buffer.Length, 64 * 1024), until - _position);
-            body.AsSpan(_position, n).CopyTo(buffer);
-            _position += n;
-            return n;
-        }
-
-        public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) => ValueTask.FromResult(Read(buffer.Span));
-
-        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) => Task.FromResult(Read(buffer, offset, count));
-
-        public override void Flush()
-        {
-        }
-
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-
-        public override void SetLength(long value) => throw new NotSupportedException();
-
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
     }
 }
