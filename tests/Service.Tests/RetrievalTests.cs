@@ -161,6 +161,41 @@ public sealed class RetrievalTests(ClusterFixture fixture) : IClassFixture<Clust
         }
     }
 
+    [Fact]
+    public async Task MemoryTier_SilosStartingTogether_RemoveStaleFoldersWithoutTrippingOverEachOther()
+    {
+        // Silos started at once on one machine (a local cluster, tests in parallel) share the spill root: one may find
+        // a stale folder's claim free just after another removed the folder (seen in CI as DirectoryNotFoundException).
+        string root = Path.Combine(Path.GetTempPath(), $"longcluster-stale-race-{Guid.NewGuid():N}");
+        try
+        {
+            for (int round = 0; round < 5; round++)
+            {
+                for (int i = 0; i < 300; i++)
+                {
+                    Directory.CreateDirectory(Path.Combine(root, $"crashed-{round}-{i}"));
+                }
+
+                var options = new AttentionServiceOptions { MemorySpillDirectory = root };
+                using var start = new Barrier(4);
+                MemoryTier[] tiers = await Task.WhenAll(Enumerable.Range(0, 4).Select(_ => Task.Run(() =>
+                {
+                    start.SignalAndWait();
+                    return new MemoryTier(options);
+                })));
+                Assert.Equal(tiers.Select(t => t.Folder).Order(), Directory.GetDirectories(root).Order());
+                foreach (MemoryTier tier in tiers)
+                {
+                    tier.Dispose();
+                }
+            }
+        }
+        finally
+        {
+            Directory.Delete(root, recursive: true);
+        }
+    }
+
     [Theory]
     [InlineData(2, "retrieval", "shards")]
     [InlineData(1, "retrieval:block=0", "mask")]

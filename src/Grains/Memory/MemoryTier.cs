@@ -145,7 +145,15 @@ public sealed class MemoryTier : IDisposable
 
             using (held)
             {
-                Directory.Delete(folder, recursive: true);
+                try
+                {
+                    Directory.Delete(folder, recursive: true);
+                }
+                catch (DirectoryNotFoundException)
+                {
+                    // Another silo starting at the same time took the claim first and removed the folder; this one
+                    // found the claim free after that silo let it go.
+                }
             }
         }
     }
