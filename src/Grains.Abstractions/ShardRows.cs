@@ -18,16 +18,4 @@ public sealed record ShardRows(int Index, string Endpoint, int Rows, int[] Runs)
             r += count;
         }
     }
-
-    /// <summary>Copies this shard's rows out of the chunk's token order into <paramref name="shard"/> (in its order).</summary>
-    public void FromTokenOrder(ReadOnlySpan<byte> chunk, Span<byte> shard, int rowBytes)
-    {
-        int r = 0;
-        for (int run = 0; run < Runs.Length; run += 2)
-        {
-            int count = Runs[run + 1];
-            chunk.Slice(Runs[run] * rowBytes, count * rowBytes).CopyTo(shard.Slice(r * rowBytes));
-            r += count;
-        }
-    }
 }
