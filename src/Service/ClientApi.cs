@@ -341,33 +341,23 @@ internal static partial class ClientApi
     private static async Task<Dictionary<string, TensorRows>> ReadTensorsAsync(HttpContext http, AttentionServiceOptions options, params string[] required)
     {
         LimitBody(http, options);
-        string expected = $"expected a safetensors body with tensors {string.Join(", ", required)}";
-        SafetensorsStreamReader reader;
-        try
-        {
-            reader = await SafetensorsStreamReader.OpenAsync(http.Request.Body, http.Request.ContentLength, "body", http.RequestAborted).ConfigureAwait(false);
-        }
-        catch (SafetensorsException e)
-        {
-            throw ServiceException.Invalid("body", $"{expected}: {e.Message}");
-        }
-
-        foreach (string name in required)
-        {
-            if (!reader.Entries.ContainsKey(name))
-            {
-                throw ServiceException.Invalid(name, $"the body has no tensor '{name}' (it has: {string.Join(", ", reader.Entries.Keys.Order())}); expected {string.Join(", ", required)}");
-            }
-        }
-
         Dictionary<string, HostTensor> tensors;
         try
         {
+            SafetensorsStreamReader reader = await SafetensorsStreamReader.OpenAsync(http.Request.Body, http.Request.ContentLength, "body", http.RequestAborted).ConfigureAwait(false);
+            foreach (string name in required)
+            {
+                if (!reader.Entries.ContainsKey(name))
+                {
+                    throw ServiceException.Invalid(name, $"the body has no tensor '{name}' (it has: {string.Join(", ", reader.Entries.Keys.Order())}); expected {string.Join(", ", required)}");
+                }
+            }
+
             tensors = await reader.ReadAllAsync(http.RequestAborted).ConfigureAwait(false);
         }
         catch (SafetensorsException e)
         {
-            throw ServiceException.Invalid("body", $"{expected}: {e.Message}");
+            throw ServiceException.Invalid("body", $"expected a safetensors body with tensors {string.Join(", ", required)}: {e.Message}");
         }
 
         return tensors.ToDictionary(t => t.Key, t => new TensorRows(t.Value.DType.SafetensorsName(), [.. t.Value.Shape], t.Value.Data), StringComparer.Ordinal);
@@ -435,9 +425,10 @@ internal static partial class ClientApi
     {
         public Task ExecuteAsync(HttpContext httpContext)
         {
+            SafetensorsBody body = SafetensorsWriter.Body(tensors, metadata);
             httpContext.Response.ContentType = SafetensorsType;
-            httpContext.Response.ContentLength = SafetensorsWriter.Length(tensors, metadata);
-            return SafetensorsWriter.WriteAsync(httpContext.Response.Body, tensors, metadata, httpContext.RequestAborted);
+            httpContext.Response.ContentLength = body.Length;
+            return body.WriteAsync(httpContext.Response.Body, httpContext.RequestAborted);
         }
     }
 

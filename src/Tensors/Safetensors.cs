@@ -191,23 +191,14 @@ public static class SafetensorsWriter
         Write(stream, Preamble(Layout(list), metadata), list);
     }
 
-    /// <summary>Writes the tensors to <paramref name="stream"/> (a response body) as they are, with no copy into one buffer first.</summary>
-    public static async Task WriteAsync(Stream stream, IEnumerable<KeyValuePair<string, HostTensor>> tensors, IReadOnlyDictionary<string, string>? metadata = null, CancellationToken cancellationToken = default)
-    {
-        ArgumentNullException.ThrowIfNull(stream);
-        List<KeyValuePair<string, HostTensor>> list = [.. tensors];
-        await stream.WriteAsync(Preamble(Layout(list), metadata), cancellationToken).ConfigureAwait(false);
-        foreach ((_, HostTensor tensor) in list)
-        {
-            await stream.WriteAsync(tensor.Data, cancellationToken).ConfigureAwait(false);
-        }
-    }
-
-    /// <summary>How many bytes <see cref="Write(Stream, IEnumerable{KeyValuePair{string, HostTensor}}, IReadOnlyDictionary{string, string}?)"/> writes.</summary>
-    public static long Length(IEnumerable<KeyValuePair<string, HostTensor>> tensors, IReadOnlyDictionary<string, string>? metadata = null)
+    /// <summary>
+    /// The tensors as a body to be written to a stream (a response) as they are, with no copy into one buffer first;
+    /// its length is known before it is written.
+    /// </summary>
+    public static SafetensorsBody Body(IEnumerable<KeyValuePair<string, HostTensor>> tensors, IReadOnlyDictionary<string, string>? metadata = null)
     {
         List<KeyValuePair<string, HostTensor>> list = [.. tensors];
-        return Preamble(Layout(list), metadata).Length + list.Sum(t => t.Value.Data.LongLength);
+        return new SafetensorsBody(Preamble(Layout(list), metadata), [.. list.Select(t => t.Value.Data)]);
     }
 
     /// <summary>

@@ -166,10 +166,11 @@ public sealed class SafetensorsTests : IDisposable
         };
         var metadata = new Dictionary<string, string> { ["position"] = "7" };
         using var written = new MemoryStream();
-        await SafetensorsWriter.WriteAsync(written, tensors, metadata);
+        SafetensorsBody body = SafetensorsWriter.Body(tensors, metadata);
+        await body.WriteAsync(written);
         byte[] file = written.ToArray();
         Assert.Equal(SafetensorsWriter.ToBytes(tensors, metadata), file);
-        Assert.Equal(file.Length, SafetensorsWriter.Length(tensors, metadata));
+        Assert.Equal(file.Length, body.Length);
 
         foreach (long? length in new long?[] { file.Length, null })
         {
