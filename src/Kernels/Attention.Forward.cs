@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
@@ -169,7 +168,7 @@ internal sealed unsafe class FlashForwardJob<T>
             return;
         }
 
-        float[] packed = ArrayPool<float>.Shared.Rent(_headsPerPhase * _keyRanges.Length * PackedTileFloats);
+        float[] packed = LargeBuffers<float>.Pool.Rent(_headsPerPhase * _keyRanges.Length * PackedTileFloats);
         GCHandle pin = GCHandle.Alloc(packed, GCHandleType.Pinned);
         try
         {
@@ -186,7 +185,7 @@ internal sealed unsafe class FlashForwardJob<T>
         {
             _packed = null;
             pin.Free();
-            ArrayPool<float>.Shared.Return(packed);
+            LargeBuffers<float>.Pool.Return(packed);
         }
     }
 

@@ -17,7 +17,7 @@ public sealed class ContextParallelRank<T> : IDisposable
     where T : unmanaged
 {
     // One frame per segment, laid out as a KeyValueFrame, so the ring sends a stored segment as it is, without a copy;
-    // from the SegmentPool, so a new sequence reuses mapped memory (the price: power-of-two rounding while it lives).
+    // from LargeBuffers, so a new sequence reuses mapped memory (the price: power-of-two rounding while it lives).
     private readonly List<Frame> _segments = [];
 
     /// <summary>
@@ -134,8 +134,8 @@ public sealed class ContextParallelRank<T> : IDisposable
     {
         ArgumentNullException.ThrowIfNull(positions);
         var shape = new AttentionShape(positions.Length, 0, queryHeads, keyValueHeads, _headDim);
-        float[] partO = ArrayPool<float>.Shared.Rent((int)shape.QueryElements);
-        float[] partL = ArrayPool<float>.Shared.Rent((int)shape.LseElements);
+        float[] partO = LargeBuffers<float>.Pool.Rent((int)shape.QueryElements);
+        float[] partL = LargeBuffers<float>.Pool.Rent((int)shape.LseElements);
         try
         {
             bool computed = false;
@@ -158,8 +158,8 @@ public sealed class ContextParallelRank<T> : IDisposable
         }
         finally
         {
-            ArrayPool<float>.Shared.Return(partO);
-            ArrayPool<float>.Shared.Return(partL);
+            LargeBuffers<float>.Pool.Return(partO);
+            LargeBuffers<float>.Pool.Return(partL);
         }
     }
 
@@ -211,10 +211,10 @@ public sealed class ContextParallelRank<T> : IDisposable
             ReadOnlyMemory<T> queryRows = query is null ? view.Query.Slice(run * qHeads * _headDim, queryElements) : query.AsMemory(0, queryElements);
             // Pooled: every element used is written before it is read (the first live block goes straight into acc).
             // Not the caller's output: that is written only once every rank has finished its ring (see GatherAsync).
-            accO = ArrayPool<float>.Shared.Rent(queryElements);
-            accL = ArrayPool<float>.Shared.Rent(lseElements);
-            float[] partO = ArrayPool<float>.Shared.Rent(queryElements);
-            float[] partL = ArrayPool<float>.Shared.Rent(lseElements);
+            accO = LargeBuffers<float>.Pool.Rent(queryElements);
+            accL = LargeBuffers<float>.Pool.Rent(lseElements);
+            float[] partO = LargeBuffers<float>.Pool.Rent(queryElements);
+            float[] partL = LargeBuffers<float>.Pool.Rent(lseElements);
             bool computed = false;
             TileRange queries = QueryRange(segment, mask);
             int ringSize = plan.RingDegree;
@@ -280,8 +280,8 @@ public sealed class ContextParallelRank<T> : IDisposable
                     },
                     CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
                 current.Dispose();
-                ArrayPool<float>.Shared.Return(partO);
-                ArrayPool<float>.Shared.Return(partL);
+                LargeBuffers<float>.Pool.Return(partO);
+                LargeBuffers<float>.Pool.Return(partL);
             }
 
             if (!computed)
@@ -311,17 +311,17 @@ public sealed class ContextParallelRank<T> : IDisposable
         {
             if (query is not null)
             {
-                ArrayPool<T>.Shared.Return(query);
+                LargeBuffers<T>.Pool.Return(query);
             }
 
             if (accO is not null)
             {
-                ArrayPool<float>.Shared.Return(accO);
+                LargeBuffers<float>.Pool.Return(accO);
             }
 
             if (accL is not null)
             {
-                ArrayPool<float>.Shared.Return(accL);
+                LargeBuffers<float>.Pool.Return(accL);
             }
         }
     }
@@ -510,7 +510,7 @@ public sealed class ContextParallelRank<T> : IDisposable
 
         Frame segment = KeyValueFrame<T>.Create(rows, documents, checked(rows * kvRow), stored: true);
         // Other members' rows always need the buffer: only a rank's own rows can be one run of the caller's.
-        T[]? query = copyQuery || parts.Length > 1 ? ArrayPool<T>.Shared.Rent(checked(rows * qRow)) : null;
+        T[]? query = copyQuery || parts.Length > 1 ? LargeBuffers<T>.Pool.Rent(checked(rows * qRow)) : null;
         try
         {
             var stored = new KeyValueFrame<T>(segment);
@@ -557,7 +557,7 @@ public sealed class ContextParallelRank<T> : IDisposable
         {
             if (query is not null)
             {
-                ArrayPool<T>.Shared.Return(query);
+                LargeBuffers<T>.Pool.Return(query);
             }
 
             throw;

@@ -44,10 +44,10 @@ internal readonly ref struct KeyValueFrame<T>
     /// <summary>
     /// A pooled frame for <paramref name="rows"/> KV rows with <paramref name="documentRows"/> document ids (rows or 0)
     /// and <paramref name="keyValueElements"/> elements each of K and V (rows · kvHeads · d): from the
-    /// <see cref="SegmentPool"/> for a segment a rank keeps, from the shared pool for one that only travels.
+    /// <see cref="LargeBuffers{T}"/> for a segment a rank keeps, from the shared pool for one that only travels.
     /// </summary>
     public static Frame Create(int rows, int documentRows, int keyValueElements, bool stored) => Frame.Create(
-        stored ? SegmentPool.Instance : ArrayPool<byte>.Shared,
+        stored ? LargeBuffers<byte>.Pool : ArrayPool<byte>.Shared,
         [
             checked(rows * sizeof(long)),
             checked(documentRows * sizeof(int)),
