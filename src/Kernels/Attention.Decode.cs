@@ -336,7 +336,7 @@ internal sealed unsafe class DecodeJob<T>
     /// row is loaded and widened once for the 4 rows, and the 16 sums are folded together: a transposing tree of 15
     /// shuffled adds for all of them rather than a horizontal fold with element extractions per sum.
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Dots4x4<TK>(float* a, int lda, TK* k, long keyStride, int n, float* s)
         where TK : unmanaged
     {

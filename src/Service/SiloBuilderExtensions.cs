@@ -82,7 +82,6 @@ public static class SiloBuilderExtensions
         ArgumentNullException.ThrowIfNull(silo);
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
-        KeepThreadsForMessaging();
         silo.Services.AddSingleton(options);
         // One kernel backend per process (KernelBackends.ForProcess): the silos of an in-process cluster share a device.
         silo.Services.AddSingleton(new SiloResources(options, KernelBackends.ForProcess(options.KernelBackend, options.DeviceBudgetBytes)));
@@ -105,27 +104,6 @@ public static class SiloBuilderExtensions
         silo.AddPlacementDirector<SpreadPlacement, SpreadPlacementDirector>();
         silo.AddIncomingGrainCallFilter<ServiceErrorFilter>();
         return silo;
-    }
-
-    /// <summary>Threads the thread pool keeps ready beyond the cores, for messaging while kernels hold threads.</summary>
-    public const int MessagingThreads = 8;
-
-    /// <summary>
-    /// A ring step's kernel runs synchronously on a thread-pool thread for as long as the step computes (up to
-    /// seconds), and so do Orleans' messaging and the HTTP API. The pool starts with as many threads as cores and,
-    /// while work waits, adds about one more every half second; a silo pinned to one core had one thread, its
-    /// computing rank held it, and the ring's next block waited up to a second to be read (bench scaling, 2 silos
-    /// on a core each, zigzag: 0.4–1.1 s of a 2.2–4.2 s layer spent waiting). The pool's floor is raised to the
-    /// cores plus <see cref="MessagingThreads"/>, so messages are read while kernels compute; it is never lowered.
-    /// </summary>
-    internal static void KeepThreadsForMessaging()
-    {
-        ThreadPool.GetMinThreads(out int workers, out int completionPorts);
-        int floor = Environment.ProcessorCount + MessagingThreads;
-        if (workers < floor)
-        {
-            ThreadPool.SetMinThreads(floor, completionPorts);
-        }
     }
 
     /// <summary>

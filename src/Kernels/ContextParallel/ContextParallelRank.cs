@@ -241,10 +241,11 @@ public sealed class ContextParallelRank<T> : IDisposable
                     }
 
                     long computing = Stopwatch.GetTimestamp();
-                    computed |= AttendBlock(
-                        Backend, queryRows.Span, new KeyValueFrame<T>(segment).Positions, new KeyValueFrame<T>(segment).Documents, queries, new KeyValueFrame<T>(current),
-                        currentKept, shape, mask, options, computed,
-                        accO.AsSpan(0, queryElements), accL.AsSpan(0, lseElements), partO.AsSpan(0, queryElements), partL.AsSpan(0, lseElements));
+                    (Frame block, IKeptKeyValue? blockKept, bool accumulate, float[] o, float[] l) = (current, currentKept, computed, accO, accL);
+                    computed |= await OnOwnThread(() => AttendBlock(
+                        Backend, queryRows.Span, new KeyValueFrame<T>(segment).Positions, new KeyValueFrame<T>(segment).Documents, queries, new KeyValueFrame<T>(block),
+                        blockKept, shape, mask, options, accumulate,
+                        o.AsSpan(0, queryElements), l.AsSpan(0, lseElements), partO.AsSpan(0, queryElements), partL.AsSpan(0, lseElements))).ConfigureAwait(false);
                     compute += Stopwatch.GetElapsedTime(computing);
                     if (incoming is not null)
                     {
@@ -351,6 +352,16 @@ public sealed class ContextParallelRank<T> : IDisposable
 
     /// <summary>Query rows up to which stored KV is attended by the decode kernel rather than the tiled forward kernel.</summary>
     private const int DecodeRows = 4;
+
+    /// <summary>
+    /// Runs a ring step's kernel on a thread of its own. The step computes for up to seconds without yielding; on a
+    /// thread-pool thread it held one of the pool's threads (as many as cores), and a silo on one core had none left to
+    /// read the next block, which then waited until the pool added a thread, up to a second later (bench scaling, 2
+    /// silos on a core each: 0.9–2.3 s of waiting in a layer). Raising the pool's floor instead cost decode steps,
+    /// which run on the pool, a fifth of their time (more runnable threads than cores).
+    /// </summary>
+    private static Task<bool> OnOwnThread(Func<bool> compute) =>
+        Task.Factory.StartNew(compute, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
 
     /// <summary>
     /// Attends the queries to one KV block: into (<paramref name="output"/>, <paramref name="logSumExp"/>) directly for
