@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using LongCluster.Cli.Processes;
+using LongCluster.Kernels.Planning;
 
 namespace LongCluster.Cli.Tests;
 
@@ -46,6 +47,14 @@ public sealed partial class BenchScalingTests
             Assert.True(p.GetProperty("predicted_ms").GetDouble() > 0, "the model's prediction (this-machine profile) beside the measurement");
         });
         Assert.True(points[1].GetProperty("all_to_all_ms").GetDouble() > 0, "Ulysses scatters and gathers");
+        // The default model is this machine, calibrated before the silos start; each point says where its shards ran.
+        Assert.Contains(lines, l => l.StartsWith("  model: profile this-machine (calibrated now, before any silo starts): kernel ", StringComparison.Ordinal));
+        if (points[0].GetProperty("cores_of_shard").ValueKind != JsonValueKind.Null)
+        {
+            Assert.All(points, p => Assert.Equal(2, p.GetProperty("cores_of_shard").GetArrayLength()));
+            Assert.Contains(lines, l => l.StartsWith("    zigzag: layers ", StringComparison.Ordinal) && l.Contains("; shards on cpus 0:", StringComparison.Ordinal));
+        }
+
         JsonElement skipped = Assert.Single(root.GetProperty("skipped").EnumerateArray());
         Assert.Equal("hybrid:4", skipped.GetProperty("layout").GetString());
         Assert.Equal("layout hybrid:4 needs the shard count (2) to be a multiple of the Ulysses degree 4", skipped.GetProperty("reason").GetString());
@@ -86,6 +95,48 @@ public sealed partial class BenchScalingTests
         Assert.Contains("bench scaling: FAILED: stopped by a signal", text);
         int harness = int.Parse(HarnessPid().Match(text).Groups[1].Value, CultureInfo.InvariantCulture);
         AssertNothingLeft(text, harness, namespaces);
+    }
+
+    /// <summary>A 2-core host at 1 GFLOP/s per core whose cores move blocks at 8 Gbit/s, as <c>plan --calibrate</c> writes one.</summary>
+    private static HardwareProfile TwoCoreHost() => new()
+    {
+        Name = "host", KernelGflops = 2, KernelSource = "test", LinkGbitPerSecond = 8, LinkSource = "test", LinkLatencyMicroseconds = 0, LatencySource = "test",
+        TransportGbitPerSecond = 8, SharedHost = true, HostCores = 2, LinkShared = true, Overlap = 1,
+    };
+
+    [Fact]
+    public void ScalingPrediction_PinnedShards_FollowWhichShardsShareACore()
+    {
+        // Contiguous causal, 4 shards of 4096 tokens, 8:2 heads, d 128: a full block is F = 4096² · 8 · 512 FLOP at
+        // 1 GFLOP/s a core, shard r does a diagonal half-block and r full ones. Shards {0,3} and {1,2} sharing a core
+        // finish after 4 F-units; {0,1} and {2,3} after 6 (shards 2 and 3 share 2.5 units, then 3 goes on alone);
+        // a ring block's transport (8 MB at 0.5 GB/s a core) adds little.
+        var point = new ScalingPoint(4, "contiguous", 16384, 8, 2, 128, "f32", "causal", 1, true, null, null, 2, [[0], [1], [1], [0]]);
+        Func<ScalingPoint, double?> predict = ScalingPrediction.From(TwoCoreHost());
+
+        double balanced = predict(point)!.Value;
+        double unbalanced = predict(point with { CoresOfShard = [[0], [0], [1], [1]] })!.Value;
+        double quarter = predict(point with { CoresOfShard = null })!.Value;
+
+        double f = 4096.0 * 4096 * 8 * 512 / 1e9 * 1e3;
+        Assert.InRange(balanced, 4 * f, 4.2 * f);
+        Assert.InRange(unbalanced, 6 * f, 6.2 * f);
+        // Without the pinning: a quarter of the host each, step by step: a half-block then 3 full blocks at half a core.
+        Assert.InRange(quarter, 7 * f, 7.2 * f);
+    }
+
+    [Fact]
+    public void ScalingPrediction_ShapedLink_EachSilosOwnRateOverlappingCompute()
+    {
+        // 2 contiguous shards of 2048 tokens, 1:1 heads, d 64, full mask, a core each: the one ring block (2048 rows ·
+        // 520 B = 1,064,960 B) on a 1 Mbit/s link of its own takes 8.51968 s, sent as step 0 starts; step 1 waits for it
+        // and then computes 2048² · 256 FLOP at 1 GFLOP/s (1.073741824 s). Shared among the 2 silos, or added to
+        // compute instead of overlapping it, the layer would be longer.
+        var point = new ScalingPoint(2, "contiguous", 4096, 1, 1, 64, "f32", "full", 1, false, 1e6, 0, 2, [[0], [1]]);
+
+        double predicted = ScalingPrediction.From(TwoCoreHost())(point)!.Value;
+
+        Assert.Equal(8519.68 + 1073.741824, predicted, 0);
     }
 
     [Theory]

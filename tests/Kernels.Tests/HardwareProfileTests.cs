@@ -27,6 +27,21 @@ public sealed class HardwareProfileTests
         Assert.Equal(profile, HardwareProfile.Parse(profile.ToJson(), "round trip"));
     }
 
+    [Fact]
+    public void Parse_TransportAndHostCores_ReadAndSplitOnASharedHost()
+    {
+        HardwareProfile profile = HardwareProfile.Parse(
+            Valid.Replace("\"sharedHost\": true", "\"sharedHost\": true, \"hostCores\": 2, \"transportGbitPerSecond\": 8, \"transportSource\": \"x\"", StringComparison.Ordinal), "test");
+
+        Assert.Equal(2, profile.HostCores);
+        Assert.Equal(8, profile.TransportGbitPerSecond);
+        Assert.Equal("x", profile.TransportSource);
+        // 8 Gbit/s = 1e9 B/s for the host, a quarter each for 4 nodes; none stated: no transport cost.
+        Assert.Equal(2.5e8, profile.NodeTransportBytesPerSecond(4));
+        Assert.Equal(double.PositiveInfinity, HardwareProfile.Parse(Valid, "test").NodeTransportBytesPerSecond(4));
+        Assert.Equal(profile, HardwareProfile.Parse(profile.ToJson(), "round trip"));
+    }
+
     public static TheoryData<string, string, string> BadProfiles() => new()
     {
         { Valid.Replace("\"kernelGflops\": 10", "\"kernelGflops\": -1", StringComparison.Ordinal), "kernelGflops", "expected a number > 0, got -1" },
@@ -35,6 +50,8 @@ public sealed class HardwareProfileTests
         { Valid.Replace("\"overlap\": 0.5", "\"overlap\": 2", StringComparison.Ordinal), "overlap", "expected a number >= 0 and <= 1, got 2" },
         { Valid.Replace("\"sharedHost\": true", "\"sharedHost\": 1", StringComparison.Ordinal), "sharedHost", "expected true or false, got 1" },
         { Valid.Replace("\"name\": \"n\"", "\"name\": \"n\", \"kernelTflops\": 1", StringComparison.Ordinal), "kernelTflops", "unknown field" },
+        { Valid.Replace("\"sharedHost\": true", "\"sharedHost\": true, \"hostCores\": 1.5", StringComparison.Ordinal), "hostCores", "expected a whole number, got 1.5" },
+        { Valid.Replace("\"sharedHost\": true", "\"sharedHost\": true, \"transportGbitPerSecond\": -2", StringComparison.Ordinal), "transportGbitPerSecond", "expected a number >= 0, got -2" },
         { "[1, 2]", "", "expected a JSON object, got Array" },
     };
 

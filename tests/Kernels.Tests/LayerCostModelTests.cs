@@ -85,6 +85,101 @@ public sealed class LayerCostModelTests
     }
 
     [Fact]
+    public void Predict_TransportCost_AddsToEveryStepThatMovesABlock()
+    {
+        // As the first test, overheads 0, with the cores moving blocks at 8 Gbit/s = 1e9 B/s: step 0 moves the
+        // 266,240-byte block, x = 0.26624 ms on top of its 67.108864 ms of compute (the link's 2.22992 ms still hides).
+        var plan = new LayoutPlan(ContextLayout.Contiguous, 2, 1024, 1, 1);
+        LayerPrediction p = LayerCostModel.Predict(plan, AttentionMask.Full, 64, 4, Profile() with { TransportGbitPerSecond = 8 });
+
+        Assert.Equal(134.217728, p.ComputeMs, 9);
+        Assert.Equal(0.26624, p.WaitingMs, 9);
+        Assert.Equal(134.483968, p.LayerMs, 9);
+    }
+
+    /// <summary>A shared host of 2 cores at 1 GFLOP/s each, links that never bind, no transport cost.</summary>
+    private static HardwareProfile TwoCoreHost() => Profile(gflops: 2, gbit: 1e9, latencyUs: 0) with { SharedHost = true, HostCores = 2 };
+
+    [Theory]
+    // T = 4096 causal on 4 contiguous shards of 1024, Hq = Hkv = 1, d = 64: a diagonal block is 1024·1025/2 = 524,800
+    // live pairs, D = 524800 · 256 FLOP / 1e9 FLOP/s = 0.1343488 s on one core; a full one F = 0.268435456 s. Rank r
+    // does D then r blocks of F. Two ranks per core, equal shares while both compute, no barrier between steps:
+    // {0,3} and {1,2}: both cores finish at 2D + 3F (rank 3 alone for 3F after 2D; ranks 1 and 2 share F, then rank 2
+    // alone for F) = 1074.003968 ms.
+    [InlineData(new[] { 0, 1, 1, 0 }, 1074.003968)]
+    // {0,2} and {1,3}: ranks 1 and 3 share D and F, then rank 3 alone for 2F: 2D + 4F = 1342.439424 ms.
+    [InlineData(new[] { 0, 1, 0, 1 }, 1342.439424)]
+    // {0,1} and {2,3}: ranks 2 and 3 share D, F and F, then rank 3 alone for F: 2D + 5F = 1610.87488 ms.
+    [InlineData(new[] { 0, 0, 1, 1 }, 1610.87488)]
+    public void Predict_PinnedCores_TwoRanksPerCoreShareItAndTheSecondKeepsItAlone(int[] coreOfRank, double layerMs)
+    {
+        var plan = new LayoutPlan(ContextLayout.Contiguous, 4, 4096, 1, 1);
+        HostCores cores = HostCores.FromPinning(2, [.. coreOfRank.Select(c => (IReadOnlyCollection<int>)[c])]);
+
+        LayerPrediction p = LayerCostModel.Predict(plan, AttentionMask.Causal, 64, 4, TwoCoreHost(), cores: cores);
+
+        Assert.Equal(layerMs, p.LayerMs, 6);
+        // Rank 3 computes the whole time (alone or sharing): its computing time is the layer's.
+        Assert.Equal(layerMs, p.ComputeMs, 6);
+        Assert.Equal(0, p.WaitingMs, 6);
+    }
+
+    [Fact]
+    public void Predict_PinnedCoresOnePerRank_SameAsDedicatedNodesOfOneCore()
+    {
+        // Two ranks on a core each of a 2-core host at 2 GFLOP/s: each rank has 1 GFLOP/s, as a dedicated node would.
+        var plan = new LayoutPlan(ContextLayout.Zigzag, 2, 4096, 2, 1);
+        HostCores cores = HostCores.FromPinning(2, [[0], [1]]);
+
+        LayerPrediction pinned = LayerCostModel.Predict(plan, AttentionMask.Causal, 64, 4, TwoCoreHost(), cores: cores);
+        LayerPrediction dedicated = LayerCostModel.Predict(plan, AttentionMask.Causal, 64, 4, Profile(gflops: 1, gbit: 1e9, latencyUs: 0));
+
+        Assert.Equal(dedicated.LayerMs, pinned.LayerMs, 6);
+        Assert.Equal(dedicated.ComputeMs, pinned.ComputeMs, 6);
+    }
+
+    [Fact]
+    public void Predict_PinnedCores_ASlowLinkMakesTheNextStepWait()
+    {
+        // 2 contiguous shards of 512, full mask, Hq = Hkv = 1, d = 64, one core each (1 GFLOP/s): each step computes
+        // 512² pairs, 67.108864 ms. The 266,240-byte block at 1e-3 Gbit/s (125,000 B/s) takes 2129.92 ms, sent when
+        // step 0 starts: step 1 starts at 2129.92 ms and ends 67.108864 ms later.
+        var plan = new LayoutPlan(ContextLayout.Contiguous, 2, 1024, 1, 1);
+        HardwareProfile hw = Profile(gflops: 2, gbit: 1e-3, latencyUs: 0) with { SharedHost = true, HostCores = 2 };
+
+        LayerPrediction p = LayerCostModel.Predict(plan, AttentionMask.Full, 64, 4, hw, cores: HostCores.FromPinning(2, [[0], [1]]));
+
+        Assert.Equal(2129.92 + 67.108864, p.LayerMs, 6);
+        Assert.Equal(2 * 67.108864, p.ComputeMs, 6);
+        Assert.Equal(2129.92 - 67.108864, p.WaitingMs, 6);
+    }
+
+    [Fact]
+    public void Predict_PinnedCoresWithoutWhatTheyNeed_Refused()
+    {
+        var plan = new LayoutPlan(ContextLayout.Zigzag, 2, 1024, 1, 1);
+        HostCores cores = HostCores.FromPinning(2, [[0], [1]]);
+
+        Assert.Contains("is not a shared host", Assert.Throws<ArgumentException>(() => LayerCostModel.Predict(plan, AttentionMask.Causal, 64, 4, Profile(), cores: cores)).Message, StringComparison.Ordinal);
+        Assert.Contains("(hostCores)", Assert.Throws<ArgumentException>(() => LayerCostModel.Predict(plan, AttentionMask.Causal, 64, 4, TwoCoreHost() with { HostCores = 0 }, cores: cores)).Message, StringComparison.Ordinal);
+        Assert.Contains("measured 4", Assert.Throws<ArgumentException>(() => LayerCostModel.Predict(plan, AttentionMask.Causal, 64, 4, TwoCoreHost() with { HostCores = 4 }, cores: cores)).Message, StringComparison.Ordinal);
+        Assert.Contains("describes 2 nodes, the plan has 4", Assert.Throws<ArgumentException>(() => LayerCostModel.Predict(new LayoutPlan(ContextLayout.Zigzag, 4, 1024, 1, 1), AttentionMask.Causal, 64, 4, TwoCoreHost(), cores: cores)).Message, StringComparison.Ordinal);
+        Assert.Contains("has overlap 0.5", Assert.Throws<ArgumentException>(() => LayerCostModel.Predict(plan, AttentionMask.Causal, 64, 4, TwoCoreHost() with { Overlap = 0.5 }, cores: cores)).Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void HostCoresFromPinning_SameSetsGroupDisjointOnesApartOverlapsRefused()
+    {
+        HostCores cores = HostCores.FromPinning(4, [[0, 1], [2], [1, 0], [3], [2]]);
+
+        Assert.Equal(3, cores.Groups);
+        Assert.Equal([0, 1, 0, 2, 1], Enumerable.Range(0, 5).Select(cores.GroupOf).ToArray());
+        Assert.Equal([2, 1, 1], Enumerable.Range(0, 3).Select(cores.GroupCores).ToArray());
+        Assert.Contains("node 1's cores {1,2} overlap another node's {0,1}", Assert.Throws<ArgumentException>(() => HostCores.FromPinning(4, [[0, 1], [1, 2]])).Message, StringComparison.Ordinal);
+        Assert.Contains("node 0 is pinned to cores {4}: expected at least one core in 0..3", Assert.Throws<ArgumentException>(() => HostCores.FromPinning(4, [[4]])).Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Predict_SharedHost_SplitsTheKernelRateAndTheLink()
     {
         // Same chunk as the first test on a shared host: each of 2 nodes gets 0.5 GFLOP/s, so compute doubles to

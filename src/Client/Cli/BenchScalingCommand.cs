@@ -35,6 +35,9 @@ internal static class BenchScalingCommand
 
     private static readonly JsonSerializerOptions Json = new() { WriteIndented = false };
 
+    /// <summary><c>--model calibrate</c> (the default): the profile measured by <c>plan --calibrate</c>'s measurement at the start of the run.</summary>
+    private const string Calibrate = "calibrate";
+
     /// <param name="predict">
     /// A cost model's predicted layer time in ms for a point (null where it has none); when given, the table and every
     /// JSON point carry <c>predicted_ms</c> beside the measurement.
@@ -65,11 +68,15 @@ internal static class BenchScalingCommand
             }
         }
 
-        if (predict is null && options.Text("model") is not "none")
+        string model = options.Text("model") ?? Calibrate;
+        if (predict is null && model is not "none")
         {
             try
             {
-                predict = ScalingPrediction.From(HardwareProfile.Load(options.Text("model") ?? "this-machine"));
+                HardwareProfile profile = model == Calibrate ? ProfileCalibration.Measure(stdout) : HardwareProfile.Load(model);
+                stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"  model: profile {profile.Name}{(model == Calibrate ? " (calibrated now, before any silo starts)" : "")}: kernel {profile.KernelGflops:G4} GFLOP/s{(profile.SharedHost ? $" for the host ({(profile.HostCores > 0 ? profile.HostCores.ToString(CultureInfo.InvariantCulture) : "?")} cores)" : " per node")}, transport {(profile.TransportGbitPerSecond > 0 ? $"{profile.TransportGbitPerSecond:G4} Gbit/s" : "free")}, link {profile.LinkGbitPerSecond:G4} Gbit/s{(profile.LinkShared ? " shared" : "")}, {profile.LinkLatencyMicroseconds:G4} us"));
+                predict = ScalingPrediction.From(profile);
             }
             catch (HardwareProfileException e)
             {
@@ -356,6 +363,11 @@ internal static class BenchScalingCommand
                 Token = token,
                 MaxRetries = 0, // a benchmark reports a failure; a retry would hide it and time something else
             });
+            if (settings.Layouts.FirstOrDefault(l => Unrunnable(l, silos) is null) is { } first)
+            {
+                await WarmUpAsync(client, silos, first, stop).ConfigureAwait(false);
+            }
+
             foreach (ContextLayout layout in settings.Layouts)
             {
                 stop.ThrowIfCancellationRequested();
@@ -390,13 +402,32 @@ internal static class BenchScalingCommand
             }
         }
 
+        private SequenceSpec Spec(ContextLayout layout, int silos) => new()
+        {
+            Layers = settings.Layers, QueryHeads = settings.QueryHeads, KeyValueHeads = settings.KeyValueHeads, HeadDim = settings.HeadDim, DType = settings.DTypeName,
+            Layout = layout.ToString(), Mask = settings.Mask.ToString(), Shards = silos,
+        };
+
+        /// <summary>
+        /// One untimed prefill of <paramref name="layout"/> (all layers) on a fresh cluster before its points. Without
+        /// it the first point of each cluster ran slower in every layer, not only its warm-up layer 0 (2 silos, 16384
+        /// tokens, 2026-12-01: striped 1821 ms as the first layout, 1578 ms after zigzag; zigzag 1807 ms first, 1537 ms
+        /// after striped): the silos' code reaches its optimized tiers, their pools fill, their connections open.
+        /// </summary>
+        private async Task WarmUpAsync(LongClusterClient client, int silos, ContextLayout layout, CancellationToken stop)
+        {
+            string id = $"scaling-{silos}-warm-up";
+            var input = new LayerInput(_q, _k, _v);
+            long started = Stopwatch.GetTimestamp();
+            await client.CreateAndPrefillAsync(Spec(layout, silos), id, settings.Tokens, (_, _) => input, _documents, cancellationToken: stop).ConfigureAwait(false);
+            await client.DeleteSequenceAsync(id, stop).ConfigureAwait(false);
+            console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"    warm-up: {layout}, {settings.Layers} layers, {Stopwatch.GetElapsedTime(started).TotalSeconds:F1} s (not timed)"));
+        }
+
         private async Task<Measured> MeasureAsync(LongClusterClient client, SiloProcessCluster cluster, int silos, ContextLayout layout, CancellationToken stop)
         {
-            var spec = new SequenceSpec
-            {
-                Layers = settings.Layers, QueryHeads = settings.QueryHeads, KeyValueHeads = settings.KeyValueHeads, HeadDim = settings.HeadDim, DType = settings.DTypeName,
-                Layout = layout.ToString(), Mask = settings.Mask.ToString(), Shards = silos,
-            };
+            SequenceSpec spec = Spec(layout, silos);
             string id = $"scaling-{silos}-{layout.ToString().Replace(':', '-')}";
             var input = new LayerInput(_q, _k, _v);
             (SequenceInfo _, IReadOnlyList<LayerOutput> outputs) = await client.CreateAndPrefillAsync(
@@ -418,6 +449,7 @@ internal static class BenchScalingCommand
                 },
                 _documents,
                 cancellationToken: stop).ConfigureAwait(false);
+            SequenceInfo placed = await client.GetSequenceAsync(id, stop).ConfigureAwait(false);
             await client.DeleteSequenceAsync(id, stop).ConfigureAwait(false);
 
             double errorO = 0;
@@ -436,12 +468,40 @@ internal static class BenchScalingCommand
             int threads = ThreadsPerSilo(silos);
             var point = new ScalingPoint(
                 silos, layout.ToString(), settings.Tokens, settings.QueryHeads, settings.KeyValueHeads, settings.HeadDim, settings.DTypeName, settings.Mask.ToString(), threads,
-                silos > _cores.Length, _network?.Link.BitsPerSecond, _network is null ? null : _network.LatencyApplied ? _network.Link.LatencyMicroseconds : 0);
+                silos > _cores.Length, _network?.Link.BitsPerSecond, _network is null ? null : _network.LatencyApplied ? _network.Link.LatencyMicroseconds : 0,
+                _cores.Length, _pinned ? CoresOfShards(placed, cluster, silos) : null);
             var measured = new Measured(point, layerMs, median.Seconds * 1000, slowest, _baselineMs[threads], _baselineMs[_cores.Length], errorO, errorLse, predict?.Invoke(point));
             console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"    {layout}: layers {string.Join(", ", layerMs.Select(ms => ms.ToString("F1", CultureInfo.InvariantCulture)))} ms (layer 0 is the warm-up); O rel error {errorO:E2}, LSE rel error {errorLse:E2}: {(measured.Ok ? "OK" : "FAILED")}"));
+                $"    {layout}: layers {string.Join(", ", layerMs.Select(ms => ms.ToString("F1", CultureInfo.InvariantCulture)))} ms (layer 0 is the warm-up); O rel error {errorO:E2}, LSE rel error {errorLse:E2}: {(measured.Ok ? "OK" : "FAILED")}{Placement(point)}"));
             return measured;
         }
+
+        /// <summary>
+        /// The host cores each shard of <paramref name="placed"/> ran on (shard i's silo's pinned cores, as positions in
+        /// this process's core list), from the shard map's endpoints; null where a shard's silo is not one of the cluster's.
+        /// </summary>
+        private int[][]? CoresOfShards(SequenceInfo placed, SiloProcessCluster cluster, int silos)
+        {
+            var cores = new int[placed.ShardMap.Count][];
+            foreach (ShardInfo shard in placed.ShardMap)
+            {
+                int silo = Enumerable.Range(0, cluster.Silos.Count)
+                    .FirstOrDefault(i => Uri.TryCreate(shard.Endpoint, UriKind.Absolute, out Uri? endpoint) && endpoint.Authority == cluster.Silos[i].HttpEndpoint?.Authority, -1);
+                if (silo < 0 || shard.Index < 0 || shard.Index >= cores.Length)
+                {
+                    return null;
+                }
+
+                cores[shard.Index] = [.. CoresOf(silo, silos).Select(c => Array.IndexOf(_cores, c))];
+            }
+
+            return cores.Any(c => c is null) ? null : cores;
+        }
+
+        /// <summary>"; shard i on cpus …" for a pinned point: where the service put each shard, which the prediction uses.</summary>
+        private string Placement(ScalingPoint point) => point.CoresOfShard is { } cores
+            ? "; shards on cpus " + string.Join(" ", cores.Select((c, i) => $"{i}:{string.Join(",", c.Select(core => _cores[core]))}"))
+            : "";
 
         private void Report(string? failure)
         {
@@ -513,6 +573,7 @@ internal static class BenchScalingCommand
                 ["layer_ms"] = m.LayerMs.Select(Round).ToArray(),
                 ["threads_per_silo"] = m.Point.ThreadsPerSilo,
                 ["shares_cores"] = m.Point.SharesCores,
+                ["cores_of_shard"] = m.Point.CoresOfShard,
                 ["baseline_ms"] = Round(m.BaselineMs),
                 ["efficiency"] = Math.Round(m.Efficiency, 4),
                 ["all_cores_ms"] = Round(m.AllCoresMs),

@@ -73,12 +73,14 @@ public static class CliApp
               silos' managed heap and RSS (from /metrics); then p50/p99 per operation and failures by code. The last
               line is JSON (requests, wrong, errors, refused, heap_mb, rss_mb, ops, ...). Exit 0: nothing wrong, no errors.
           longcluster bench scaling [--tokens 65536] [--layouts zigzag,striped,contiguous,ulysses,hybrid:2] [--silos 1,2,4] [--link RATE:LATENCY]
-                                    [--layers 2] [--hq 8] [--hkv 2] [--d 128] [--dtype f32] [--mask causal] [--seed 1] [--model this-machine|PROFILE|none]
+                                    [--layers 2] [--hq 8] [--hkv 2] [--d 128] [--dtype f32] [--mask causal] [--seed 1] [--model calibrate|PROFILE|none]
               For each silo count P, P silo processes (Redis, mutual TLS), each pinned to 1/P of the cores; for each
               layout a verified prefill through the SDK: the service's layer time (median after the warm-up layer 0),
               its split, efficiency against the single-node kernel. --link 10gbit:50us: silos in network namespaces
               on shaped veth links (root, iproute2; otherwise loopback). Beside each point the cost model's prediction
-              (--model: a profile, default this-machine; none: no prediction). The last line is JSON.
+              (--model: calibrate, the default, measures this machine first as plan --calibrate does; or a profile
+              file or built-in name; none: no prediction), given the cores each shard's silo was pinned to. The
+              last line is JSON.
           longcluster local-cluster [--silos 3] [--processes] [--for S]
               N silos with the attention service on this machine (in this process, or as silo processes with a
               redis-server it starts), until Ctrl+C, SIGTERM or S seconds; then they leave gracefully.

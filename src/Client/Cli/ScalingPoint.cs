@@ -16,6 +16,11 @@ namespace LongCluster.Cli;
 /// <param name="SharesCores">Whether silos outnumber the cores, so that some share one (then the kernel threads of two silos contend).</param>
 /// <param name="LinkBitsPerSecond">Rate each silo sends at, bits/s; null on loopback (unshaped).</param>
 /// <param name="LinkLatencyMicroseconds">One-way delay added to each packet, µs, as applied (0 where the kernel could not delay packets); null on loopback.</param>
+/// <param name="HostCores">Cores of this host the silos split (the harness's allowed cores).</param>
+/// <param name="CoresOfShard">
+/// Shard i's silo's pinned cores (0..<paramref name="HostCores"/>−1), from where the service placed the shards; null where
+/// the silos are not pinned. Placement, not a measurement: shards of one sequence follow a hash of its id.
+/// </param>
 internal sealed record ScalingPoint(
     int Silos,
     string Layout,
@@ -28,4 +33,6 @@ internal sealed record ScalingPoint(
     int ThreadsPerSilo,
     bool SharesCores,
     double? LinkBitsPerSecond,
-    double? LinkLatencyMicroseconds);
+    double? LinkLatencyMicroseconds,
+    int HostCores,
+    IReadOnlyList<int[]>? CoresOfShard);

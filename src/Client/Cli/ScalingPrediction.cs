@@ -9,9 +9,13 @@ namespace LongCluster.Cli;
 internal static class ScalingPrediction
 {
     /// <summary>
-    /// Predicted layer ms of a point under <paramref name="profile"/>. A shaped link caps the profile's link rate at
-    /// the shaped rate and adds its delay to the profile's latency (the transport's own cost stays); loopback uses
-    /// the profile as it is. Null where the layout cannot run (the harness skips those points anyway).
+    /// Predicted layer ms of a point under <paramref name="profile"/>. A shaped link is each silo's own veth, shaped by
+    /// the kernel's qdisc: it becomes the link (its rate, not shared; its delay added to the profile's latency), whose
+    /// time hides behind compute (overlap 1) while the cores' own work moving a block (the profile's transport rate)
+    /// still adds to each step; loopback uses the profile as it is. Where the profile is a shared host measured on as many cores as the point's host and the
+    /// point says which cores each shard's silo was pinned to, the model gives each shard those cores
+    /// (<see cref="HostCores"/>: silos pinned to one core share it); otherwise each of P silos gets 1/P of the host.
+    /// Null where the layout cannot run (the harness skips those points anyway).
     /// </summary>
     public static Func<ScalingPoint, double?> From(HardwareProfile profile) => point =>
     {
@@ -28,11 +32,16 @@ internal static class ScalingPrediction
         HardwareProfile hw = point.LinkBitsPerSecond is { } bits
             ? profile with
             {
-                LinkGbitPerSecond = Math.Min(profile.LinkGbitPerSecond, bits / 1e9),
+                LinkGbitPerSecond = bits / 1e9,
+                LinkShared = false,
+                Overlap = 1,
                 LinkLatencyMicroseconds = profile.LinkLatencyMicroseconds + (point.LinkLatencyMicroseconds ?? 0),
             }
             : profile;
         int elementSize = DTypes.TryParseFloat(point.DType, out DType dtype) ? dtype.Size() : sizeof(float);
-        return LayerCostModel.Predict(plan, AttentionMask.Parse(point.Mask), point.HeadDim, elementSize, hw).LayerMs;
+        HostCores? cores = hw.SharedHost && hw.HostCores == point.HostCores && point.CoresOfShard is { } pinned
+            ? HostCores.FromPinning(point.HostCores, pinned)
+            : null;
+        return LayerCostModel.Predict(plan, AttentionMask.Parse(point.Mask), point.HeadDim, elementSize, hw, cores: cores).LayerMs;
     };
 }

@@ -55,6 +55,17 @@ public sealed record HardwareProfile
     /// <summary>Where <see cref="LinkGbitPerSecond"/> comes from.</summary>
     public required string LinkSource { get; init; }
 
+    /// <summary>
+    /// How fast a node's own cores move a block through the service's transport (serialize, copy, deserialize), in
+    /// Gbit/s; time those cores cannot compute, so it adds to a ring step whatever the link does. 0 (the default): the
+    /// cores take no part (copy engines, RDMA), or the profile folds it into the link and <see cref="Overlap"/>. With
+    /// <see cref="SharedHost"/>, the host's total, split among its nodes.
+    /// </summary>
+    public double TransportGbitPerSecond { get; init; }
+
+    /// <summary>Where <see cref="TransportGbitPerSecond"/> comes from.</summary>
+    public string TransportSource { get; init; } = "";
+
     /// <summary>One-way latency of a message between two nodes in µs, paid once per transfer.</summary>
     public required double LinkLatencyMicroseconds { get; init; }
 
@@ -77,6 +88,13 @@ public sealed record HardwareProfile
     /// <summary>Whether the nodes are processes on one host: P nodes share <see cref="KernelGflops"/> evenly (each gets 1/P).</summary>
     public bool SharedHost { get; init; }
 
+    /// <summary>
+    /// For a shared host, how many cores <see cref="KernelGflops"/> was measured on (0 where the profile does not say):
+    /// one core's rate is their quotient, what <see cref="LayerCostModel"/> gives a node per core it is pinned to
+    /// (<see cref="HostCores"/>).
+    /// </summary>
+    public int HostCores { get; init; }
+
     /// <summary>Whether the nodes share one link (loopback on one host): P nodes sending at once each get 1/P of its bandwidth.</summary>
     public bool LinkShared { get; init; }
 
@@ -85,6 +103,10 @@ public sealed record HardwareProfile
 
     /// <summary>FLOP/s of one node when <paramref name="nodes"/> run at once.</summary>
     public double NodeFlopsPerSecond(int nodes) => KernelGflops * 1e9 / (SharedHost ? nodes : 1);
+
+    /// <summary>Bytes/s at which one node's cores move blocks through the transport when <paramref name="nodes"/> do at once; +∞ where the profile has no transport cost.</summary>
+    public double NodeTransportBytesPerSecond(int nodes) =>
+        TransportGbitPerSecond > 0 ? TransportGbitPerSecond * 1e9 / 8 / (SharedHost ? nodes : 1) : double.PositiveInfinity;
 
     /// <summary>Bytes/s of one node's link when <paramref name="nodes"/> send at once.</summary>
     public double NodeBytesPerSecond(int nodes) => LinkGbitPerSecond * 1e9 / 8 / (LinkShared ? nodes : 1);
@@ -149,10 +171,13 @@ public sealed record HardwareProfile
                 LinkSource = reader.Text("linkSource", required: true),
                 LinkLatencyMicroseconds = reader.Number("linkLatencyMicroseconds", required: true, 0, double.PositiveInfinity),
                 LatencySource = reader.Text("latencySource", required: true),
+                TransportGbitPerSecond = reader.Number("transportGbitPerSecond", required: false, 0, double.PositiveInfinity),
+                TransportSource = reader.Text("transportSource", required: false),
                 StepOverheadMicroseconds = reader.Number("stepOverheadMicroseconds", required: false, 0, double.PositiveInfinity),
                 LayerOverheadMicroseconds = reader.Number("layerOverheadMicroseconds", required: false, 0, double.PositiveInfinity),
                 Overlap = reader.Number("overlap", required: false, 0, 1, defaultValue: 1),
                 SharedHost = reader.Flag("sharedHost"),
+                HostCores = reader.Count("hostCores"),
                 LinkShared = reader.Flag("linkShared"),
                 OverheadSource = reader.Text("overheadSource", required: false),
             };
@@ -173,10 +198,13 @@ public sealed record HardwareProfile
             ["linkSource"] = LinkSource,
             ["linkLatencyMicroseconds"] = LinkLatencyMicroseconds,
             ["latencySource"] = LatencySource,
+            ["transportGbitPerSecond"] = TransportGbitPerSecond,
+            ["transportSource"] = TransportSource,
             ["stepOverheadMicroseconds"] = StepOverheadMicroseconds,
             ["layerOverheadMicroseconds"] = LayerOverheadMicroseconds,
             ["overlap"] = Overlap,
             ["sharedHost"] = SharedHost,
+            ["hostCores"] = HostCores,
             ["linkShared"] = LinkShared,
             ["overheadSource"] = OverheadSource,
         },
@@ -188,7 +216,7 @@ public sealed record HardwareProfile
         private static readonly string[] Known =
         [
             "name", "description", "kernelGflops", "kernelSource", "linkGbitPerSecond", "linkSource", "linkLatencyMicroseconds",
-            "latencySource", "stepOverheadMicroseconds", "layerOverheadMicroseconds", "overlap", "sharedHost", "linkShared", "overheadSource",
+            "latencySource", "transportGbitPerSecond", "transportSource", "stepOverheadMicroseconds", "layerOverheadMicroseconds", "overlap", "sharedHost", "hostCores", "linkShared", "overheadSource",
         ];
 
         public string Text(string field, bool required)
@@ -232,6 +260,18 @@ public sealed record HardwareProfile
             }
 
             return number;
+        }
+
+        /// <summary>An optional whole number ≥ 0 (0 when absent).</summary>
+        public int Count(string field)
+        {
+            double number = Number(field, required: false, 0, 1 << 20);
+            if (number != Math.Floor(number))
+            {
+                throw new HardwareProfileException(source, field, $"expected a whole number, got {number.ToString(CultureInfo.InvariantCulture)}");
+            }
+
+            return (int)number;
         }
 
         public bool Flag(string field)

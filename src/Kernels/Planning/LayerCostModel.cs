@@ -15,8 +15,15 @@ namespace LongCluster.Kernels.Planning;
 /// once, so it takes L + max(sent, received) / B. The layer pays the slowest rank's.</item>
 /// <item>Ring, R steps: at step s rank r computes c(s, r) = work(s, r) · 4·d / F, work being live pairs × the rank's
 /// query heads (<see cref="RingSchedule.Work"/>), while the block it needs next is on the wire:
-/// t(s, r) = L + rows · (2·Hkv_r·d·e + m) / B (none after the last step). The driver sends a block before computing
-/// on it, so step s takes max_r [max(c, t) + (1 − overlap) · min(c, t)] + the profile's step overhead.</item>
+/// t(s, r) = L + rows · (2·Hkv_r·d·e + m) / B (none after the last step), and its own cores spend
+/// x(s, r) = the same bytes / S moving the block through the transport (S = the profile's transport rate per node,
+/// <see cref="HardwareProfile.NodeTransportBytesPerSecond"/>; x = 0 without one). The driver sends a block before
+/// computing on it, so step s takes max_r [max(c + x, t) + (1 − overlap) · min(c + x, t)] + the profile's step overhead. On a shared
+/// host whose nodes are pinned to cores (<see cref="HostCores"/>), the ring is simulated instead: a rank's step is
+/// its kernel and transport work in core-seconds (F / <see cref="HardwareProfile.HostCores"/> per core), served by
+/// its cores shared equally among the ranks pinned there that are computing at the time; step s + 1 starts once step
+/// s is done and the predecessor's block, sent when its step s began, has arrived (t later). No barrier between
+/// steps: a rank that finishes early leaves its core to its neighbour, as the driver's ranks do.</item>
 /// <item>Gather all-to-all (U &gt; 1): each member sends every other the O rows (d floats) and LSE (1 float) of the
 /// other's tokens for its own heads: L + max(sent, received) / B, the slowest rank's.</item>
 /// <item>Plus the profile's fixed layer overhead.</item>
@@ -33,14 +40,20 @@ public static class LayerCostModel
     /// The prediction for one layer of the first chunk of <paramref name="plan"/>'s tokens. <paramref name="documentLength"/>
     /// is the tokens per document for document masks (documents are consecutive runs), as for <see cref="RingSchedule.Create"/>.
     /// </summary>
-    public static LayerPrediction Predict(LayoutPlan plan, AttentionMask mask, int headDim, int elementSize, HardwareProfile hw, int documentLength = 0)
+    public static LayerPrediction Predict(LayoutPlan plan, AttentionMask mask, int headDim, int elementSize, HardwareProfile hw, int documentLength = 0, HostCores? cores = null)
     {
         ArgumentNullException.ThrowIfNull(plan);
-        return Predict(RingSchedule.Create(plan, mask, headDim, elementSize, documentLength), mask, headDim, elementSize, hw);
+        return Predict(RingSchedule.Create(plan, mask, headDim, elementSize, documentLength), mask, headDim, elementSize, hw, cores);
     }
 
-    /// <summary>The prediction from a schedule already made (with the same mask, head dim and element size).</summary>
-    public static LayerPrediction Predict(RingSchedule schedule, AttentionMask mask, int headDim, int elementSize, HardwareProfile hw)
+    /// <summary>
+    /// The prediction from a schedule already made (with the same mask, head dim and element size). With
+    /// <paramref name="cores"/> (a <see cref="HardwareProfile.SharedHost"/> profile whose nodes are pinned processes),
+    /// each rank computes on the cores it is pinned to, at <see cref="HardwareProfile.KernelGflops"/> /
+    /// <see cref="HardwareProfile.HostCores"/> per core, sharing them step by step with the other ranks pinned there
+    /// that still compute (<see cref="HostCores"/>); without it, each of P nodes of a shared host gets 1/P of it.
+    /// </summary>
+    public static LayerPrediction Predict(RingSchedule schedule, AttentionMask mask, int headDim, int elementSize, HardwareProfile hw, HostCores? cores = null)
     {
         ArgumentNullException.ThrowIfNull(schedule);
         ArgumentNullException.ThrowIfNull(hw);
@@ -55,6 +68,7 @@ public static class LayerCostModel
         int nodes = plan.Shards;
         double flops = hw.NodeFlopsPerSecond(nodes);
         double bytesPerSecond = hw.NodeBytesPerSecond(nodes);
+        double transportPerSecond = hw.NodeTransportBytesPerSecond(nodes);
         double latency = hw.LinkLatencyMicroseconds * 1e-6;
         double flopsPerWork = 4.0 * headDim;
         long metadata = sizeof(long) + (mask.Document ? sizeof(int) : 0);
@@ -63,36 +77,37 @@ public static class LayerCostModel
         double meanCompute = 0;
         double waiting = 0;
         double transfer = 0;
-        for (int s = 0; s < schedule.Steps; s++)
+        if (cores is not null)
         {
-            double maxCompute = 0;
-            double sumCompute = 0;
-            double maxStep = 0;
-            double maxTransfer = 0;
-            for (int rank = 0; rank < nodes; rank++)
+            (compute, meanCompute, double ring, transfer) = PinnedRing(schedule, hw, cores, headDim, elementSize, metadata);
+            waiting = ring - compute;
+        }
+        else
+        {
+            for (int s = 0; s < schedule.Steps; s++)
             {
-                double c = schedule.Work(s, rank) * flopsPerWork / flops;
-                double t = 0;
-                if (s < schedule.Steps - 1)
+                double maxCompute = 0;
+                double sumCompute = 0;
+                double maxStep = 0;
+                double maxTransfer = 0;
+                for (int rank = 0; rank < nodes; rank++)
                 {
-                    // The block that arrives during step s is the one the predecessor holds at step s.
-                    int source = schedule.BlockSource(plan.RingOf(rank), s + 1);
-                    (_, int kvHeads) = plan.KeyValueHeadsOf(plan.MemberOf(rank));
-                    long rows = plan.RingShardTokens(source).Length;
-                    t = latency + (rows * ((2.0 * kvHeads * headDim * elementSize) + metadata) / bytesPerSecond);
+                    double c = schedule.Work(s, rank) * flopsPerWork / flops;
+                    double bytes = IncomingBytes(schedule, s, rank, headDim, elementSize, metadata);
+                    double t = bytes > 0 ? latency + (bytes / bytesPerSecond) : 0;
+                    double busy = c + (bytes / transportPerSecond);
+                    double step = Math.Max(busy, t) + ((1 - hw.Overlap) * Math.Min(busy, t));
+                    maxCompute = Math.Max(maxCompute, c);
+                    sumCompute += c;
+                    maxStep = Math.Max(maxStep, step);
+                    maxTransfer = Math.Max(maxTransfer, t);
                 }
 
-                double step = Math.Max(c, t) + ((1 - hw.Overlap) * Math.Min(c, t));
-                maxCompute = Math.Max(maxCompute, c);
-                sumCompute += c;
-                maxStep = Math.Max(maxStep, step);
-                maxTransfer = Math.Max(maxTransfer, t);
+                compute += maxCompute;
+                meanCompute += sumCompute / nodes;
+                waiting += maxStep - maxCompute;
+                transfer += maxTransfer;
             }
-
-            compute += maxCompute;
-            meanCompute += sumCompute / nodes;
-            waiting += maxStep - maxCompute;
-            transfer += maxTransfer;
         }
 
         (double scatter, double gather) = AllToAll(plan, headDim, elementSize, metadata, latency, bytesPerSecond);
@@ -112,6 +127,184 @@ public static class LayerCostModel
             TokensPerSecond: plan.Tokens / layer,
             Imbalance: schedule.Imbalance,
             BytesSentMax: schedule.BytesSent.Max());
+    }
+
+    /// <summary>Bytes of the block rank <paramref name="rank"/> receives during step <paramref name="step"/> (the one its predecessor holds then); 0 at the last step.</summary>
+    private static double IncomingBytes(RingSchedule schedule, int step, int rank, int headDim, int elementSize, long metadata)
+    {
+        if (step >= schedule.Steps - 1)
+        {
+            return 0;
+        }
+
+        LayoutPlan plan = schedule.Plan;
+        int source = schedule.BlockSource(plan.RingOf(rank), step + 1);
+        (_, int kvHeads) = plan.KeyValueHeadsOf(plan.MemberOf(rank));
+        long rows = plan.RingShardTokens(source).Length;
+        return rows * ((2.0 * kvHeads * headDim * elementSize) + metadata);
+    }
+
+    /// <summary>
+    /// The ring on pinned cores, simulated: each rank goes through its steps as the driver does — step s + 1 starts
+    /// when its step s is done and the block its predecessor sent at the start of its own step s has arrived (t after)
+    /// — and a step's demand, its kernel work plus its transport work in core-seconds, is served by its cores, shared
+    /// equally by the ranks pinned there that are computing at the time (the others wait). No barrier between steps:
+    /// a rank that finishes early gives its core to its neighbour. Returns the slowest and the mean rank's time spent
+    /// computing, the ring's wall time, and Σ over steps of the slowest transfer, in seconds.
+    /// </summary>
+    private static (double Compute, double MeanCompute, double Ring, double Transfer) PinnedRing(
+        RingSchedule schedule, HardwareProfile hw, HostCores cores, int headDim, int elementSize, long metadata)
+    {
+        LayoutPlan plan = schedule.Plan;
+        int nodes = plan.Shards;
+        int steps = schedule.Steps;
+        double coreFlops = CoreFlops(hw, cores, nodes);
+        double coreTransport = hw.TransportGbitPerSecond > 0 ? hw.TransportGbitPerSecond * 1e9 / 8 / hw.HostCores : double.PositiveInfinity;
+        double bytesPerSecond = hw.NodeBytesPerSecond(nodes);
+        double latency = hw.LinkLatencyMicroseconds * 1e-6;
+        if (hw.Overlap < 1)
+        {
+            throw new ArgumentException(
+                $"profile '{hw.Name}' has overlap {hw.Overlap}: on pinned cores the model counts the cores' transport work itself (transportGbitPerSecond) and lets the link's time overlap (overlap 1)", nameof(hw));
+        }
+
+        var demand = new double[steps, nodes];
+        var wire = new double[steps, nodes];
+        double transfer = 0;
+        for (int s = 0; s < steps; s++)
+        {
+            double maxTransfer = 0;
+            for (int rank = 0; rank < nodes; rank++)
+            {
+                double bytes = IncomingBytes(schedule, s, rank, headDim, elementSize, metadata);
+                demand[s, rank] = (schedule.Work(s, rank) * 4.0 * headDim / coreFlops) + (bytes / coreTransport);
+                wire[s, rank] = bytes > 0 ? latency + (bytes / bytesPerSecond) : 0;
+                maxTransfer = Math.Max(maxTransfer, wire[s, rank]);
+            }
+
+            transfer += maxTransfer;
+        }
+
+        int[] previous = [.. Enumerable.Range(0, nodes).Select(r => plan.RankAt((plan.RingOf(r) - 1 + plan.RingDegree) % plan.RingDegree, plan.MemberOf(r)))];
+        var started = new double[steps, nodes];
+        int[] step = new int[nodes];          // the step each rank is in (computing) or waits to start
+        int[] begun = new int[nodes];         // steps each rank has started (its step-s block goes out when step s starts)
+        bool[] computing = new bool[nodes];
+        double[] remaining = new double[nodes];
+        double[] busy = new double[nodes];    // wall time spent computing
+        double[] done = new double[nodes];
+        double now = 0;
+        for (int rank = 0; rank < nodes; rank++)
+        {
+            computing[rank] = true;
+            remaining[rank] = demand[0, rank];
+            begun[rank] = 1;
+        }
+
+        int[] active = new int[cores.Groups];
+        while (true)
+        {
+            // Ranks whose step is done move on (or wait for their next block); ranks whose block is there start.
+            bool moved = true;
+            while (moved)
+            {
+                moved = false;
+                for (int rank = 0; rank < nodes; rank++)
+                {
+                    if (computing[rank] && remaining[rank] <= 0)
+                    {
+                        computing[rank] = false;
+                        step[rank]++;
+                        done[rank] = now;
+                        moved = true;
+                    }
+
+                    int s = step[rank];
+                    if (!computing[rank] && s < steps && begun[previous[rank]] >= s
+                        && started[s - 1, previous[rank]] + wire[s - 1, rank] <= now)
+                    {
+                        computing[rank] = true;
+                        started[s, rank] = now;
+                        begun[rank] = s + 1;
+                        remaining[rank] = demand[s, rank];
+                        moved = true;
+                    }
+                }
+            }
+
+            Array.Clear(active);
+            foreach (int rank in Enumerable.Range(0, nodes).Where(r => computing[r]))
+            {
+                active[cores.GroupOf(rank)]++;
+            }
+
+            double next = double.PositiveInfinity;
+            for (int rank = 0; rank < nodes; rank++)
+            {
+                int s = step[rank];
+                if (computing[rank])
+                {
+                    next = Math.Min(next, now + (remaining[rank] * active[cores.GroupOf(rank)] / cores.GroupCores(cores.GroupOf(rank))));
+                }
+                else if (s < steps && begun[previous[rank]] >= s)
+                {
+                    next = Math.Min(next, started[s - 1, previous[rank]] + wire[s - 1, rank]);
+                }
+            }
+
+            if (double.IsPositiveInfinity(next))
+            {
+                break;
+            }
+
+            double dt = next - now;
+            for (int rank = 0; rank < nodes; rank++)
+            {
+                if (computing[rank])
+                {
+                    int group = cores.GroupOf(rank);
+                    double served = dt * cores.GroupCores(group) / active[group];
+                    // The rank that set the event finishes exactly; rounding must not leave it a sliver of work.
+                    remaining[rank] = remaining[rank] - served <= 1e-12 * Math.Max(1, served) ? 0 : remaining[rank] - served;
+                    busy[rank] += dt;
+                }
+            }
+
+            now = next;
+        }
+
+        if (step.Any(s => s < steps))
+        {
+            throw new InvalidOperationException("the ring simulation stopped with ranks short of their last step");
+        }
+
+        return (busy.Max(), busy.Average(), done.Max(), transfer);
+    }
+
+    /// <summary>FLOP/s of one core of a shared host whose <paramref name="nodes"/> nodes are pinned as <paramref name="cores"/> says.</summary>
+    private static double CoreFlops(HardwareProfile hw, HostCores cores, int nodes)
+    {
+        if (!hw.SharedHost)
+        {
+            throw new ArgumentException($"pinned cores describe nodes on one host; profile '{hw.Name}' is not a shared host (sharedHost: false)", nameof(cores));
+        }
+
+        if (cores.Nodes != nodes)
+        {
+            throw new ArgumentException($"the pinning describes {cores.Nodes} nodes, the plan has {nodes}", nameof(cores));
+        }
+
+        if (hw.HostCores < 1)
+        {
+            throw new ArgumentException($"profile '{hw.Name}' does not say how many cores its kernelGflops counts (hostCores)", nameof(cores));
+        }
+
+        if (cores.Cores != hw.HostCores)
+        {
+            throw new ArgumentException($"the pinning is on a host of {cores.Cores} cores, profile '{hw.Name}' measured {hw.HostCores}", nameof(cores));
+        }
+
+        return hw.KernelGflops * 1e9 / hw.HostCores;
     }
 
     /// <summary>Seconds of the scatter and the gather all-to-all: the slowest rank's, each L + max(sent, received) / B; 0 without Ulysses.</summary>

@@ -8,7 +8,7 @@ namespace LongCluster.Kernels.Planning;
 /// <param name="LayerMs">Predicted wall time of the layer.</param>
 /// <param name="ComputeMs">Σ over ring steps of the slowest rank's kernel time.</param>
 /// <param name="MeanComputeMs">Σ over ring steps of the mean rank's kernel time (a rank's own compute, as a rank's timings report it).</param>
-/// <param name="WaitingMs">Σ over ring steps of the step time beyond the slowest rank's compute: the transfer the compute did not hide.</param>
+/// <param name="WaitingMs">Σ over ring steps of the step time beyond the slowest rank's compute: the cores' own transport work and the transfer the compute did not hide.</param>
 /// <param name="AllToAllMs">Scatter (Q/K/V heads) plus gather (O and LSE) inside the Ulysses groups; 0 without Ulysses.</param>
 /// <param name="TransferMs">Σ over ring steps of the slowest next-block transfer, hidden or not (it is in <see cref="WaitingMs"/> only where it is not).</param>
 /// <param name="OverheadMs">The profile's fixed costs: one per layer and one per ring step.</param>
