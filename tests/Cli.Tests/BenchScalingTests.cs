@@ -43,6 +43,8 @@ public sealed partial class BenchScalingTests
             Assert.Equal(p.GetProperty("layer_ms")[1].GetDouble(), p.GetProperty("measured_ms").GetDouble());
             Assert.True(p.GetProperty("measured_ms").GetDouble() > 0);
             Assert.True(p.GetProperty("compute_ms").GetDouble() > 0);
+            // Each rounded to 0.001 ms on its own.
+            Assert.Equal(p.GetProperty("all_to_all_ms").GetDouble(), p.GetProperty("scatter_ms").GetDouble() + p.GetProperty("gather_ms").GetDouble(), tolerance: 0.002);
             Assert.Equal(threads, p.GetProperty("threads_per_silo").GetInt32());
             Assert.True(p.GetProperty("predicted_ms").GetDouble() > 0, "the model's prediction (this-machine profile) beside the measurement");
         });

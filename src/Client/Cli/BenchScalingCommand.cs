@@ -568,6 +568,8 @@ internal static class BenchScalingCommand
                 ["compute_ms"] = Round(s.ComputeSeconds * 1000),
                 ["waiting_ms"] = Round(s.WaitingSeconds * 1000),
                 ["all_to_all_ms"] = Round((s.ScatterSeconds + s.GatherSeconds) * 1000),
+                ["scatter_ms"] = Round(s.ScatterSeconds * 1000),
+                ["gather_ms"] = Round(s.GatherSeconds * 1000),
                 ["transfer_ms"] = Round(s.TransferSeconds * 1000),
                 ["bytes_sent"] = s.BytesSent,
                 ["layer_ms"] = m.LayerMs.Select(Round).ToArray(),
