@@ -164,6 +164,8 @@ r = rows[-1]
 print(f"{'decode (Tk=262144, Hq=32, Hkv=8, d=128)':<40} {'median ms':>10} {'GB/s':>7} {'vec':>4} {'SGEMV':>7} {'core':<11} {'ratio':>6}")
 print(f"{r['case']:<40} {r['ms']:>10.1f} {r['gbps']:>7.2f} {r['vector_bits']:>4} "
       f"{r['yardstick_gbps']:>7.2f} {r['yardstick_core_used']:<11} {r['ratio']:>6.2f}")
+print(f"  the same K and V read by 2 threads with no arithmetic (bench decode's read_gbps): {decode2['read_gbps']:.2f} GB/s; "
+      f"the kernel reaches {decode2['gbps'] / decode2['read_gbps']:.2f} of it")
 print()
 
 verdicts = [

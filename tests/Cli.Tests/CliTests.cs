@@ -468,6 +468,10 @@ public sealed class CliTests : IDisposable
         Assert.True(json.RootElement.GetProperty("ms").GetDouble() > 0);
         long kAndV = 2L * 3000 * 2 * 64 * 2; // K and V · Tk · Hkv · d · 2 bytes per bf16
         Assert.Equal(kAndV, json.RootElement.GetProperty("bytes").GetInt64());
+        // The plain read of the same K and V, the machine's roof for these pages.
+        Assert.True(json.RootElement.GetProperty("read_gbps").GetDouble() > 0);
+        Assert.Equal(kAndV / (json.RootElement.GetProperty("read_ms").GetDouble() / 1000) / 1e9, json.RootElement.GetProperty("read_gbps").GetDouble(), tolerance: 0.01 * json.RootElement.GetProperty("read_gbps").GetDouble());
+        Assert.Contains("read GB/s: the same K and V arrays streamed by 2 thread(s) with no arithmetic", stdout);
         Assert.Equal(3000, json.RootElement.GetProperty("live_keys").GetInt64());
         Assert.Equal("bf16", json.RootElement.GetProperty("dtype").GetString());
         Assert.Equal(2, json.RootElement.GetProperty("threads").GetInt32());
