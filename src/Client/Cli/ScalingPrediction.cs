@@ -12,10 +12,10 @@ internal static class ScalingPrediction
     /// Predicted layer ms of a point under <paramref name="profile"/>. A shaped link is each silo's own veth, shaped by
     /// the kernel's qdisc: it becomes the link (its rate, not shared; its delay added to the profile's latency), whose
     /// time hides behind compute (overlap 1) while the cores' own work moving a block (the profile's transport rate)
-    /// still adds to each step; loopback uses the profile as it is. Where the profile is a shared host measured on as many cores as the point's host and the
-    /// point says which cores each shard's silo was pinned to, the model gives each shard those cores
-    /// (<see cref="HostCores"/>: silos pinned to one core share it); otherwise each of P silos gets 1/P of the host.
-    /// Null where the layout cannot run (the harness skips those points anyway).
+    /// still adds to each step; loopback uses the profile as it is. Where the profile is a shared host measured on as
+    /// many cores as the point's host and the point says which cores each shard's silo was pinned to, the model gives
+    /// each shard those cores (<see cref="HostCores"/>: silos pinned to one core share it); otherwise each of P silos
+    /// gets 1/P of the host. Null where the layout cannot run (the harness skips those points anyway).
     /// </summary>
     public static Func<ScalingPoint, double?> From(HardwareProfile profile) => point =>
     {

@@ -18,12 +18,13 @@ namespace LongCluster.Kernels.Planning;
 /// t(s, r) = L + rows · (2·Hkv_r·d·e + m) / B (none after the last step), and its own cores spend
 /// x(s, r) = the same bytes / S moving the block through the transport (S = the profile's transport rate per node,
 /// <see cref="HardwareProfile.NodeTransportBytesPerSecond"/>; x = 0 without one). The driver sends a block before
-/// computing on it, so step s takes max_r [max(c + x, t) + (1 − overlap) · min(c + x, t)] + the profile's step overhead. On a shared
-/// host whose nodes are pinned to cores (<see cref="HostCores"/>), the ring is simulated instead: a rank's step is
-/// its kernel and transport work in core-seconds (F / <see cref="HardwareProfile.HostCores"/> per core), served by
-/// its cores shared equally among the ranks pinned there that are computing at the time; step s + 1 starts once step
-/// s is done and the predecessor's block, sent when its step s began, has arrived (t later). No barrier between
-/// steps: a rank that finishes early leaves its core to its neighbour, as the driver's ranks do.</item>
+/// computing on it, so step s takes max_r [max(c + x, t) + (1 − overlap) · min(c + x, t)] + the profile's step
+/// overhead. On a shared host whose nodes are pinned to cores (<see cref="HostCores"/>), the ring is simulated
+/// instead: a rank's step is its kernel and transport work in core-seconds (F / <see cref="HardwareProfile.HostCores"/>
+/// per core), served by its cores shared equally among the ranks pinned there that are computing at the time; step
+/// s + 1 starts once step s is done and the predecessor's block, sent when its step s began, has arrived (t later).
+/// No barrier between steps: a rank that finishes early leaves its core to its neighbour, as the driver's ranks
+/// do.</item>
 /// <item>Gather all-to-all (U &gt; 1): each member sends every other the O rows (d floats) and LSE (1 float) of the
 /// other's tokens for its own heads: L + max(sent, received) / B, the slowest rank's.</item>
 /// <item>Plus the profile's fixed layer overhead.</item>
@@ -50,8 +51,9 @@ public static class LayerCostModel
     /// The prediction from a schedule already made (with the same mask, head dim and element size). With
     /// <paramref name="cores"/> (a <see cref="HardwareProfile.SharedHost"/> profile whose nodes are pinned processes),
     /// each rank computes on the cores it is pinned to, at <see cref="HardwareProfile.KernelGflops"/> /
-    /// <see cref="HardwareProfile.HostCores"/> per core, sharing them step by step with the other ranks pinned there
-    /// that still compute (<see cref="HostCores"/>); without it, each of P nodes of a shared host gets 1/P of it.
+    /// <see cref="HardwareProfile.HostCores"/> per core, sharing them with the other ranks pinned there while they
+    /// compute, in a simulation of the ring without a barrier between steps (see the class remarks); without it, each
+    /// of P nodes of a shared host gets 1/P of it.
     /// </summary>
     public static LayerPrediction Predict(RingSchedule schedule, AttentionMask mask, int headDim, int elementSize, HardwareProfile hw, HostCores? cores = null)
     {
