@@ -235,9 +235,9 @@ public static class LayerCostModel
             }
 
             Array.Clear(active);
-            foreach (int rank in Enumerable.Range(0, nodes).Where(r => computing[r]))
+            for (int rank = 0; rank < nodes; rank++)
             {
-                active[cores.GroupOf(rank)]++;
+                active[cores.GroupOf(rank)] += computing[rank] ? 1 : 0;
             }
 
             double next = double.PositiveInfinity;
