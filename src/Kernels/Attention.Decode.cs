@@ -201,6 +201,10 @@ internal sealed unsafe class DecodeJob<T>
         int kvStride = _shape.KeyValueHeads * d;
         int blockElements = heads * d;
 
+        // The first tile's K has no tile before it to be asked for during: ask for it now, in one go.
+        var firstKeys = new PrefetchWalk(_k + ((long)chunkStart * kvStride) + (firstHead * d), Math.Min(Block, chunkEnd - chunkStart), blockElements * sizeof(T), kvStride * sizeof(T));
+        firstKeys.Next(firstKeys.Lines);
+
         // f32 and bf16 V rows are read in place when they need no padding to the micro-kernel's 8 columns.
         bool valuesInPlace = typeof(T) != typeof(Half) && dp == d;
         for (int k0 = chunkStart; k0 < chunkEnd; k0 += Block)
@@ -215,22 +219,25 @@ internal sealed unsafe class DecodeJob<T>
             long tileOffset = ((long)k0 * kvStride) + (firstHead * d);
 
             // A stream through K and V with bursts of compute between tiles, which the hardware prefetcher does not
-            // run far enough ahead of: while scoring key j, ask for row j of this tile's V and of the next tile's K,
-            // spread over the tile rather than in one burst that would stall on the miss buffers.
-            T* nextKeys = k0 + Block < chunkEnd ? _k + tileOffset + ((long)Block * kvStride) : null;
-            int nextKeyRows = Math.Min(Block, chunkEnd - k0 - Block);
-            var prefetch = new TilePrefetch(_v + tileOffset, keys, nextKeys, nextKeyRows, kvStride, blockElements);
+            // run far enough ahead of: while scoring, ask for this tile's V and the next tile's K, a few lines per
+            // block of scoring work rather than in bursts that would stall on the miss buffers.
+            int rowBytes = blockElements * sizeof(T);
+            long strideBytes = kvStride * sizeof(T);
+            var values = new PrefetchWalk(_v + tileOffset, keys, rowBytes, strideBytes);
+            var nextKeys = k0 + Block < chunkEnd
+                ? new PrefetchWalk(_k + tileOffset + ((long)Block * kvStride), Math.Min(Block, chunkEnd - k0 - Block), rowBytes, strideBytes)
+                : default;
 
             // f32 and bf16 keys are read in place (bf16 widened in registers); f16 has no fast widening, so its tile
             // is widened once into the scratch buffer.
             if (typeof(T) == typeof(Half))
             {
                 WidenTile(_k + tileOffset, kvStride, keys, heads, scratch.KeysTransposed, tileWidth);
-                ScoreTile(scratch.KeysTransposed, tileWidth, dp, keys, heads, headRows, qs, dp, s, prefetch);
+                ScoreTile(scratch.KeysTransposed, tileWidth, dp, keys, heads, headRows, qs, dp, s, values, nextKeys);
             }
             else
             {
-                ScoreTile(_k + tileOffset, kvStride, d, keys, heads, headRows, qs, dp, s, prefetch);
+                ScoreTile(_k + tileOffset, kvStride, d, keys, heads, headRows, qs, dp, s, values, nextKeys);
             }
 
             if (visibility == TileVisibility.Partial)
@@ -281,51 +288,91 @@ internal sealed unsafe class DecodeJob<T>
         }
     }
 
-    /// <summary>s[r, j] = q_r · k_j for every row of every head of the item; key j of head h at keys + j · keyStride + h · headStride.</summary>
+    /// <summary>
+    /// s[r, j] = q_r · k_j for every row of every head of the item; key j of head h at keys + j · keyStride + h · headStride.
+    /// Asks for the lines of both prefetch walks evenly over its steps (a block of 4 keys of one head, or one key).
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private void ScoreTile<TK>(TK* keyRows, long keyStride, int headStride, int keys, int heads, int headRows, float* qs, int dp, float* s, TilePrefetch prefetch)
+    private void ScoreTile<TK>(TK* keyRows, long keyStride, int headStride, int keys, int heads, int headRows, float* qs, int dp, float* s, PrefetchWalk values, PrefetchWalk nextKeys)
         where TK : unmanaged
     {
         int d = _shape.HeadDim;
+        bool blocked = _level == SimdLevel.Vector512 && Avx512F.IsSupported && d % 16 == 0 && headRows >= 4;
+        int steps = blocked ? ((keys / 4) * heads) + (keys % 4) : keys;
+        int valueLines = (values.Lines + steps - 1) / steps;
+        int keyLines = (nextKeys.Lines + steps - 1) / steps;
         int j = 0;
-        if (_level == SimdLevel.Vector512 && Avx512F.IsSupported && d % 16 == 0 && headRows >= 4)
+        if (blocked)
         {
-            // Blocks of 4 keys × 4 rows (see Dots4x4); the rows and keys left over go the one-key way below, which
-            // sums in the same order.
-            int blockRows = headRows & ~3;
-            for (; j + 4 <= keys; j += 4)
-            {
-                TK* keyRow = keyRows + (j * keyStride);
-                for (int h = 0; h < heads; h++)
-                {
-                    // This head's slice of the 4 rows ahead, a few lines per block of work rather than a burst.
-                    prefetch.Slice(j, 4, h * d, d);
-                    int r0 = h * headRows;
-                    for (int r = r0; r < r0 + blockRows; r += 4)
-                    {
-                        Dots4x4(qs + ((long)r * dp), dp, keyRow + (h * headStride), keyStride, d, s + (r * Block) + j);
-                    }
-
-                    if (blockRows < headRows)
-                    {
-                        for (int jj = j; jj < j + 4; jj++)
-                        {
-                            VectorMath.Dots(_level, qs + ((long)(r0 + blockRows) * dp), dp, headRows - blockRows, keyRow + ((jj - j) * keyStride) + (h * headStride), d, s + ((r0 + blockRows) * Block) + jj, Block);
-                        }
-                    }
-                }
-            }
+            j = ScoreBlocks(keyRows, keyStride, headStride, keys, heads, headRows, qs, dp, s, ref values, ref nextKeys, valueLines, keyLines);
         }
 
         for (; j < keys; j++)
         {
-            prefetch.Row(j);
+            values.Next(valueLines);
+            nextKeys.Next(keyLines);
             TK* keyRow = keyRows + (j * keyStride);
             for (int h = 0; h < heads; h++)
             {
                 int r0 = h * headRows;
                 VectorMath.Dots(_level, qs + ((long)r0 * dp), dp, headRows, keyRow + (h * headStride), d, s + (r0 * Block) + j, Block);
             }
+        }
+    }
+
+    /// <summary>
+    /// The Vector512 part of <see cref="ScoreTile{TK}"/>, d a multiple of 16: blocks of 4 keys × 4 rows of a head
+    /// (<see cref="Dots4x4{TK}"/>), one prefetch step per block of a head; returns the keys done. Rows left over in a
+    /// head (G·Tq not a multiple of 4) go the one-key way, which sums in the same order. A method of its own with the
+    /// walks in locals: the JIT keeps them in registers here, where in <see cref="ScoreTile{TK}"/> (four SIMD paths'
+    /// worth of inlined code) it kept them on the stack.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private int ScoreBlocks<TK>(TK* keyRows, long keyStride, int headStride, int keys, int heads, int headRows, float* qs, int dp, float* s, ref PrefetchWalk values, ref PrefetchWalk nextKeys, int valueLines, int keyLines)
+        where TK : unmanaged
+    {
+        int d = _shape.HeadDim;
+        int blockRows = headRows & ~3;
+
+        // Local copies of the walks, which the JIT keeps in registers (through the references, every step would be a
+        // store and a reload).
+        PrefetchWalk valueWalk = values;
+        PrefetchWalk keyWalk = nextKeys;
+        int j = 0;
+        for (; j + 4 <= keys; j += 4)
+        {
+            TK* keyRow = keyRows + (j * keyStride);
+            for (int h = 0; h < heads; h++)
+            {
+                valueWalk.Next(valueLines);
+                keyWalk.Next(keyLines);
+                int r0 = h * headRows;
+                TK* k0 = keyRow + (h * headStride);
+                for (int r = r0; r < r0 + blockRows; r += 4)
+                {
+                    Dots4x4(qs + ((long)r * dp), dp, k0, keyStride, d, s + (r * Block) + j);
+                }
+
+                if (blockRows < headRows)
+                {
+                    ScoreLeftoverRows(k0, keyStride, headRows - blockRows, qs + ((long)(r0 + blockRows) * dp), dp, s + ((r0 + blockRows) * Block) + j);
+                }
+            }
+        }
+
+        values = valueWalk;
+        nextKeys = keyWalk;
+        return j;
+    }
+
+    /// <summary>The rows of a 4-key block that do not fill a block of 4 rows, one key at a time.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private void ScoreLeftoverRows<TK>(TK* keyRow, long keyStride, int rows, float* qs, int dp, float* s)
+        where TK : unmanaged
+    {
+        for (int jj = 0; jj < 4; jj++)
+        {
+            VectorMath.Dots(_level, qs, dp, rows, keyRow + (jj * keyStride), _shape.HeadDim, s + jj, Block);
         }
     }
 
@@ -418,42 +465,6 @@ internal sealed unsafe class DecodeJob<T>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> QuartersSum(Vector512<float> x, Vector512<float> y) =>
         Avx512F.Shuffle4x128(x, y, 0x88) + Avx512F.Shuffle4x128(x, y, 0xDD);
-
-    /// <summary>Row j of this tile's V and of the next tile's K (where there is one), for <see cref="Prefetch"/>.</summary>
-    private readonly struct TilePrefetch(T* values, int valueRows, T* nextKeys, int nextKeyRows, long stride, int count)
-    {
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public void Row(int j)
-        {
-            if (j < valueRows)
-            {
-                Prefetch.Row(values + (j * stride), count);
-            }
-
-            if (nextKeys != null && j < nextKeyRows)
-            {
-                Prefetch.Row(nextKeys + (j * stride), count);
-            }
-        }
-
-        /// <summary>Elements [offset, offset + length) of rows j..j + rows − 1.</summary>
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public void Slice(int j, int rows, int offset, int length)
-        {
-            for (int i = j; i < j + rows; i++)
-            {
-                if (i < valueRows)
-                {
-                    Prefetch.Row(values + (i * stride) + offset, length);
-                }
-
-                if (nextKeys != null && i < nextKeyRows)
-                {
-                    Prefetch.Row(nextKeys + (i * stride) + offset, length);
-                }
-            }
-        }
-    }
 
     /// <summary>Widens <paramref name="keys"/> rows of <paramref name="heads"/> heads into rows of heads · dp floats, each head zero-padded to dp.</summary>
     private void WidenTile(T* source, long stride, int keys, int heads, float* destination, int tileWidth)

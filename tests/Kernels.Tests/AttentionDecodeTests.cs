@@ -9,6 +9,7 @@ public sealed class AttentionDecodeTests
     [InlineData(2, 3000, 4, 4, 64, "document-causal")]
     [InlineData(1, 1500, 8, 8, 3, "full")]
     [InlineData(4, 1025, 2, 1, 256, "prefix:100")]
+    [InlineData(5, 1101, 6, 2, 64, "causal")] // 15 rows a KV head: three blocks of 4 and 3 rows left over; 1101 keys: a tile of 13
     public void Decode_LongKeys_MatchesReference(int tq, int tk, int hq, int hkv, int d, string mask)
     {
         var shape = new AttentionShape(tq, tk, hq, hkv, d);
