@@ -201,8 +201,11 @@ internal sealed unsafe class DecodeJob<T>
         int kvStride = _shape.KeyValueHeads * d;
         int blockElements = heads * d;
 
-        // The first tile's K has no tile before it to be asked for during: ask for it now, in one go.
-        var firstKeys = new PrefetchWalk(_k + ((long)chunkStart * kvStride) + (firstHead * d), Math.Min(Block, chunkEnd - chunkStart), blockElements * sizeof(T), kvStride * sizeof(T));
+        // Prefetch walks go through the item's slice of each row (rowBytes of every strideBytes). The first tile's K
+        // has no tile before it to be asked for during: ask for it now, in one go.
+        int rowBytes = blockElements * sizeof(T);
+        long strideBytes = kvStride * sizeof(T);
+        var firstKeys = new PrefetchWalk(_k + ((long)chunkStart * kvStride) + (firstHead * d), Math.Min(Block, chunkEnd - chunkStart), rowBytes, strideBytes);
         firstKeys.Next(firstKeys.Lines);
 
         // f32 and bf16 V rows are read in place when they need no padding to the micro-kernel's 8 columns.
@@ -221,8 +224,6 @@ internal sealed unsafe class DecodeJob<T>
             // A stream through K and V with bursts of compute between tiles, which the hardware prefetcher does not
             // run far enough ahead of: while scoring, ask for this tile's V and the next tile's K, a few lines per
             // block of scoring work rather than in bursts that would stall on the miss buffers.
-            int rowBytes = blockElements * sizeof(T);
-            long strideBytes = kvStride * sizeof(T);
             var values = new PrefetchWalk(_v + tileOffset, keys, rowBytes, strideBytes);
             var nextKeys = k0 + Block < chunkEnd
                 ? new PrefetchWalk(_k + tileOffset + ((long)Block * kvStride), Math.Min(Block, chunkEnd - k0 - Block), rowBytes, strideBytes)
