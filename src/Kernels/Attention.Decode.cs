@@ -201,15 +201,22 @@ internal sealed unsafe class DecodeJob<T>
         int kvStride = _shape.KeyValueHeads * d;
         int blockElements = heads * d;
 
-        // Prefetch walks go through the item's slice of each row (rowBytes of every strideBytes). The first tile's K
-        // has no tile before it to be asked for during: ask for it now, in one go.
-        int rowBytes = blockElements * sizeof(T);
-        long strideBytes = kvStride * sizeof(T);
-        var firstKeys = new PrefetchWalk(_k + ((long)chunkStart * kvStride) + (firstHead * d), Math.Min(Block, chunkEnd - chunkStart), rowBytes, strideBytes);
-        firstKeys.Next(firstKeys.Lines);
-
         // f32 and bf16 V rows are read in place when they need no padding to the micro-kernel's 8 columns.
         bool valuesInPlace = typeof(T) != typeof(Half) && dp == d;
+
+        // Decode streams K and V from memory, and the hardware prefetchers do little for its pattern (four key rows
+        // 2 KiB apart read a head's slice at a time; V read down a column of rows), so every line is asked for in
+        // software, a tile ahead and a few lines at a time inside the loops that do the arithmetic: bursts of
+        // requests stall on the miss buffers, and so does a phase that asks for nothing. On the streamed path
+        // (Vector512, contiguous rows of all of the item's heads, V in place, 4-row blocks) scoring asks for the next
+        // tile's K and P·V for the next tile's V; elsewhere scoring asks for both this tile's V and the next tile's K
+        // (see ScoreTile). The first tile's K has no tile before it to be asked for during: it is asked for now.
+        int rowBytes = blockElements * sizeof(T);
+        long strideBytes = kvStride * sizeof(T);
+        bool streamed = _level == SimdLevel.Vector512 && Avx512F.IsSupported && valuesInPlace && rowBytes == strideBytes
+            && d % 64 == 0 && headRows % 4 == 0;
+        var firstKeys = new PrefetchWalk(_k + ((long)chunkStart * kvStride) + (firstHead * d), Math.Min(Block, chunkEnd - chunkStart), rowBytes, strideBytes);
+        firstKeys.Next(firstKeys.Lines);
         for (int k0 = chunkStart; k0 < chunkEnd; k0 += Block)
         {
             int keys = Math.Min(Block, chunkEnd - k0);
@@ -220,14 +227,9 @@ internal sealed unsafe class DecodeJob<T>
             }
 
             long tileOffset = ((long)k0 * kvStride) + (firstHead * d);
-
-            // A stream through K and V with bursts of compute between tiles, which the hardware prefetcher does not
-            // run far enough ahead of: while scoring, ask for this tile's V and the next tile's K, a few lines per
-            // block of scoring work rather than in bursts that would stall on the miss buffers.
-            var values = new PrefetchWalk(_v + tileOffset, keys, rowBytes, strideBytes);
-            var nextKeys = k0 + Block < chunkEnd
-                ? new PrefetchWalk(_k + tileOffset + ((long)Block * kvStride), Math.Min(Block, chunkEnd - k0 - Block), rowBytes, strideBytes)
-                : default;
+            int nextKeyRows = Math.Min(Block, chunkEnd - k0 - Block);
+            var values = streamed && k0 > chunkStart ? default : new PrefetchWalk(_v + tileOffset, keys, rowBytes, strideBytes);
+            var nextKeys = nextKeyRows > 0 ? new PrefetchWalk(_k + tileOffset + ((long)Block * kvStride), nextKeyRows, rowBytes, strideBytes) : default;
 
             // f32 and bf16 keys are read in place (bf16 widened in registers); f16 has no fast widening, so its tile
             // is widened once into the scratch buffer.
@@ -253,7 +255,25 @@ internal sealed unsafe class DecodeJob<T>
             }
 
             OnlineSoftmax.Update(_level, s, Block, rows, paddedKeys, m, l, acc, dp, dp);
-            if (valuesInPlace)
+            if (streamed)
+            {
+                // Blocks of 4 rows × 64 columns, each asking for an equal piece of the next tile's V, whole lines per key.
+                int calls = rows / 4 * (d / 64);
+                int lines = nextKeyRows > 0 ? (int)((((long)nextKeyRows * strideBytes / calls) + (keys * PrefetchWalk.LineBytes) - 1) / (keys * PrefetchWalk.LineBytes)) : 0;
+                byte* nextValues = nextKeyRows > 0 ? (byte*)(_v + tileOffset + ((long)Block * kvStride)) : null;
+                byte* valuesEnd = nextKeyRows > 0 ? nextValues + ((long)nextKeyRows * strideBytes) : null;
+                int call = 0;
+                for (int r0 = 0; r0 < rows; r0 += 4)
+                {
+                    T* valueColumns = _v + tileOffset + (r0 / headRows * d);
+                    for (int c0 = 0; c0 < d; c0 += 64, call++)
+                    {
+                        byte* piece = nextValues + ((long)call * keys * lines * PrefetchWalk.LineBytes);
+                        MicroGemm.Block4x64(s + (r0 * Block), Block, valueColumns + c0, kvStride, acc + ((long)r0 * dp) + c0, dp, keys, accumulate: true, piece < valuesEnd ? piece : null, lines);
+                    }
+                }
+            }
+            else if (valuesInPlace)
             {
                 for (int h = 0; h < heads; h++)
                 {
@@ -323,10 +343,11 @@ internal sealed unsafe class DecodeJob<T>
 
     /// <summary>
     /// The Vector512 part of <see cref="ScoreTile{TK}"/>, d a multiple of 16: blocks of 4 keys × 4 rows of a head
-    /// (<see cref="Dots4x4{TK}"/>), one prefetch step per block of a head; returns the keys done. Rows left over in a
-    /// head (G·Tq not a multiple of 4) go the one-key way, which sums in the same order. A method of its own with the
-    /// walks in locals: the JIT keeps them in registers here, where in <see cref="ScoreTile{TK}"/> (four SIMD paths'
-    /// worth of inlined code) it kept them on the stack.
+    /// (<see cref="Dots4x4{TK}"/>); returns the keys done. Rows left over in a head (G·Tq not a multiple of 4) go the
+    /// one-key way, which sums in the same order. When the next tile's K is one contiguous run, each block asks for an
+    /// equal piece of it from inside its loop; otherwise both walks take a step per block of a head. A method of its
+    /// own with the walks in locals: the JIT keeps them in registers here, where in <see cref="ScoreTile{TK}"/> (four
+    /// SIMD paths' worth of inlined code) it kept them on the stack.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private int ScoreBlocks<TK>(TK* keyRows, long keyStride, int headStride, int keys, int heads, int headRows, float* qs, int dp, float* s, ref PrefetchWalk values, ref PrefetchWalk nextKeys, int valueLines, int keyLines)
@@ -334,11 +355,17 @@ internal sealed unsafe class DecodeJob<T>
     {
         int d = _shape.HeadDim;
         int blockRows = headRows & ~3;
+        int steps = d / 16;
+        int blocks = keys / 4 * heads * (blockRows / 4);
+        byte* keyPrefetch = nextKeys.Run;
+        int keyPrefetchLines = keyPrefetch == null || blocks == 0 ? 0 : (nextKeys.Lines + (blocks * steps) - 1) / (blocks * steps);
+        byte* keyPrefetchEnd = keyPrefetch + ((long)nextKeys.Lines * PrefetchWalk.LineBytes);
+        long perBlock = (long)keyPrefetchLines * steps * PrefetchWalk.LineBytes;
 
         // Local copies of the walks, which the JIT keeps in registers (through the references, every step would be a
         // store and a reload).
         PrefetchWalk valueWalk = values;
-        PrefetchWalk keyWalk = nextKeys;
+        PrefetchWalk keyWalk = keyPrefetch == null ? nextKeys : default;
         int j = 0;
         for (; j + 4 <= keys; j += 4)
         {
@@ -351,7 +378,9 @@ internal sealed unsafe class DecodeJob<T>
                 TK* k0 = keyRow + (h * headStride);
                 for (int r = r0; r < r0 + blockRows; r += 4)
                 {
-                    Dots4x4(qs + ((long)r * dp), dp, k0, keyStride, d, s + (r * Block) + j);
+                    bool asking = keyPrefetch < keyPrefetchEnd;
+                    Dots4x4(qs + ((long)r * dp), dp, k0, keyStride, d, s + (r * Block) + j, asking ? keyPrefetch : null, asking ? keyPrefetchLines : 0);
+                    keyPrefetch += perBlock;
                 }
 
                 if (blockRows < headRows)
@@ -382,10 +411,11 @@ internal sealed unsafe class DecodeJob<T>
     /// order of <see cref="VectorMath.Dots{TB}"/> (element i into lane i mod 16; upper 8 lanes onto the lower, upper 4
     /// onto the lower 4, (z0 + z1) + (z2 + z3)), so the bits are those of the one-key path and of Vector256. Each key
     /// row is loaded and widened once for the 4 rows, and the 16 sums are folded together: a transposing tree of 15
-    /// shuffled adds for all of them rather than a horizontal fold with element extractions per sum.
+    /// shuffled adds for all of them rather than a horizontal fold with element extractions per sum. Each step of 16
+    /// elements also asks for <paramref name="prefetchLines"/> cache lines from <paramref name="prefetch"/> on.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Dots4x4<TK>(float* a, int lda, TK* k, long keyStride, int n, float* s)
+    private static void Dots4x4<TK>(float* a, int lda, TK* k, long keyStride, int n, float* s, byte* prefetch, int prefetchLines)
         where TK : unmanaged
     {
         float* a0 = a;
@@ -404,6 +434,12 @@ internal sealed unsafe class DecodeJob<T>
         Vector512<float> c30 = default, c31 = default, c32 = default, c33 = default;
         for (int i = 0; i < n; i += 16)
         {
+            for (int l = 0; l < prefetchLines; l++)
+            {
+                Sse.Prefetch0(prefetch);
+                prefetch += PrefetchWalk.LineBytes;
+            }
+
             Vector512<float> q0 = Vector512.Load(a0 + i);
             Vector512<float> q1 = Vector512.Load(a1 + i);
             Vector512<float> q2 = Vector512.Load(a2 + i);

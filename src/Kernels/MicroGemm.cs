@@ -1,5 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace LongCluster.Kernels;
 
@@ -110,8 +111,13 @@ internal static unsafe class MicroGemm
         }
     }
 
+    /// <summary>
+    /// C[4 × 64] (+)= A[4 × k] · B[k × 64] on Vector512 (the caller checks it is supported). With
+    /// <paramref name="prefetch"/> not null, each step of k also asks for <paramref name="prefetchLines"/> cache lines
+    /// from there on: decode's P·V asks for the next tile's V here, spread over its arithmetic.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Block4x64<TB>(float* a, int lda, TB* b, int ldb, float* c, int ldc, int k, bool accumulate)
+    public static void Block4x64<TB>(float* a, int lda, TB* b, int ldb, float* c, int ldc, int k, bool accumulate, byte* prefetch = null, int prefetchLines = 0)
         where TB : unmanaged
     {
         Vector512<float> c00, c01, c02, c03, c10, c11, c12, c13, c20, c21, c22, c23, c30, c31, c32, c33;
@@ -137,6 +143,15 @@ internal static unsafe class MicroGemm
         float* a3 = a2 + lda;
         for (int p = 0; p < k; p++)
         {
+            if (prefetch != null)
+            {
+                for (int l = 0; l < prefetchLines; l++)
+                {
+                    Sse.Prefetch0(prefetch);
+                    prefetch += PrefetchWalk.LineBytes;
+                }
+            }
+
             Vector512<float> b0 = WideLoad.Load16(b);
             Vector512<float> b1 = WideLoad.Load16(b + 16);
             Vector512<float> b2 = WideLoad.Load16(b + 32);

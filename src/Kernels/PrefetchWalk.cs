@@ -22,11 +22,21 @@ internal unsafe struct PrefetchWalk
     public PrefetchWalk(void* start, int rows, int rowBytes, long strideBytes)
     {
         _row = (byte*)start;
-        _rows = start == null || !Sse.IsSupported ? 0 : rows;
+        _rows = start == null || !Sse.IsSupported || rows <= 0 ? 0 : rows;
         _rowBytes = rowBytes;
         _strideBytes = strideBytes;
         _offset = 0;
+        if (_rows > 1 && rowBytes == strideBytes && (long)rows * rowBytes <= int.MaxValue)
+        {
+            // Rows that touch are one run: the walk then never has to step from row to row.
+            _rowBytes = rows * rowBytes;
+            _strideBytes = _rowBytes;
+            _rows = 1;
+        }
     }
+
+    /// <summary>Where the walk starts when it is one contiguous run not yet begun (its <see cref="Lines"/> from there on); otherwise null.</summary>
+    public readonly byte* Run => _rows == 1 && _offset == 0 ? _row : null;
 
     /// <summary>Cache lines the walk has left to ask for.</summary>
     public readonly int Lines => _rows == 0 ? 0 : (_rows * ((_rowBytes + LineBytes - 1) / LineBytes)) - (_offset / LineBytes);

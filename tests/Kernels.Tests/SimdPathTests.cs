@@ -60,6 +60,11 @@ public sealed class SimdPathTests
         // Five chunks on one thread: each work item takes every KV head of its chunk (whole K/V rows).
         Run<BFloat16>(level, new AttentionShape(1, 4500, 8, 4, d), AttentionMask.Causal, Decode, 1e-4, seed: d + 3, threads: 1);
         Run<float>(level, new AttentionShape(2, 4500, 6, 3, d), AttentionMask.Parse("prefix:3000"), Decode, 1e-4, seed: d + 4, threads: 1);
+
+        // The streamed path of Vector512 (blocks of 4 rows, the next tile's K and V asked for inside the loops): bf16
+        // with 4 query heads a KV head, and 8 rows a head (two blocks); other paths compute the same shapes their way.
+        Run<BFloat16>(level, new AttentionShape(1, 4500, 8, 2, d), AttentionMask.Causal, Decode, 1e-4, seed: d + 5, threads: 1);
+        Run<BFloat16>(level, new AttentionShape(2, 4500, 8, 2, d), AttentionMask.Parse("window:3000"), Decode, 1e-4, seed: d + 6, threads: 1);
     }
 
     [Theory]
@@ -131,6 +136,9 @@ public sealed class SimdPathTests
 
             // 6 rows per head (a block of 4 and 2 left over) and a last tile of 55 keys (13 blocks of 4 and 3 left over).
             AssertSameBits<BFloat16>(new AttentionShape(2, 2103, 6, 2, d), AttentionMask.Full, Decode, seed: d);
+
+            // One thread, five chunks: every KV head of a chunk in one item, the streamed path on Vector512.
+            AssertSameBits<BFloat16>(new AttentionShape(2, 4500, 8, 2, d), AttentionMask.Causal, Decode, seed: d, threads: 1);
         }
     }
 
@@ -181,7 +189,7 @@ public sealed class SimdPathTests
         TestData.AssertClose(o, lse, refO, refLse, tolerance, $"{level} {typeof(T).Name} {mask} {shape}");
     }
 
-    private static void AssertSameBits<T>(AttentionShape shape, AttentionMask mask, Kernel<T> kernel, int seed)
+    private static void AssertSameBits<T>(AttentionShape shape, AttentionMask mask, Kernel<T> kernel, int seed, int threads = 0)
         where T : unmanaged
     {
         (T[] q, T[] k, T[] v, long[] qPositions, long[] kPositions) = Inputs<T>(shape, seed);
@@ -191,7 +199,7 @@ public sealed class SimdPathTests
         {
             var o = new float[shape.QueryElements];
             var lse = new float[shape.LseElements];
-            kernel(q, k, v, shape, mask, new AttentionTokens(qPositions, kPositions, qDocuments, kDocuments), o, lse, new AttentionOptions { Simd = level });
+            kernel(q, k, v, shape, mask, new AttentionTokens(qPositions, kPositions, qDocuments, kDocuments), o, lse, new AttentionOptions { Simd = level, MaxThreads = threads });
             return [.. o, .. lse];
         }
 
