@@ -268,7 +268,7 @@ internal sealed unsafe class DecodeJob<T>
                     T* valueColumns = _v + tileOffset + (r0 / headRows * d);
                     for (int c0 = 0; c0 < d; c0 += 64, call++)
                     {
-                        byte* piece = nextValues + ((long)call * keys * lines * PrefetchWalk.LineBytes);
+                        byte* piece = nextValues == null ? null : nextValues + ((long)call * keys * lines * PrefetchWalk.LineBytes);
                         MicroGemm.Block4x64(s + (r0 * Block), Block, valueColumns + c0, kvStride, acc + ((long)r0 * dp) + c0, dp, keys, accumulate: true, piece < valuesEnd ? piece : null, lines);
                     }
                 }
@@ -359,7 +359,7 @@ internal sealed unsafe class DecodeJob<T>
         int blocks = keys / 4 * heads * (blockRows / 4);
         byte* keyPrefetch = nextKeys.Run;
         int keyPrefetchLines = keyPrefetch == null || blocks == 0 ? 0 : (nextKeys.Lines + (blocks * steps) - 1) / (blocks * steps);
-        byte* keyPrefetchEnd = keyPrefetch + ((long)nextKeys.Lines * PrefetchWalk.LineBytes);
+        byte* keyPrefetchEnd = keyPrefetch == null ? null : keyPrefetch + ((long)nextKeys.Lines * PrefetchWalk.LineBytes);
         long perBlock = (long)keyPrefetchLines * steps * PrefetchWalk.LineBytes;
 
         // Local copies of the walks, which the JIT keeps in registers (through the references, every step would be a
@@ -434,12 +434,7 @@ internal sealed unsafe class DecodeJob<T>
         Vector512<float> c30 = default, c31 = default, c32 = default, c33 = default;
         for (int i = 0; i < n; i += 16)
         {
-            for (int l = 0; l < prefetchLines; l++)
-            {
-                Sse.Prefetch0(prefetch);
-                prefetch += PrefetchWalk.LineBytes;
-            }
-
+            prefetch = PrefetchWalk.Ask(prefetch, prefetchLines);
             Vector512<float> q0 = Vector512.Load(a0 + i);
             Vector512<float> q1 = Vector512.Load(a1 + i);
             Vector512<float> q2 = Vector512.Load(a2 + i);

@@ -1,6 +1,5 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
-using System.Runtime.Intrinsics.X86;
 
 namespace LongCluster.Kernels;
 
@@ -145,11 +144,7 @@ internal static unsafe class MicroGemm
         {
             if (prefetch != null)
             {
-                for (int l = 0; l < prefetchLines; l++)
-                {
-                    Sse.Prefetch0(prefetch);
-                    prefetch += PrefetchWalk.LineBytes;
-                }
+                prefetch = PrefetchWalk.Ask(prefetch, prefetchLines);
             }
 
             Vector512<float> b0 = WideLoad.Load16(b);

@@ -35,6 +35,19 @@ internal unsafe struct PrefetchWalk
         }
     }
 
+    /// <summary>Asks for <paramref name="lines"/> cache lines from <paramref name="at"/> on; returns where the next ask starts.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static byte* Ask(byte* at, int lines)
+    {
+        for (int l = 0; l < lines; l++)
+        {
+            Sse.Prefetch0(at);
+            at += LineBytes;
+        }
+
+        return at;
+    }
+
     /// <summary>Where the walk starts when it is one contiguous run not yet begun (its <see cref="Lines"/> from there on); otherwise null.</summary>
     public readonly byte* Run => _rows == 1 && _offset == 0 ? _row : null;
 
