@@ -102,10 +102,12 @@ public static partial class Attention
 }
 
 /// <summary>
-/// One decode call: work items are (key chunk, block of KV heads), each writing its partials (O, LSE) for the query
-/// rows of those heads. A block is every KV head when there are enough chunks to keep the threads busy, so each item
-/// reads whole K/V rows, a contiguous stream, rather than one head's slice of every row (measured here: 7 GB/s for
-/// per-head slices against 12 for whole rows, one thread); short keys fall back to one head per item. Per tile of
+/// One decode call: work items are (run of consecutive key chunks, block of KV heads), each writing the partials (O,
+/// LSE) of its chunks for the query rows of those heads. A block is every KV head when there are enough chunks to keep
+/// the threads busy, so each item reads whole K/V rows, a contiguous stream, rather than one head's slice of every row
+/// (measured here: 7 GB/s for per-head slices against 12 for whole rows, one thread); short keys fall back to one head
+/// per item. A run is as many chunks as leave about 8 items a thread: within it the software prefetch flows on from
+/// one chunk's last tile into the next chunk's first, where each item's first tile waits for memory. Per tile of
 /// keys: scores, on Vector512 in blocks of 4 keys × 4 rows of a head (each key row widened once for the 4 rows, the
 /// 16 sums folded together; see <see cref="Dots4x4{TK}"/>), elsewhere one dot product per (key, row) with the key
 /// row read once per 4 rows; the online-softmax step; O += P·V on the micro-kernel. f32 and bf16 K and V are read in place (bf16 widened in registers, see
@@ -131,6 +133,7 @@ internal sealed unsafe class DecodeJob<T>
     private readonly TileRange _queryRange;
     private readonly int _headsPerItem;
     private readonly int _chunks;
+    private readonly int _chunksPerItem;
 
     public DecodeJob(
         T* q, T* k, T* v, float* partialO, float* partialLse, AttentionShape shape, AttentionMask mask, ResolvedTokens tokens, float scaleLog2, SimdLevel level, int chunks, int threads)
@@ -148,15 +151,17 @@ internal sealed unsafe class DecodeJob<T>
         _queryRange = tokens.QueryRange(0, shape.QueryTokens);
         _chunks = chunks;
         _headsPerItem = chunks >= 4 * threads ? shape.KeyValueHeads : 1;
+        _chunksPerItem = _headsPerItem == shape.KeyValueHeads ? (chunks + (8 * threads) - 1) / (8 * threads) : 1;
     }
 
-    public int ItemCount => _chunks * (_shape.KeyValueHeads / _headsPerItem);
+    public int ItemCount => ((_chunks + _chunksPerItem - 1) / _chunksPerItem) * (_shape.KeyValueHeads / _headsPerItem);
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void RunItem(int item)
     {
         int blocks = _shape.KeyValueHeads / _headsPerItem;
-        int chunk = item / blocks;
+        int firstChunk = item / blocks * _chunksPerItem;
+        int endChunk = Math.Min(_chunks, firstChunk + _chunksPerItem);
         int firstHead = (item % blocks) * _headsPerItem;
         int heads = _headsPerItem;
         int d = _shape.HeadDim;
@@ -192,12 +197,8 @@ internal sealed unsafe class DecodeJob<T>
             }
         }
 
-        new Span<float>(acc, rows * dp).Clear();
-        new Span<float>(l, rows).Clear();
-        new Span<float>(m, rows).Fill(float.NegativeInfinity);
-
-        int chunkStart = chunk * Attention.DecodeChunk;
-        int chunkEnd = Math.Min(_shape.KeyTokens, chunkStart + Attention.DecodeChunk);
+        int itemStart = firstChunk * Attention.DecodeChunk;
+        int itemEnd = Math.Min(_shape.KeyTokens, endChunk * Attention.DecodeChunk);
         int kvStride = _shape.KeyValueHeads * d;
         int blockElements = heads * d;
 
@@ -210,100 +211,110 @@ internal sealed unsafe class DecodeJob<T>
         // requests stall on the miss buffers, and so does a phase that asks for nothing. On the streamed path
         // (Vector512, contiguous rows of all of the item's heads, V in place, 4-row blocks) scoring asks for the next
         // tile's K and P·V for the next tile's V; elsewhere scoring asks for both this tile's V and the next tile's K
-        // (see ScoreTile). The first tile's K has no tile before it to be asked for during: it is asked for now.
+        // (see ScoreTile). Chunks start on a tile (DecodeChunk is a multiple of Block), so the tile after a chunk's
+        // last is the next chunk's first. The item's first tile's K has no tile before it to be asked for during: it
+        // is asked for now.
         int rowBytes = blockElements * sizeof(T);
         long strideBytes = kvStride * sizeof(T);
         bool streamed = _level == SimdLevel.Vector512 && Avx512F.IsSupported && valuesInPlace && rowBytes == strideBytes
             && d % 64 == 0 && headRows % 4 == 0;
-        var firstKeys = new PrefetchWalk(_k + ((long)chunkStart * kvStride) + (firstHead * d), Math.Min(Block, chunkEnd - chunkStart), rowBytes, strideBytes);
+        var firstKeys = new PrefetchWalk(_k + ((long)itemStart * kvStride) + (firstHead * d), Math.Min(Block, itemEnd - itemStart), rowBytes, strideBytes);
         firstKeys.Next(firstKeys.Lines);
-        for (int k0 = chunkStart; k0 < chunkEnd; k0 += Block)
+        long partialRows = _shape.LseElements;
+        for (int chunk = firstChunk; chunk < endChunk; chunk++)
         {
-            int keys = Math.Min(Block, chunkEnd - k0);
-            TileVisibility visibility = _mask.Classify(_queryRange, _tokens.KeyRange(k0, keys));
-            if (visibility == TileVisibility.Hidden)
+            new Span<float>(acc, rows * dp).Clear();
+            new Span<float>(l, rows).Clear();
+            new Span<float>(m, rows).Fill(float.NegativeInfinity);
+            int chunkStart = chunk * Attention.DecodeChunk;
+            int chunkEnd = Math.Min(_shape.KeyTokens, chunkStart + Attention.DecodeChunk);
+            for (int k0 = chunkStart; k0 < chunkEnd; k0 += Block)
             {
-                continue;
-            }
-
-            long tileOffset = ((long)k0 * kvStride) + (firstHead * d);
-            int nextKeyRows = Math.Min(Block, chunkEnd - k0 - Block);
-            var values = streamed && k0 > chunkStart ? default : new PrefetchWalk(_v + tileOffset, keys, rowBytes, strideBytes);
-            var nextKeys = nextKeyRows > 0 ? new PrefetchWalk(_k + tileOffset + ((long)Block * kvStride), nextKeyRows, rowBytes, strideBytes) : default;
-
-            // f32 and bf16 keys are read in place (bf16 widened in registers); f16 has no fast widening, so its tile
-            // is widened once into the scratch buffer.
-            if (typeof(T) == typeof(Half))
-            {
-                WidenTile(_k + tileOffset, kvStride, keys, heads, scratch.KeysTransposed, tileWidth);
-                ScoreTile(scratch.KeysTransposed, tileWidth, dp, keys, heads, headRows, qs, dp, s, values, nextKeys);
-            }
-            else
-            {
-                ScoreTile(_k + tileOffset, kvStride, d, keys, heads, headRows, qs, dp, s, values, nextKeys);
-            }
-
-            if (visibility == TileVisibility.Partial)
-            {
-                ScoreMask.Apply(_mask, _tokens, s, Block, rows, k0, keys, rowPositions, rowDocuments);
-            }
-
-            int paddedKeys = Attention.RoundUp(keys, 8);
-            for (int r = 0; r < rows; r++)
-            {
-                new Span<float>(s + (r * Block) + keys, paddedKeys - keys).Fill(float.NegativeInfinity);
-            }
-
-            OnlineSoftmax.Update(_level, s, Block, rows, paddedKeys, m, l, acc, dp, dp);
-            if (streamed)
-            {
-                // Blocks of 4 rows × 64 columns, each asking for an equal piece of the next tile's V, whole lines per key.
-                int calls = rows / 4 * (d / 64);
-                int lines = nextKeyRows > 0 ? (int)((((long)nextKeyRows * strideBytes / calls) + (keys * PrefetchWalk.LineBytes) - 1) / (keys * PrefetchWalk.LineBytes)) : 0;
-                byte* nextValues = nextKeyRows > 0 ? (byte*)(_v + tileOffset + ((long)Block * kvStride)) : null;
-                byte* valuesEnd = nextKeyRows > 0 ? nextValues + ((long)nextKeyRows * strideBytes) : null;
-                int call = 0;
-                for (int r0 = 0; r0 < rows; r0 += 4)
+                int keys = Math.Min(Block, chunkEnd - k0);
+                TileVisibility visibility = _mask.Classify(_queryRange, _tokens.KeyRange(k0, keys));
+                if (visibility == TileVisibility.Hidden)
                 {
-                    T* valueColumns = _v + tileOffset + (r0 / headRows * d);
-                    for (int c0 = 0; c0 < d; c0 += 64, call++)
+                    continue;
+                }
+
+                long tileOffset = ((long)k0 * kvStride) + (firstHead * d);
+                int nextKeyRows = Math.Min(Block, itemEnd - k0 - Block);
+                var values = streamed && k0 > itemStart ? default : new PrefetchWalk(_v + tileOffset, keys, rowBytes, strideBytes);
+                var nextKeys = nextKeyRows > 0 ? new PrefetchWalk(_k + tileOffset + ((long)Block * kvStride), nextKeyRows, rowBytes, strideBytes) : default;
+
+                // f32 and bf16 keys are read in place (bf16 widened in registers); f16 has no fast widening, so its tile
+                // is widened once into the scratch buffer.
+                if (typeof(T) == typeof(Half))
+                {
+                    WidenTile(_k + tileOffset, kvStride, keys, heads, scratch.KeysTransposed, tileWidth);
+                    ScoreTile(scratch.KeysTransposed, tileWidth, dp, keys, heads, headRows, qs, dp, s, values, nextKeys);
+                }
+                else
+                {
+                    ScoreTile(_k + tileOffset, kvStride, d, keys, heads, headRows, qs, dp, s, values, nextKeys);
+                }
+
+                if (visibility == TileVisibility.Partial)
+                {
+                    ScoreMask.Apply(_mask, _tokens, s, Block, rows, k0, keys, rowPositions, rowDocuments);
+                }
+
+                int paddedKeys = Attention.RoundUp(keys, 8);
+                for (int r = 0; r < rows; r++)
+                {
+                    new Span<float>(s + (r * Block) + keys, paddedKeys - keys).Fill(float.NegativeInfinity);
+                }
+
+                OnlineSoftmax.Update(_level, s, Block, rows, paddedKeys, m, l, acc, dp, dp);
+                if (streamed)
+                {
+                    // Blocks of 4 rows × 64 columns, each asking for an equal piece of the next tile's V, whole lines per key.
+                    int calls = rows / 4 * (d / 64);
+                    int lines = nextKeyRows > 0 ? (int)((((long)nextKeyRows * strideBytes / calls) + (keys * PrefetchWalk.LineBytes) - 1) / (keys * PrefetchWalk.LineBytes)) : 0;
+                    byte* nextValues = nextKeyRows > 0 ? (byte*)(_v + tileOffset + ((long)Block * kvStride)) : null;
+                    byte* valuesEnd = nextKeyRows > 0 ? nextValues + ((long)nextKeyRows * strideBytes) : null;
+                    int call = 0;
+                    for (int r0 = 0; r0 < rows; r0 += 4)
                     {
-                        byte* piece = nextValues == null ? null : nextValues + ((long)call * keys * lines * PrefetchWalk.LineBytes);
-                        MicroGemm.Block4x64(s + (r0 * Block), Block, valueColumns + c0, kvStride, acc + ((long)r0 * dp) + c0, dp, keys, accumulate: true, piece < valuesEnd ? piece : null, lines);
+                        T* valueColumns = _v + tileOffset + (r0 / headRows * d);
+                        for (int c0 = 0; c0 < d; c0 += 64, call++)
+                        {
+                            byte* piece = nextValues == null ? null : nextValues + ((long)call * keys * lines * PrefetchWalk.LineBytes);
+                            MicroGemm.Block4x64(s + (r0 * Block), Block, valueColumns + c0, kvStride, acc + ((long)r0 * dp) + c0, dp, keys, accumulate: true, piece < valuesEnd ? piece : null, lines);
+                        }
+                    }
+                }
+                else if (valuesInPlace)
+                {
+                    for (int h = 0; h < heads; h++)
+                    {
+                        int r0 = h * headRows;
+                        MicroGemm.Run(_level, s + (r0 * Block), Block, _v + tileOffset + (h * d), kvStride, acc + ((long)r0 * dp), dp, headRows, dp, keys, accumulate: true);
+                    }
+                }
+                else
+                {
+                    float* valueRows = scratch.Values;
+                    WidenTile(_v + tileOffset, kvStride, keys, heads, valueRows, tileWidth);
+                    for (int h = 0; h < heads; h++)
+                    {
+                        int r0 = h * headRows;
+                        MicroGemm.Run(_level, s + (r0 * Block), Block, valueRows + (h * dp), tileWidth, acc + ((long)r0 * dp), dp, headRows, dp, keys, accumulate: true);
                     }
                 }
             }
-            else if (valuesInPlace)
-            {
-                for (int h = 0; h < heads; h++)
-                {
-                    int r0 = h * headRows;
-                    MicroGemm.Run(_level, s + (r0 * Block), Block, _v + tileOffset + (h * d), kvStride, acc + ((long)r0 * dp), dp, headRows, dp, keys, accumulate: true);
-                }
-            }
-            else
-            {
-                float* valueRows = scratch.Values;
-                WidenTile(_v + tileOffset, kvStride, keys, heads, valueRows, tileWidth);
-                for (int h = 0; h < heads; h++)
-                {
-                    int r0 = h * headRows;
-                    MicroGemm.Run(_level, s + (r0 * Block), Block, valueRows + (h * dp), tileWidth, acc + ((long)r0 * dp), dp, headRows, dp, keys, accumulate: true);
-                }
-            }
-        }
 
-        long partialRows = _shape.LseElements;
-        for (int h = 0; h < heads; h++)
-        {
-            for (int g = 0; g < group; g++)
+            for (int h = 0; h < heads; h++)
             {
-                int queryHead = ((firstHead + h) * group) + g;
-                for (int i = 0; i < tq; i++)
+                for (int g = 0; g < group; g++)
                 {
-                    int r = (h * headRows) + (g * tq) + i;
-                    long rowIndex = (chunk * partialRows) + ((long)i * _shape.QueryHeads) + queryHead;
-                    OnlineSoftmax.Finish(acc + ((long)r * dp), m[r], l[r], _partialO + (rowIndex * d), d, _partialLse + rowIndex);
+                    int queryHead = ((firstHead + h) * group) + g;
+                    for (int i = 0; i < tq; i++)
+                    {
+                        int r = (h * headRows) + (g * tq) + i;
+                        long rowIndex = (chunk * partialRows) + ((long)i * _shape.QueryHeads) + queryHead;
+                        OnlineSoftmax.Finish(acc + ((long)r * dp), m[r], l[r], _partialO + (rowIndex * d), d, _partialLse + rowIndex);
+                    }
                 }
             }
         }
