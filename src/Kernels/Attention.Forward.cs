@@ -236,8 +236,8 @@ internal sealed unsafe class FlashForwardJob<T>
         int[] rowDocuments = scratch.RowDocuments;
 
         int qStride = _shape.QueryHeads * d;
-        // The item's query rows (its G heads' slices, one run per row) are asked for at once: read row by row as they
-        // are widened, each waited for memory in turn.
+        // The item's query rows (its G heads' slices, one run per row) are asked for all at once; widened row by row
+        // without that, each row would wait for memory in turn.
         var queries = new PrefetchWalk(_q + ((long)q0 * qStride) + (kvHead * group * d), queryRows, group * d * sizeof(T), (long)qStride * sizeof(T));
         queries.Next(queries.Lines);
         for (int g = 0; g < group; g++)
