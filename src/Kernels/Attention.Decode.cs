@@ -220,7 +220,6 @@ internal sealed unsafe class DecodeJob<T>
             && d % 64 == 0 && headRows % 4 == 0;
         var firstKeys = new PrefetchWalk(_k + ((long)itemStart * kvStride) + (firstHead * d), Math.Min(Block, itemEnd - itemStart), rowBytes, strideBytes);
         firstKeys.Next(firstKeys.Lines);
-        long partialRows = _shape.LseElements;
         for (int chunk = firstChunk; chunk < endChunk; chunk++)
         {
             new Span<float>(acc, rows * dp).Clear();
@@ -304,17 +303,28 @@ internal sealed unsafe class DecodeJob<T>
                 }
             }
 
-            for (int h = 0; h < heads; h++)
+            FinishChunk(chunk, firstHead, heads, acc, m, l, dp);
+        }
+    }
+
+    /// <summary>Writes the partials (O, LSE) of <paramref name="chunk"/> for the query rows of the item's heads.</summary>
+    private void FinishChunk(int chunk, int firstHead, int heads, float* acc, float* m, float* l, int dp)
+    {
+        int d = _shape.HeadDim;
+        int tq = _shape.QueryTokens;
+        int group = _shape.GroupSize;
+        int headRows = group * tq;
+        long partialRows = _shape.LseElements;
+        for (int h = 0; h < heads; h++)
+        {
+            for (int g = 0; g < group; g++)
             {
-                for (int g = 0; g < group; g++)
+                int queryHead = ((firstHead + h) * group) + g;
+                for (int i = 0; i < tq; i++)
                 {
-                    int queryHead = ((firstHead + h) * group) + g;
-                    for (int i = 0; i < tq; i++)
-                    {
-                        int r = (h * headRows) + (g * tq) + i;
-                        long rowIndex = (chunk * partialRows) + ((long)i * _shape.QueryHeads) + queryHead;
-                        OnlineSoftmax.Finish(acc + ((long)r * dp), m[r], l[r], _partialO + (rowIndex * d), d, _partialLse + rowIndex);
-                    }
+                    int r = (h * headRows) + (g * tq) + i;
+                    long rowIndex = (chunk * partialRows) + ((long)i * _shape.QueryHeads) + queryHead;
+                    OnlineSoftmax.Finish(acc + ((long)r * dp), m[r], l[r], _partialO + (rowIndex * d), d, _partialLse + rowIndex);
                 }
             }
         }
