@@ -182,10 +182,12 @@ if avx2 is not None:
     verdicts.insert(1, (text, avx2["gflops"] / haswell["gflops"], 0.65, True))
 for text, value, target, at_least in verdicts:
     ok = value >= target if at_least else value <= target
-    print(f"{'ok  ' if ok else 'MISS'} {text}: {value:.3f}")
+    # Three decimals, or four where three would round onto the target and hide which side of it the value is.
+    shown = f"{value:.3f}" if round(value, 3) != target else f"{value:.4f}"
+    print(f"{'ok  ' if ok else 'MISS'} {text}: {shown}")
 print(json.dumps({
     "rows": rows,
     "sgemm_best_core": best_gemm["core"],
     "sgemv_best_core": best_gemv["core"],
-    "verdicts": [{"target": t, "value": round(v, 3), "ok": (v >= g if a else v <= g)} for t, v, g, a in verdicts],
+    "verdicts": [{"target": t, "value": round(v, 4), "ok": (v >= g if a else v <= g)} for t, v, g, a in verdicts],
 }))
