@@ -210,10 +210,12 @@ internal sealed unsafe class FlashForwardJob<T>
         PackKeyValueTile(kvHead, k0, Math.Min(Attention.KeyTile, _shape.KeyTokens - k0), kt, kt + (Attention.KeyTile * _paddedDim), scratch.Row);
     }
 
-    private void RunPhaseItem(int item) => RunTile(_queryTiles - 1 - (item / _phaseHeads), _phaseHead + (item % _phaseHeads));
+    // Items go head by head, so the threads work through one head's K/V tiles together and share them in cache (f32
+    // T = 4096, 8 heads, 2 threads: 6% faster, full and causal, than every head's tile q before any head's q − 1);
+    // within a head, largest query tiles first: under causal masks later tiles carry more work, so they are not last.
+    private void RunPhaseItem(int item) => RunTile(_queryTiles - 1 - (item % _queryTiles), _phaseHead + (item / _queryTiles));
 
-    // Largest query tiles first: under causal masks later tiles carry more work, so they should not be last.
-    private void RunItem(int item) => RunTile(_queryTiles - 1 - (item / _kvHeads), _firstKvHead + (item % _kvHeads));
+    private void RunItem(int item) => RunTile(_queryTiles - 1 - (item % _queryTiles), _firstKvHead + (item / _queryTiles));
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private void RunTile(int queryTile, int kvHead)
