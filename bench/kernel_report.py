@@ -90,6 +90,20 @@ def choose_core(title, script, args, figure, unit, cores):
     return best, results
 
 
+def paired(first, second, ratio, pairs):
+    """Runs first() and second() one after the other `pairs` times and returns (the pair whose ratio is the median,
+    every ratio in run order). This machine's memory and cores move between fast and slow stretches within a run; a
+    ratio of two measurements taken back to back sees the same stretch, two taken a minute apart may not."""
+    runs = []
+    for _ in range(pairs):
+        a = first()
+        b = second()
+        runs.append((ratio(a, b), a, b))
+    ratios = [r[0] for r in runs]
+    middle = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
+    return (middle[1], middle[2]), ratios
+
+
 def cli_json(args, env=None):
     out = subprocess.run([cli] + [str(a) for a in args], env=env, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -122,10 +136,9 @@ gemm_args = [2048, repeat]
 best_gemm, gemm_results = choose_core("SGEMM 2048", "gemm.py", gemm_args, "gflops", "GFLOP/s", cores)
 best_core = best_gemm["core"]
 gemm1 = yardstick("gemm.py", gemm_args, best_core, 1)
-full1 = prefill(1)
-causal1 = prefill(1, "causal")
-full2 = prefill(2)
-causal2 = prefill(2, "causal")
+# Causal against full: back to back, 3 times, the pair with the median ratio.
+(full1, causal1), causal1_ratios = paired(lambda: prefill(1), lambda: prefill(1, "causal"), lambda f, c: c["ms"] / f["ms"], 3)
+(full2, causal2), causal2_ratios = paired(lambda: prefill(2), lambda: prefill(2, "causal"), lambda f, c: c["ms"] / f["ms"], 3)
 extra = [] if quick else [("f32 full d=64, 2 threads", prefill(2, d=64))]
 gemm1 = faster(gemm1, yardstick("gemm.py", gemm_args, best_core, 1), "gflops")
 gemm2 = faster(best_gemm, yardstick("gemm.py", gemm_args, best_core, 2), "gflops")
@@ -152,13 +165,18 @@ print(f"{'prefill (T=4096, Hq=Hkv=8, d=128)':<36} {'median ms':>10} {'GFLOP/s':>
 for r in rows:
     print(f"{r['case']:<36} {r['ms']:>10.1f} {r['gflops']:>9.1f} {r['vector_bits']:>4} "
           f"{r['yardstick_gflops']:>7.1f} {r['yardstick_core_used']:<11} {r['ratio']:>6.2f}")
+print(f"  causal / full time, three back-to-back pairs (the median pair is shown above): 1 thread "
+      f"{', '.join(f'{x:.3f}' for x in causal1_ratios)}; 2 threads {', '.join(f'{x:.3f}' for x in causal2_ratios)}")
 print()
 
-# Decode against SGEMV over as many bytes as the kernel reads of K and V.
+# Decode against SGEMV over as many bytes as the kernel reads of K and V: the core type chosen first, then decode
+# and SGEMV back to back, 3 times, the pair with the median ratio.
 decode2 = decode(2)
 gemv_args = [decode2["bytes"], gemv_repeat]
 best_gemv, _ = choose_core(f"SGEMV over {decode2['bytes'] / 2**20:.0f} MiB", "gemv.py", gemv_args, "gbps", "GB/s", cores)
-best_gemv = faster(best_gemv, yardstick("gemv.py", gemv_args, best_gemv["core"], 2), "gbps")
+gemv_core = best_gemv["core"]
+(decode2, best_gemv), decode_ratios = paired(
+    lambda: decode(2), lambda: yardstick("gemv.py", gemv_args, gemv_core, 2), lambda k, y: k["gbps"] / y["gbps"], 3)
 rows.append(row("decode", "bf16 decode, 2 threads", decode2, "gbps", best_gemv, "gbps", 2))
 r = rows[-1]
 print(f"{'decode (Tk=262144, Hq=32, Hkv=8, d=128)':<40} {'median ms':>10} {'GB/s':>7} {'vec':>4} {'SGEMV':>7} {'core':<11} {'ratio':>6}")
@@ -166,6 +184,7 @@ print(f"{r['case']:<40} {r['ms']:>10.1f} {r['gbps']:>7.2f} {r['vector_bits']:>4}
       f"{r['yardstick_gbps']:>7.2f} {r['yardstick_core_used']:<11} {r['ratio']:>6.2f}")
 print(f"  the same K and V read by 2 threads with no arithmetic (bench decode's read_gbps): {decode2['read_gbps']:.2f} GB/s; "
       f"the kernel reaches {decode2['gbps'] / decode2['read_gbps']:.2f} of it")
+print(f"  decode / SGEMV, three back-to-back pairs (the median pair is shown above): {', '.join(f'{x:.3f}' for x in decode_ratios)}")
 print()
 
 verdicts = [
