@@ -13,6 +13,8 @@ namespace LongCluster.Kernels;
 /// profile of 16384-token layers, page faults were 13% of its CPU and a third of them hit pooled scratch). These
 /// buckets are the same for every thread. Unlike the shared pool they never trim, so what they keep is bounded by the
 /// constants below: per element type, at most <c>BuffersPerSize</c> buffers of each power-of-two size up to a quarter GiB.
+/// Buffers of 4 MiB and more are on huge pages where Linux gives them (<see cref="HugePagePool{T}"/>): decode streams
+/// the KV segments end to end.
 /// </summary>
 internal static class LargeBuffers<T>
     where T : unmanaged
@@ -24,5 +26,5 @@ internal static class LargeBuffers<T>
     // 4 shard layers on a silo).
     private const int BuffersPerSize = 8;
 
-    public static ArrayPool<T> Pool { get; } = ArrayPool<T>.Create(MaxPooledBytes / Unsafe.SizeOf<T>(), BuffersPerSize);
+    public static ArrayPool<T> Pool { get; } = new HugePagePool<T>(ArrayPool<T>.Create(MaxPooledBytes / Unsafe.SizeOf<T>(), BuffersPerSize));
 }

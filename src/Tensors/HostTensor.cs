@@ -41,7 +41,9 @@ public sealed class HostTensor
         where T : unmanaged
     {
         DType dtype = DTypeOf<T>();
-        byte[] bytes = MemoryMarshal.AsBytes(values).ToArray();
+        ReadOnlySpan<byte> source = MemoryMarshal.AsBytes(values);
+        byte[] bytes = HugePages.Allocate<byte>(source.Length);
+        source.CopyTo(bytes);
         return new HostTensor(dtype, shape, bytes);
     }
 

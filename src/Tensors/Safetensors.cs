@@ -83,7 +83,7 @@ public sealed class SafetensorsReader : IDisposable
             throw new SafetensorsException($"{Source}: tensor '{name}' is {entry.ByteLength} bytes, more than one buffer can hold");
         }
 
-        var data = new byte[entry.ByteLength];
+        byte[] data = HugePages.Allocate<byte>((int)entry.ByteLength);
         ReadExactly(_dataStart + entry.Begin, data);
         return new HostTensor(entry.DType, entry.Shape, data);
     }

@@ -94,7 +94,7 @@ public sealed class SafetensorsStreamReader
                 throw new SafetensorsException($"{Source}: tensor '{entry.Name}' is {entry.ByteLength} bytes, more than one buffer can hold");
             }
 
-            byte[] data = GC.AllocateUninitializedArray<byte>((int)entry.ByteLength);
+            byte[] data = HugePages.Allocate<byte>((int)entry.ByteLength);
             await ReadAsync(entry.Begin, data, cancellationToken).ConfigureAwait(false);
             tensors.Add(entry.Name, new HostTensor(entry.DType, entry.Shape, data));
         }

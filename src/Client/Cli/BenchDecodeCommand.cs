@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Text.Json;
@@ -54,12 +55,18 @@ internal static class BenchDecodeCommand
         double gbps = bytes / (median / 1000) / 1e9;
         double readMs = BenchTimer.Median(BenchTimer.Measure(repeat, () => StreamRead([k.Data, v.Data], threads))) * 1000;
         double readGbps = bytes / (readMs / 1000) / 1e9;
+        long? hugePageBytes = HugePageBytes();
         string shapeText = $"Tq=1 Tk={tk} Hq={hq} Hkv={hkv} d={d}";
         IAnsiConsole console = CliConsole.For(stdout);
         console.Write(CliConsole.Table(console, "backend", "shape", "mask", "dtype", ">thr", ">K+V MiB", ">median ms", ">min ms", ">GB/s", ">read GB/s").AddRow(
             backend.Name, shapeText, mask.ToString(), dtypeText, Invariant($"{threads}"), Invariant($"{bytes / 1048576.0:F1}"), Invariant($"{median:F3}"), Invariant($"{times[0]:F3}"), Invariant($"{gbps:F2}"),
             Invariant($"{readGbps:F2}")));
         console.WriteLine(Invariant($"read GB/s: the same K and V arrays streamed by {threads} thread(s) with no arithmetic, median of {repeat}: what these pages give a plain read; the kernel reaches {gbps / readGbps:F2} of it"));
+        if (hugePageBytes is long huge)
+        {
+            console.WriteLine(Invariant($"on huge pages: {huge / 1048576.0:F0} MiB of this process's memory, where K and V are {bytes / 1048576.0:F0} MiB (HugePages asks for them; the kernel gives what it has)"));
+        }
+
         var summary = new Dictionary<string, object>
         {
             ["gbps"] = Math.Round(gbps, 3),
@@ -76,12 +83,26 @@ internal static class BenchDecodeCommand
             ["read_gbps"] = Math.Round(readGbps, 3),
             ["read_ms"] = Math.Round(readMs, 3),
             ["live_keys"] = liveKeys,
+            ["huge_page_mib"] = hugePageBytes is long h ? Math.Round(h / 1048576.0) : null!,
             ["repeat"] = repeat,
             ["vector_bits"] = BenchKernelCommand.VectorBits,
             ["backend"] = backend.Name,
         };
         stdout.WriteLine(JsonSerializer.Serialize(summary));
         return CliApp.ExitOk;
+    }
+
+    /// <summary>The process's anonymous memory on transparent huge pages (Linux's <c>smaps_rollup</c>); null elsewhere.</summary>
+    private static long? HugePageBytes()
+    {
+        const string rollup = "/proc/self/smaps_rollup";
+        if (!File.Exists(rollup))
+        {
+            return null;
+        }
+
+        string? line = File.ReadLines(rollup).FirstOrDefault(l => l.StartsWith("AnonHugePages:", StringComparison.Ordinal));
+        return line is null ? null : long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
     }
 
     /// <summary>
