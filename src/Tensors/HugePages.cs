@@ -8,8 +8,9 @@ namespace LongCluster.Tensors;
 /// <c>madvise</c> setting of <c>/sys/kernel/mm/transparent_hugepage/enabled</c>, the default of Debian and of most
 /// distributions). K and V are streamed end to end by decode: on 4 KiB pages every 4 KiB of each stream is a fresh
 /// TLB entry and a page boundary where the core's stream prefetchers stop, and on the 2-core VMs decode read
-/// 34.0–35.7 GB/s there against 36.6–38.3 on huge pages (bf16 Tk 262144, 2 threads, alternating runs). numpy asks for huge pages for
-/// every large array, so the OpenBLAS SGEMV that <c>bench/kernel.sh</c> holds decode against already reads from them.
+/// 34.0–35.7 GB/s there against 36.6–38.3 on huge pages (bf16 Tk 262144, 2 threads, alternating runs). numpy asks
+/// for huge pages for every large array, so the OpenBLAS SGEMV that <c>bench/kernel.sh</c> holds decode against
+/// already reads from them.
 /// <para>
 /// The advice is a hint the kernel may ignore (huge pages <c>never</c>, not built in, memory too fragmented for a
 /// 2 MiB page): nothing depends on it being taken. It covers only the 2 MiB-aligned extents inside an array, and only
