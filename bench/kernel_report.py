@@ -20,6 +20,10 @@ cli = sys.argv[1]
 quick = "--quick" in sys.argv
 repeat = 3 if quick else 7
 gemv_repeat = 9 if quick else 21  # one GEMV is ~50 ms: more samples are cheap and steady the median
+# Back-to-back pairs for the ratios that compare two runs (causal / full, decode / SGEMV): a pair now and then straddles
+# a change of the machine's memory stretch (decode / SGEMV pairs of one run read 0.809, 0.619, 0.933); five pairs'
+# median stands two such pairs, three pairs' only one.
+pairs = 3 if quick else 5
 here = os.path.dirname(os.path.abspath(__file__))
 python = "/usr/bin/python3"  # Debian's numpy on Debian's OpenBLAS, whatever python3 is first on PATH
 
@@ -136,9 +140,9 @@ gemm_args = [2048, repeat]
 best_gemm, gemm_results = choose_core("SGEMM 2048", "gemm.py", gemm_args, "gflops", "GFLOP/s", cores)
 best_core = best_gemm["core"]
 gemm1 = yardstick("gemm.py", gemm_args, best_core, 1)
-# Causal against full: back to back, 3 times, the pair with the median ratio.
-(full1, causal1), causal1_ratios = paired(lambda: prefill(1), lambda: prefill(1, "causal"), lambda f, c: c["ms"] / f["ms"], 3)
-(full2, causal2), causal2_ratios = paired(lambda: prefill(2), lambda: prefill(2, "causal"), lambda f, c: c["ms"] / f["ms"], 3)
+# Causal against full: back to back, `pairs` times, the pair with the median ratio.
+(full1, causal1), causal1_ratios = paired(lambda: prefill(1), lambda: prefill(1, "causal"), lambda f, c: c["ms"] / f["ms"], pairs)
+(full2, causal2), causal2_ratios = paired(lambda: prefill(2), lambda: prefill(2, "causal"), lambda f, c: c["ms"] / f["ms"], pairs)
 extra = [] if quick else [("f32 full d=64, 2 threads", prefill(2, d=64))]
 gemm1 = faster(gemm1, yardstick("gemm.py", gemm_args, best_core, 1), "gflops")
 gemm2 = faster(best_gemm, yardstick("gemm.py", gemm_args, best_core, 2), "gflops")
@@ -165,18 +169,18 @@ print(f"{'prefill (T=4096, Hq=Hkv=8, d=128)':<36} {'median ms':>10} {'GFLOP/s':>
 for r in rows:
     print(f"{r['case']:<36} {r['ms']:>10.1f} {r['gflops']:>9.1f} {r['vector_bits']:>4} "
           f"{r['yardstick_gflops']:>7.1f} {r['yardstick_core_used']:<11} {r['ratio']:>6.2f}")
-print(f"  causal / full time, three back-to-back pairs (the median pair is shown above): 1 thread "
+print(f"  causal / full time, {pairs} back-to-back pairs (the median pair is shown above): 1 thread "
       f"{', '.join(f'{x:.3f}' for x in causal1_ratios)}; 2 threads {', '.join(f'{x:.3f}' for x in causal2_ratios)}")
 print()
 
 # Decode against SGEMV over as many bytes as the kernel reads of K and V: the core type chosen first, then decode
-# and SGEMV back to back, 3 times, the pair with the median ratio.
+# and SGEMV back to back, `pairs` times, the pair with the median ratio.
 decode2 = decode(2)
 gemv_args = [decode2["bytes"], gemv_repeat]
 best_gemv, _ = choose_core(f"SGEMV over {decode2['bytes'] / 2**20:.0f} MiB", "gemv.py", gemv_args, "gbps", "GB/s", cores)
 gemv_core = best_gemv["core"]
 (decode2, best_gemv), decode_ratios = paired(
-    lambda: decode(2), lambda: yardstick("gemv.py", gemv_args, gemv_core, 2), lambda k, y: k["gbps"] / y["gbps"], 3)
+    lambda: decode(2), lambda: yardstick("gemv.py", gemv_args, gemv_core, 2), lambda k, y: k["gbps"] / y["gbps"], pairs)
 rows.append(row("decode", "bf16 decode, 2 threads", decode2, "gbps", best_gemv, "gbps", 2))
 r = rows[-1]
 print(f"{'decode (Tk=262144, Hq=32, Hkv=8, d=128)':<40} {'median ms':>10} {'GB/s':>7} {'vec':>4} {'SGEMV':>7} {'core':<11} {'ratio':>6}")
@@ -184,7 +188,7 @@ print(f"{r['case']:<40} {r['ms']:>10.1f} {r['gbps']:>7.2f} {r['vector_bits']:>4}
       f"{r['yardstick_gbps']:>7.2f} {r['yardstick_core_used']:<11} {r['ratio']:>6.2f}")
 print(f"  the same K and V read by 2 threads with no arithmetic (bench decode's read_gbps): {decode2['read_gbps']:.2f} GB/s; "
       f"the kernel reaches {decode2['gbps'] / decode2['read_gbps']:.2f} of it")
-print(f"  decode / SGEMV, three back-to-back pairs (the median pair is shown above): {', '.join(f'{x:.3f}' for x in decode_ratios)}")
+print(f"  decode / SGEMV, {pairs} back-to-back pairs (the median pair is shown above): {', '.join(f'{x:.3f}' for x in decode_ratios)}")
 print()
 
 verdicts = [
