@@ -69,6 +69,14 @@ internal static unsafe class OnlineSoftmax
         }
     }
 
+    /// <summary>
+    /// The largest of x[0..n). The vector paths take the processor's own maximum (<c>MaxNative</c>, one
+    /// <c>vmaxps</c>): <c>Max</c>'s IEEE 754 maximum, which orders −0 below +0 and returns any NaN, is three dependent
+    /// instructions per step on AVX-512 (<c>vrangeps</c> and two <c>vfixupimmps</c>); with <see cref="Exp2"/>'s plain
+    /// conversion, decode with K and V in L3 ran 3–4% faster (<c>bench decode --tk 4096 --threads 1</c>). Neither
+    /// difference reaches a result: 2^(s − m) is the same for m = ±0, and a NaN score gives a NaN probability, sum and
+    /// output whatever the maximum is.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float Max(SimdLevel level, float* x, int n)
     {
@@ -79,28 +87,28 @@ internal static unsafe class OnlineSoftmax
             Vector512<float> acc = Vector512.Load(x);
             for (i = 16; i + 16 <= n; i += 16)
             {
-                acc = Vector512.Max(acc, Vector512.Load(x + i));
+                acc = Vector512.MaxNative(acc, Vector512.Load(x + i));
             }
 
-            Vector256<float> half = Vector256.Max(acc.GetLower(), acc.GetUpper());
-            result = Max4(Vector128.Max(half.GetLower(), half.GetUpper()));
+            Vector256<float> half = Vector256.MaxNative(acc.GetLower(), acc.GetUpper());
+            result = Max4(Vector128.MaxNative(half.GetLower(), half.GetUpper()));
         }
         else if (level >= SimdLevel.Vector256 && n >= 8)
         {
             Vector256<float> acc = Vector256.Load(x);
             for (i = 8; i + 8 <= n; i += 8)
             {
-                acc = Vector256.Max(acc, Vector256.Load(x + i));
+                acc = Vector256.MaxNative(acc, Vector256.Load(x + i));
             }
 
-            result = Max4(Vector128.Max(acc.GetLower(), acc.GetUpper()));
+            result = Max4(Vector128.MaxNative(acc.GetLower(), acc.GetUpper()));
         }
         else if (level >= SimdLevel.Vector128 && n >= 4)
         {
             Vector128<float> acc = Vector128.Load(x);
             for (i = 4; i + 4 <= n; i += 4)
             {
-                acc = Vector128.Max(acc, Vector128.Load(x + i));
+                acc = Vector128.MaxNative(acc, Vector128.Load(x + i));
             }
 
             result = Max4(acc);
@@ -114,7 +122,11 @@ internal static unsafe class OnlineSoftmax
         return result;
     }
 
-    private static float Max4(Vector128<float> v) => MathF.Max(MathF.Max(v[0], v[1]), MathF.Max(v[2], v[3]));
+    private static float Max4(Vector128<float> v)
+    {
+        v = Vector128.MaxNative(v, Vector128.Shuffle(v, Vector128.Create(2, 3, 0, 1)));
+        return Vector128.MaxNative(v, Vector128.Shuffle(v, Vector128.Create(1, 0, 3, 2))).ToScalar();
+    }
 
     /// <summary>
     /// x = 2^(x − max) in place, returning Σ x. The Vector512 and Vector256 paths add in the same order — element i
