@@ -360,7 +360,7 @@ internal static partial class ClientApi
             throw ServiceException.Invalid("body", $"expected a safetensors body with tensors {string.Join(", ", required)}: {e.Message}");
         }
 
-        return tensors.ToDictionary(t => t.Key, t => new TensorRows(t.Value.DType.SafetensorsName(), [.. t.Value.Shape], t.Value.Data), StringComparer.Ordinal);
+        return tensors.ToDictionary(t => t.Key, t => new TensorRows(t.Value.DType.SafetensorsName(), [.. t.Value.Shape], t.Value.DataArray()), StringComparer.Ordinal);
     }
 
     private static int DocumentOf(TensorRows docs) => docs switch

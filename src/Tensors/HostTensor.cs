@@ -4,20 +4,26 @@ namespace LongCluster.Tensors;
 
 /// <summary>
 /// A dense, row-major, little-endian tensor in managed memory: a dtype, a shape and the raw bytes. The tensor owns
-/// its byte array; typed views are reinterpretations of it, not copies.
+/// its bytes; typed views are reinterpretations of them, not copies. Tensors this library allocates (<see cref="From{T}"/>,
+/// the safetensors readers) start on a cache line when large (<see cref="HugePages.AllocateAligned"/>).
 /// </summary>
 public sealed class HostTensor
 {
     public HostTensor(DType dtype, IReadOnlyList<long> shape, byte[] data)
+        : this(dtype, shape, (data ?? throw new ArgumentNullException(nameof(data))).AsMemory())
+    {
+    }
+
+    /// <summary>A tensor over <paramref name="data"/>, which it takes as its own (no copy).</summary>
+    public HostTensor(DType dtype, IReadOnlyList<long> shape, Memory<byte> data)
     {
         ArgumentNullException.ThrowIfNull(shape);
-        ArgumentNullException.ThrowIfNull(data);
         long count = ElementCount(shape);
         long expected = checked(count * dtype.Size());
-        if (data.LongLength != expected)
+        if (data.Length != expected)
         {
             throw new ArgumentException(
-                $"a {dtype.SafetensorsName()} tensor of shape [{string.Join(", ", shape)}] needs {expected} bytes, got {data.LongLength}",
+                $"a {dtype.SafetensorsName()} tensor of shape [{string.Join(", ", shape)}] needs {expected} bytes, got {data.Length}",
                 nameof(data));
         }
 
@@ -32,7 +38,13 @@ public sealed class HostTensor
     public IReadOnlyList<long> Shape { get; }
 
     /// <summary>The raw little-endian element bytes.</summary>
-    public byte[] Data { get; }
+    public Memory<byte> Data { get; }
+
+    /// <summary>The bytes as one array of exactly their length: the tensor's own when it holds a whole array, else a copy.</summary>
+    public byte[] DataArray() =>
+        MemoryMarshal.TryGetArray<byte>(Data, out ArraySegment<byte> segment) && segment.Offset == 0 && segment.Count == segment.Array!.Length
+            ? segment.Array
+            : Data.ToArray();
 
     public long ElementCount() => ElementCount(Shape);
 
@@ -42,8 +54,8 @@ public sealed class HostTensor
     {
         DType dtype = DTypeOf<T>();
         ReadOnlySpan<byte> source = MemoryMarshal.AsBytes(values);
-        byte[] bytes = HugePages.Allocate<byte>(source.Length);
-        source.CopyTo(bytes);
+        Memory<byte> bytes = HugePages.AllocateAligned(source.Length);
+        source.CopyTo(bytes.Span);
         return new HostTensor(dtype, shape, bytes);
     }
 
@@ -56,7 +68,7 @@ public sealed class HostTensor
             throw new InvalidOperationException($"tensor holds {DType.SafetensorsName()}, not {typeof(T).Name}");
         }
 
-        return MemoryMarshal.Cast<byte, T>(Data.AsSpan());
+        return MemoryMarshal.Cast<byte, T>(Data.Span);
     }
 
     /// <summary>Widens any floating tensor to f32 (a copy).</summary>

@@ -22,6 +22,9 @@ public static partial class HugePages
     /// <summary>Arrays smaller than this are left alone: a huge page is 2 MiB, and a small array has few aligned ones.</summary>
     public const long MinBytes = 4L << 20;
 
+    /// <summary>A cache line, the alignment <see cref="AllocateAligned"/> gives.</summary>
+    public const int LineBytes = 64;
+
     private const long PageBytes = 2L << 20;
 
     private const int AdviseHugePage = 14; // MADV_HUGEPAGE, linux/mman.h
@@ -42,6 +45,30 @@ public static partial class HugePages
         T[] array = GC.AllocateUninitializedArray<T>(length, pinned: true);
         Advise(array);
         return array;
+    }
+
+    /// <summary>
+    /// A new buffer of <paramref name="length"/> bytes, <em>not</em> cleared, that starts on a cache line
+    /// (<see cref="LineBytes"/>) when it is <see cref="MinBytes"/> or more: a pinned array from <see cref="Allocate{T}"/>
+    /// one line longer, sliced where its first whole line begins (pinned, so the start stays where it was measured).
+    /// Smaller buffers are whole ordinary arrays, wherever the GC puts them. A managed array's elements start 16 bytes
+    /// after its object, which the GC places on 8 bytes, so a large tensor's rows would otherwise straddle lines: the
+    /// decode kernel's 32-byte loads of bf16 K and V rows split in two at every other load, and with K and V in L3 it
+    /// read 68–69 GB/s against 73–76 on lined-up copies of the same data (2 threads, alternating).
+    /// </summary>
+    public static unsafe Memory<byte> AllocateAligned(int length)
+    {
+        if (length < MinBytes)
+        {
+            return GC.AllocateUninitializedArray<byte>(length);
+        }
+
+        byte[] array = Allocate<byte>(checked(length + LineBytes));
+        fixed (byte* pointer = array)
+        {
+            int skip = (int)((LineBytes - ((long)pointer & (LineBytes - 1))) & (LineBytes - 1));
+            return array.AsMemory(skip, length);
+        }
     }
 
     /// <summary>

@@ -83,8 +83,8 @@ public sealed class SafetensorsReader : IDisposable
             throw new SafetensorsException($"{Source}: tensor '{name}' is {entry.ByteLength} bytes, more than one buffer can hold");
         }
 
-        byte[] data = HugePages.Allocate<byte>((int)entry.ByteLength);
-        ReadExactly(_dataStart + entry.Begin, data);
+        Memory<byte> data = HugePages.AllocateAligned((int)entry.ByteLength);
+        ReadExactly(_dataStart + entry.Begin, data.Span);
         return new HostTensor(entry.DType, entry.Shape, data);
     }
 
@@ -172,7 +172,7 @@ public static class SafetensorsWriter
     {
         List<KeyValuePair<string, HostTensor>> list = [.. tensors];
         byte[] preamble = Preamble(Layout(list), metadata);
-        long size = preamble.Length + list.Sum(t => t.Value.Data.LongLength);
+        long size = preamble.Length + list.Sum(t => (long)t.Value.Data.Length);
         if (size > Array.MaxLength)
         {
             throw new ArgumentException($"{size} bytes of safetensors do not fit in one array", nameof(tensors));
@@ -273,7 +273,7 @@ public static class SafetensorsWriter
         stream.Write(preamble);
         foreach ((_, HostTensor tensor) in tensors)
         {
-            stream.Write(tensor.Data);
+            stream.Write(tensor.Data.Span);
         }
     }
 }

@@ -7,13 +7,13 @@ namespace LongCluster.Tensors;
 public sealed class SafetensorsBody
 {
     private readonly byte[] _preamble;
-    private readonly byte[][] _data;
+    private readonly ReadOnlyMemory<byte>[] _data;
 
-    internal SafetensorsBody(byte[] preamble, byte[][] data)
+    internal SafetensorsBody(byte[] preamble, ReadOnlyMemory<byte>[] data)
     {
         _preamble = preamble;
         _data = data;
-        Length = preamble.Length + data.Sum(d => d.LongLength);
+        Length = preamble.Length + data.Sum(d => (long)d.Length);
     }
 
     /// <summary>Bytes <see cref="WriteAsync"/> writes (a response's <c>Content-Length</c>).</summary>
@@ -23,7 +23,7 @@ public sealed class SafetensorsBody
     {
         ArgumentNullException.ThrowIfNull(stream);
         await stream.WriteAsync(_preamble, cancellationToken).ConfigureAwait(false);
-        foreach (byte[] data in _data)
+        foreach (ReadOnlyMemory<byte> data in _data)
         {
             await stream.WriteAsync(data, cancellationToken).ConfigureAwait(false);
         }

@@ -94,6 +94,8 @@ public sealed class SafetensorsStreamReader
                 throw new SafetensorsException($"{Source}: tensor '{entry.Name}' is {entry.ByteLength} bytes, more than one buffer can hold");
             }
 
+            // A whole array, not a line-aligned slice of one: the service hands these bytes on to grains as arrays
+            // (HostTensor.DataArray), and a slice would have to be copied.
             byte[] data = HugePages.Allocate<byte>((int)entry.ByteLength);
             await ReadAsync(entry.Begin, data, cancellationToken).ConfigureAwait(false);
             tensors.Add(entry.Name, new HostTensor(entry.DType, entry.Shape, data));

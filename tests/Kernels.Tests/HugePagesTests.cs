@@ -30,6 +30,71 @@ public sealed class HugePagesTests
         Assert.Equal((int)HugePages.MinBytes - 1, array.Length);
     }
 
+    [Theory]
+    [InlineData(0)]
+    [InlineData(1)]
+    [InlineData(7)]
+    [InlineData(63)]
+    [InlineData(64)]
+    [InlineData(4097)]
+    public unsafe void AllocateAligned_LargeBuffer_StartsOnALine_AndIsAdvised(int extra)
+    {
+        int length = (int)HugePages.MinBytes + extra;
+        Memory<byte> buffer = HugePages.AllocateAligned(length);
+        Assert.Equal(length, buffer.Length);
+        buffer.Span.Fill(9);
+        fixed (byte* pointer = buffer.Span)
+        {
+            Assert.Equal(0, (long)pointer % HugePages.LineBytes);
+        }
+
+        Assert.Equal(9, buffer.Span[^1]);
+        AssertAdvised(buffer);
+    }
+
+    [Fact]
+    public void AllocateAligned_SmallBuffer_IsAWholeArray()
+    {
+        Memory<byte> buffer = HugePages.AllocateAligned(1000);
+        Assert.Equal(1000, buffer.Length);
+        Assert.True(System.Runtime.InteropServices.MemoryMarshal.TryGetArray<byte>(buffer, out ArraySegment<byte> segment));
+        Assert.Equal(0, segment.Offset);
+        Assert.Equal(1000, segment.Array!.Length);
+    }
+
+    [Fact]
+    public unsafe void HostTensorFrom_LargeTensor_StartsOnALine()
+    {
+        var values = new BFloat16[(LargeBytes / 2) + 3];
+        values[0] = (BFloat16)1.5f;
+        values[^1] = (BFloat16)(-2f);
+        HostTensor tensor = HostTensor.From<BFloat16>(values, values.Length);
+        fixed (BFloat16* pointer = tensor.AsSpan<BFloat16>())
+        {
+            Assert.Equal(0, (long)pointer % HugePages.LineBytes);
+        }
+
+        Assert.Equal(values.Length * 2, tensor.Data.Length);
+        Assert.Equal(1.5f, (float)tensor.AsSpan<BFloat16>()[0]);
+        Assert.Equal(-2f, (float)tensor.AsSpan<BFloat16>()[^1]);
+    }
+
+    [Fact]
+    public void HostTensorDataArray_WholeArray_IsTheTensorsOwn_SliceIsCopied()
+    {
+        byte[] whole = [1, 2, 3, 4];
+        var tensor = new HostTensor(DType.F32, [1], whole);
+        Assert.Same(whole, tensor.DataArray());
+
+        var sliced = new HostTensor(DType.F32, [1], whole.AsMemory(0, 4 - 0));
+        Assert.Same(whole, sliced.DataArray());
+        var inner = new HostTensor(DType.I32, [1], new byte[] { 9, 5, 6, 7, 8, 9 }.AsMemory(1, 4));
+        byte[] copy = inner.DataArray();
+        Assert.Equal([5, 6, 7, 8], copy);
+        copy[0] = 0;
+        Assert.Equal(5, inner.Data.Span[0]);
+    }
+
     [Fact]
     public void HostTensorFrom_LargeTensor_Advised()
     {
@@ -63,7 +128,7 @@ public sealed class HugePagesTests
     }
 
     /// <summary>Every mapping that overlaps the array's 2 MiB-aligned interior carries <c>hg</c>; at least one is found.</summary>
-    private static unsafe void AssertAdvised(byte[] array)
+    private static unsafe void AssertAdvised(Memory<byte> array)
     {
         if (!HugePagesBuiltIn)
         {
@@ -72,7 +137,7 @@ public sealed class HugePagesTests
 
         const long page = 2L << 20;
         long start, end;
-        fixed (byte* pointer = array)
+        fixed (byte* pointer = array.Span)
         {
             start = ((long)pointer + page - 1) & ~(page - 1);
             end = ((long)pointer + array.Length) & ~(page - 1);

@@ -109,16 +109,16 @@ internal static class BenchDecodeCommand
     /// Reads every byte of <paramref name="arrays"/> once, each split into <paramref name="threads"/> contiguous parts
     /// read at once, as 32-byte vectors summed into four accumulators (so the loads, not the adds, set the pace).
     /// </summary>
-    private static void StreamRead(byte[][] arrays, int threads)
+    private static void StreamRead(Memory<byte>[] arrays, int threads)
     {
         float total = 0;
-        foreach (byte[] array in arrays)
+        foreach (Memory<byte> array in arrays)
         {
             long vectors = array.Length / 128 * 4;
             var sums = new float[threads];
             Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
             {
-                ReadOnlySpan<Vector256<float>> all = MemoryMarshal.Cast<byte, Vector256<float>>(array.AsSpan(0, (int)(vectors * 32)));
+                ReadOnlySpan<Vector256<float>> all = MemoryMarshal.Cast<byte, Vector256<float>>(array.Span[..(int)(vectors * 32)]);
                 ReadOnlySpan<Vector256<float>> part = all[(int)(vectors * t / threads / 4 * 4)..(int)(vectors * (t + 1) / threads / 4 * 4)];
                 Vector256<float> s0 = default, s1 = default, s2 = default, s3 = default;
                 for (int i = 0; i < part.Length; i += 4)

@@ -227,6 +227,6 @@ internal static class DemoCommand
         }
 
         int row = (int)(tensor.Shape[1] * tensor.Shape[2]) * tensor.DType.Size();
-        return new HostTensor(tensor.DType, [count, tensor.Shape[1], tensor.Shape[2]], tensor.Data.AsSpan(start * row, count * row).ToArray());
+        return new HostTensor(tensor.DType, [count, tensor.Shape[1], tensor.Shape[2]], tensor.Data.Span.Slice(start * row, count * row).ToArray());
     }
 }

@@ -11,7 +11,7 @@ internal static class TensorChecks
     /// <summary>Throws naming the first element that is NaN or infinite, with its index in the tensor's shape.</summary>
     public static void RequireFinite(string name, HostTensor tensor)
     {
-        long bad = tensor.DType.FirstNonFinite(tensor.Data);
+        long bad = tensor.DType.FirstNonFinite(tensor.Data.Span);
         if (bad < 0)
         {
             return;

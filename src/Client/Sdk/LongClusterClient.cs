@@ -104,7 +104,7 @@ public sealed class LongClusterClient : IDisposable
         CheckRows(input.Query, "Query", plan.Tokens);
         CheckRows(input.Key, "Key", plan.Tokens);
         CheckRows(input.Value, "Value", plan.Tokens);
-        long total = input.Query.Data.LongLength + input.Key.Data.LongLength + input.Value.Data.LongLength;
+        long total = (long)input.Query.Data.Length + input.Key.Data.Length + input.Value.Data.Length;
         long uploaded = 0;
         await Task.WhenAll(plan.Shards.Select(async shard =>
         {

@@ -45,7 +45,7 @@ internal sealed class ShardRowsContent : HttpContent
                 int[] runs = _shard.Runs;
                 for (int run = 0; run < runs.Length; run += 2)
                 {
-                    ReadOnlyMemory<byte> rows = tensor.Data.AsMemory(runs[run] * row, runs[run + 1] * row);
+                    ReadOnlyMemory<byte> rows = tensor.Data.Slice(runs[run] * row, runs[run + 1] * row);
                     if (gathered + rows.Length > gather.Length && gathered > 0)
                     {
                         await stream.WriteAsync(gather.AsMemory(0, gathered), cancellationToken).ConfigureAwait(false);
