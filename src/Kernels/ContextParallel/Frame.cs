@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Runtime.InteropServices;
+using LongCluster.Tensors;
 
 namespace LongCluster.Kernels.ContextParallel;
 
@@ -13,14 +14,16 @@ public sealed class Frame : IDisposable
 {
     private readonly ArrayPool<byte> _pool;
     private readonly byte[] _buffer;
+    private readonly int _start;
     private readonly int[] _offsets;
     private readonly int[] _lengths;
     private int _references = 1;
 
-    private Frame(ArrayPool<byte> pool, byte[] buffer, int length, int[] offsets, int[] lengths)
+    private Frame(ArrayPool<byte> pool, byte[] buffer, int start, int length, int[] offsets, int[] lengths)
     {
         _pool = pool;
         _buffer = buffer;
+        _start = start;
         Length = length;
         _offsets = offsets;
         _lengths = lengths;
@@ -34,8 +37,14 @@ public sealed class Frame : IDisposable
     /// <summary>Rents a frame with sections of the given byte lengths; the caller fills them.</summary>
     public static Frame Create(params int[] sectionLengths) => Create(ArrayPool<byte>.Shared, sectionLengths);
 
-    /// <summary>Rents a frame from <paramref name="pool"/> (a rank's stored segments have their own).</summary>
-    internal static Frame Create(ArrayPool<byte> pool, int[] sectionLengths)
+    /// <summary>
+    /// Rents a frame from <paramref name="pool"/> (a rank's stored segments have their own). With
+    /// <paramref name="lineSection"/> set, the frame is placed in its buffer so that that section starts on a cache line
+    /// (K of a KV frame: the decode kernel's row loads then do not straddle two lines; see
+    /// <see cref="HugePages.AllocateAligned"/>). The placement is measured when the frame is created; a pooled array the
+    /// GC moves later keeps its bytes, only not the alignment.
+    /// </summary>
+    internal static Frame Create(ArrayPool<byte> pool, int[] sectionLengths, int lineSection = -1)
     {
         ArgumentNullException.ThrowIfNull(sectionLengths);
         int header = Align(4 + (8 * sectionLengths.Length));
@@ -48,30 +57,41 @@ public sealed class Frame : IDisposable
         }
 
         int length = checked((int)position);
-        byte[] buffer = pool.Rent(length);
-        MemoryMarshal.Write(buffer, sectionLengths.Length);
+        byte[] buffer = pool.Rent(lineSection < 0 ? length : checked(length + HugePages.LineBytes - 1));
+        int start = lineSection < 0 ? 0 : LineStart(buffer, offsets[lineSection]);
+        Span<byte> frame = buffer.AsSpan(start, length);
+        MemoryMarshal.Write(frame, sectionLengths.Length);
         for (int i = 0; i < sectionLengths.Length; i++)
         {
-            MemoryMarshal.Write(buffer.AsSpan(4 + (8 * i)), (long)sectionLengths[i]);
+            MemoryMarshal.Write(frame[(4 + (8 * i))..], (long)sectionLengths[i]);
         }
 
-        return new Frame(pool, buffer, length, offsets, (int[])sectionLengths.Clone());
+        return new Frame(pool, buffer, start, length, offsets, (int[])sectionLengths.Clone());
+    }
+
+    /// <summary>Where in <paramref name="buffer"/> a frame starts so that its byte <paramref name="offset"/> is on a cache line.</summary>
+    private static unsafe int LineStart(byte[] buffer, int offset)
+    {
+        fixed (byte* pointer = buffer)
+        {
+            return (int)((HugePages.LineBytes - (((long)pointer + offset) & (HugePages.LineBytes - 1))) & (HugePages.LineBytes - 1));
+        }
     }
 
     public Span<byte> Section(int index)
     {
         ObjectDisposedException.ThrowIf(Volatile.Read(ref _references) <= 0, this);
-        return _buffer.AsSpan(_offsets[index], _lengths[index]);
+        return _buffer.AsSpan(_start + _offsets[index], _lengths[index]);
     }
 
     public Span<T> Section<T>(int index)
         where T : unmanaged => MemoryMarshal.Cast<byte, T>(Section(index));
 
     /// <summary>The whole frame as bytes.</summary>
-    public ReadOnlySpan<byte> Bytes => _buffer.AsSpan(0, Length);
+    public ReadOnlySpan<byte> Bytes => _buffer.AsSpan(_start, Length);
 
     /// <summary>The whole frame as memory, for writing to a socket; valid while the caller holds a reference.</summary>
-    public ReadOnlyMemory<byte> Memory => _buffer.AsMemory(0, Length);
+    public ReadOnlyMemory<byte> Memory => _buffer.AsMemory(_start, Length);
 
     /// <summary>
     /// Copies a frame (as <see cref="Bytes"/> wrote it, received from another process) into a pooled buffer, checking
@@ -132,7 +152,7 @@ public sealed class Frame : IDisposable
                 throw new InvalidDataException($"frame header describes {position} bytes, the message carries {length}");
             }
 
-            return new Frame(ArrayPool<byte>.Shared, buffer, length, offsets, lengths);
+            return new Frame(ArrayPool<byte>.Shared, buffer, 0, length, offsets, lengths);
         }
         catch
         {

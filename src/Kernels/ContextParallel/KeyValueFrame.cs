@@ -44,7 +44,9 @@ internal readonly ref struct KeyValueFrame<T>
     /// <summary>
     /// A pooled frame for <paramref name="rows"/> KV rows with <paramref name="documentRows"/> document ids (rows or 0)
     /// and <paramref name="keyValueElements"/> elements each of K and V (rows · kvHeads · d): from the
-    /// <see cref="LargeBuffers{T}"/> for a segment a rank keeps, from the shared pool for one that only travels.
+    /// <see cref="LargeBuffers{T}"/> for a segment a rank keeps, from the shared pool for one that only travels. K starts
+    /// on a cache line, and so does V when K's bytes are a multiple of 64 (d · sizeof(T) a multiple of 64, or rows ·
+    /// kvHeads making it one).
     /// </summary>
     public static Frame Create(int rows, int documentRows, int keyValueElements, bool stored) => Frame.Create(
         stored ? LargeBuffers<byte>.Pool : ArrayPool<byte>.Shared,
@@ -53,7 +55,8 @@ internal readonly ref struct KeyValueFrame<T>
             checked(documentRows * sizeof(int)),
             checked(keyValueElements * Unsafe.SizeOf<T>()),
             checked(keyValueElements * Unsafe.SizeOf<T>()),
-        ]);
+        ],
+        KeySection);
 
     /// <summary>Bytes of positions, document ids, K and V (the header and padding not counted).</summary>
     public long PayloadBytes => (Positions.Length * (long)sizeof(long)) + (Documents.Length * (long)sizeof(int)) + ((Key.Length + (long)Value.Length) * Unsafe.SizeOf<T>());
