@@ -55,9 +55,10 @@ public sealed class AttentionDecodeTests
     [InlineData("bf16", 1, 12345, 8, 8, 64, "full")] // G = 1: rows left over in every head; a last tile of 57 keys
     public void Decode_RunsOfChunks_MatchReferenceWhateverTheThreads(string dtype, int tq, int tk, int hq, int hkv, int d, string mask)
     {
-        // 13 to 20 chunks: one thread takes runs of 2 or 3 chunks an item, two threads runs of 1 or 2, five threads one
-        // chunk an item. The prefetch flows from run to run, the partials stay per chunk: every thread count gives the
-        // same bits, and they match the double-precision reference.
+        // 13 to 20 chunks: runs shrink from half of the chunks left on one thread (10, 5, 3, 1, 1 of 20) or a quarter
+        // on two (5, 4, 3, 2, 2, 1, 1, 1, 1) down to one chunk; five threads take runs of 2 and 1 of all heads at 20
+        // chunks, one chunk of one head below. The prefetch flows within a run, the partials stay per chunk: every
+        // thread count gives the same bits, and they match the double-precision reference.
         if (dtype == "bf16")
         {
             RunsOfChunks<BFloat16>(tq, tk, hq, hkv, d, mask);
