@@ -132,7 +132,6 @@ internal sealed unsafe class DecodeJob<T>
     private readonly SimdLevel _level;
     private readonly TileRange _queryRange;
     private readonly int _headsPerItem;
-    private readonly int _chunks;
     private readonly int[] _runStarts;
 
     public DecodeJob(
@@ -149,7 +148,6 @@ internal sealed unsafe class DecodeJob<T>
         _scaleLog2 = scaleLog2;
         _level = level;
         _queryRange = tokens.QueryRange(0, shape.QueryTokens);
-        _chunks = chunks;
         _headsPerItem = chunks >= 4 * threads ? shape.KeyValueHeads : 1;
         _runStarts = RunStarts(chunks, _headsPerItem == shape.KeyValueHeads ? threads : 0);
     }
