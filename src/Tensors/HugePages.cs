@@ -56,7 +56,7 @@ public static partial class HugePages
     /// decode kernel's 32-byte loads of bf16 K and V rows split in two at every other load, and with K and V in L3 it
     /// read 68–69 GB/s against 73–76 on lined-up copies of the same data (2 threads, alternating).
     /// </summary>
-    public static unsafe Memory<byte> AllocateAligned(int length)
+    public static Memory<byte> AllocateAligned(int length)
     {
         if (length < MinBytes)
         {
@@ -64,10 +64,18 @@ public static partial class HugePages
         }
 
         byte[] array = Allocate<byte>(checked(length + LineBytes));
+        return array.AsMemory(LineSkip(array, 0), length);
+    }
+
+    /// <summary>
+    /// How many bytes into <paramref name="array"/> something must start for its byte <paramref name="offset"/> to fall on
+    /// a cache line (0 to 63), measured now: an array the GC moves later keeps its bytes, not the alignment.
+    /// </summary>
+    public static unsafe int LineSkip(byte[] array, int offset)
+    {
         fixed (byte* pointer = array)
         {
-            int skip = (int)((LineBytes - ((long)pointer & (LineBytes - 1))) & (LineBytes - 1));
-            return array.AsMemory(skip, length);
+            return (int)((LineBytes - (((long)pointer + offset) & (LineBytes - 1))) & (LineBytes - 1));
         }
     }
 

@@ -58,7 +58,7 @@ public sealed class Frame : IDisposable
 
         int length = checked((int)position);
         byte[] buffer = pool.Rent(lineSection < 0 ? length : checked(length + HugePages.LineBytes - 1));
-        int start = lineSection < 0 ? 0 : LineStart(buffer, offsets[lineSection]);
+        int start = lineSection < 0 ? 0 : HugePages.LineSkip(buffer, offsets[lineSection]);
         Span<byte> frame = buffer.AsSpan(start, length);
         MemoryMarshal.Write(frame, sectionLengths.Length);
         for (int i = 0; i < sectionLengths.Length; i++)
@@ -67,15 +67,6 @@ public sealed class Frame : IDisposable
         }
 
         return new Frame(pool, buffer, start, length, offsets, (int[])sectionLengths.Clone());
-    }
-
-    /// <summary>Where in <paramref name="buffer"/> a frame starts so that its byte <paramref name="offset"/> is on a cache line.</summary>
-    private static unsafe int LineStart(byte[] buffer, int offset)
-    {
-        fixed (byte* pointer = buffer)
-        {
-            return (int)((HugePages.LineBytes - (((long)pointer + offset) & (HugePages.LineBytes - 1))) & (HugePages.LineBytes - 1));
-        }
     }
 
     public Span<byte> Section(int index)
