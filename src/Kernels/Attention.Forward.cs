@@ -262,7 +262,6 @@ internal sealed unsafe class FlashForwardJob<T>
         new Span<float>(m, rows).Fill(float.NegativeInfinity);
 
         TileRange queryRange = _tokens.QueryRange(q0, queryRows);
-        Span<int> blockEnds = stackalloc int[(rows + RowBlock - 1) / RowBlock];
         for (int tile = 0; tile < _keyRanges.Length; tile++)
         {
             TileVisibility visibility = _mask.Classify(queryRange, _keyRanges[tile]);
@@ -286,8 +285,9 @@ internal sealed unsafe class FlashForwardJob<T>
                 vp = kt + (Bc * dp);
             }
 
-            // On a causal diagonal each block of 6 rows sees only the keys up to its last position: S and P·V stop
-            // there (the rest of S is masked below; P is 0 there), which halves the work of a diagonal tile.
+            // On a causal diagonal each block of 6 rows sees only the keys up to its last position: S, its mask, the
+            // softmax and P·V stop there (8 columns at a time), which halves the work of a diagonal tile. The columns
+            // left out are hidden keys, whose probabilities are 0, so every row's max, sum and output keep their bits.
             bool diagonal = visibility == TileVisibility.Partial && ScoreMask.HasColumnLimits(_tokens, k0, keys);
             if (diagonal)
             {
@@ -295,41 +295,28 @@ internal sealed unsafe class FlashForwardJob<T>
                 {
                     int blockRows = Math.Min(RowBlock, rows - r0);
                     int end = ScoreMask.VisibleEnd(_mask, _tokens, k0, keys, rowPositions, r0, blockRows);
-                    blockEnds[r0 / RowBlock] = end;
                     if (end > 0)
                     {
-                        MicroGemm.Run(_level, qs + ((long)r0 * dp), dp, kt, Bc, s + ((long)r0 * Bc), Bc, blockRows, Attention.RoundUp(end, 8), dp, accumulate: false);
+                        int width = Attention.RoundUp(end, 8);
+                        float* block = s + ((long)r0 * Bc);
+                        MicroGemm.Run(_level, qs + ((long)r0 * dp), dp, kt, Bc, block, Bc, blockRows, width, dp, accumulate: false);
+                        ScoreMask.Apply(_mask, _tokens, block, Bc, blockRows, k0, Math.Min(keys, width), rowPositions.AsSpan(r0, blockRows), rowDocuments.AsSpan(r0, blockRows));
+                        HidePadding(block, blockRows, keys, width);
+                        OnlineSoftmax.Update(_level, block, Bc, blockRows, width, m + r0, l + r0, acc + ((long)r0 * dp), dp, dp);
+                        MicroGemm.Run(_level, block, Bc, vp, dp, acc + ((long)r0 * dp), dp, blockRows, dp, end, accumulate: true);
                     }
                 }
             }
             else
             {
                 MicroGemm.Run(_level, qs, dp, kt, Bc, s, Bc, rows, paddedKeys, dp, accumulate: false);
-            }
-
-            if (visibility == TileVisibility.Partial)
-            {
-                ScoreMask.Apply(_mask, _tokens, s, Bc, rows, k0, keys, rowPositions, rowDocuments);
-            }
-
-            if (paddedKeys != keys)
-            {
-                for (int r = 0; r < rows; r++)
+                if (visibility == TileVisibility.Partial)
                 {
-                    new Span<float>(s + ((long)r * Bc) + keys, paddedKeys - keys).Fill(float.NegativeInfinity);
+                    ScoreMask.Apply(_mask, _tokens, s, Bc, rows, k0, keys, rowPositions, rowDocuments);
                 }
-            }
 
-            OnlineSoftmax.Update(_level, s, Bc, rows, paddedKeys, m, l, acc, dp, dp);
-            if (diagonal)
-            {
-                for (int r0 = 0; r0 < rows; r0 += RowBlock)
-                {
-                    MicroGemm.Run(_level, s + ((long)r0 * Bc), Bc, vp, dp, acc + ((long)r0 * dp), dp, Math.Min(RowBlock, rows - r0), dp, blockEnds[r0 / RowBlock], accumulate: true);
-                }
-            }
-            else
-            {
+                HidePadding(s, rows, keys, paddedKeys);
+                OnlineSoftmax.Update(_level, s, Bc, rows, paddedKeys, m, l, acc, dp, dp);
                 MicroGemm.Run(_level, s, Bc, vp, dp, acc, dp, rows, dp, keys, accumulate: true);
             }
         }
@@ -344,6 +331,15 @@ internal sealed unsafe class FlashForwardJob<T>
                 long rowIndex = ((long)(q0 + i) * outputHeads) + head;
                 OnlineSoftmax.Finish(acc + ((long)r * dp), m[r], l[r], _o + (rowIndex * d), d, _lse + rowIndex);
             }
+        }
+    }
+
+    /// <summary>Scores of the padding columns <paramref name="keys"/>..<paramref name="width"/>−1 (past the last key) become −∞.</summary>
+    private static void HidePadding(float* s, int rows, int keys, int width)
+    {
+        for (int r = 0; keys < width && r < rows; r++)
+        {
+            new Span<float>(s + ((long)r * Attention.KeyTile) + keys, width - keys).Fill(float.NegativeInfinity);
         }
     }
 

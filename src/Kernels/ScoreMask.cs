@@ -10,7 +10,7 @@ internal static unsafe class ScoreMask
     /// <param name="rowDocuments">Document of each score row's query (read only when the tokens have documents).</param>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Apply(
-        AttentionMask mask, ResolvedTokens tokens, float* s, int lds, int rows, int k0, int keys, long[] rowPositions, int[] rowDocuments)
+        AttentionMask mask, ResolvedTokens tokens, float* s, int lds, int rows, int k0, int keys, ReadOnlySpan<long> rowPositions, ReadOnlySpan<int> rowDocuments)
     {
         ReadOnlySpan<long> keyPositions = tokens.KeyPositions.Span;
         ReadOnlySpan<int> keyDocuments = tokens.KeyDocuments.Span;
