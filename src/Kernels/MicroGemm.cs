@@ -59,10 +59,7 @@ internal static unsafe class MicroGemm
 
             if (j < cols)
             {
-                for (int i = 0; i < 6; i++)
-                {
-                    Block1x8(ar + (i * lda), b + j, ldb, cr + (i * ldc) + j, k, accumulate);
-                }
+                Block6x8(ar, lda, b + j, ldb, cr + j, ldc, k, accumulate);
             }
         }
 
@@ -376,10 +373,7 @@ internal static unsafe class MicroGemm
 
             for (; j < cols; j += 8)
             {
-                for (int i = 0; i < 6; i++)
-                {
-                    Block1x8(a + ((r + i) * lda), b + j, ldb, c + ((r + i) * ldc) + j, k, accumulate);
-                }
+                Block6x8(a + (r * lda), lda, b + j, ldb, c + (r * ldc) + j, ldc, k, accumulate);
             }
         }
 
@@ -537,6 +531,55 @@ internal static unsafe class MicroGemm
         c41.Store(c + (4 * ldc) + 8);
         c50.Store(c + (5 * ldc));
         c51.Store(c + (5 * ldc) + 8);
+    }
+
+    /// <summary>
+    /// The 8 columns left of a 6-row block (a causal diagonal's visible keys end on any multiple of 8), on Vector256 for
+    /// both wide paths: six accumulators in flight, where one row at a time kept a single chain of dependent FMAs.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Block6x8<TB>(float* a, int lda, TB* b, int ldb, float* c, int ldc, int k, bool accumulate)
+        where TB : unmanaged
+    {
+        Vector256<float> c0, c1, c2, c3, c4, c5;
+        if (accumulate)
+        {
+            c0 = Vector256.Load(c);
+            c1 = Vector256.Load(c + ldc);
+            c2 = Vector256.Load(c + (2 * ldc));
+            c3 = Vector256.Load(c + (3 * ldc));
+            c4 = Vector256.Load(c + (4 * ldc));
+            c5 = Vector256.Load(c + (5 * ldc));
+        }
+        else
+        {
+            c0 = c1 = c2 = c3 = c4 = c5 = Vector256<float>.Zero;
+        }
+
+        float* a0 = a;
+        float* a1 = a + lda;
+        float* a2 = a + (2 * lda);
+        float* a3 = a + (3 * lda);
+        float* a4 = a + (4 * lda);
+        float* a5 = a + (5 * lda);
+        for (int p = 0; p < k; p++)
+        {
+            Vector256<float> x = WideLoad.Load8(b);
+            b += ldb;
+            c0 = Vector256.MultiplyAddEstimate(Vector256.Create(a0[p]), x, c0);
+            c1 = Vector256.MultiplyAddEstimate(Vector256.Create(a1[p]), x, c1);
+            c2 = Vector256.MultiplyAddEstimate(Vector256.Create(a2[p]), x, c2);
+            c3 = Vector256.MultiplyAddEstimate(Vector256.Create(a3[p]), x, c3);
+            c4 = Vector256.MultiplyAddEstimate(Vector256.Create(a4[p]), x, c4);
+            c5 = Vector256.MultiplyAddEstimate(Vector256.Create(a5[p]), x, c5);
+        }
+
+        c0.Store(c);
+        c1.Store(c + ldc);
+        c2.Store(c + (2 * ldc));
+        c3.Store(c + (3 * ldc));
+        c4.Store(c + (4 * ldc));
+        c5.Store(c + (5 * ldc));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
