@@ -278,10 +278,7 @@ internal sealed unsafe class DecodeJob<T>
                 }
 
                 int paddedKeys = Attention.RoundUp(keys, 8);
-                for (int r = 0; r < rows; r++)
-                {
-                    new Span<float>(s + (r * Block) + keys, paddedKeys - keys).Fill(float.NegativeInfinity);
-                }
+                ScoreMask.HidePadding(s, Block, rows, keys, paddedKeys);
 
                 OnlineSoftmax.Update(_level, s, Block, rows, paddedKeys, m, l, acc, dp, dp);
                 if (streamed)

@@ -301,7 +301,7 @@ internal sealed unsafe class FlashForwardJob<T>
                         float* block = s + ((long)r0 * Bc);
                         MicroGemm.Run(_level, qs + ((long)r0 * dp), dp, kt, Bc, block, Bc, blockRows, width, dp, accumulate: false);
                         ScoreMask.Apply(_mask, _tokens, block, Bc, blockRows, k0, Math.Min(keys, width), rowPositions.AsSpan(r0, blockRows), rowDocuments.AsSpan(r0, blockRows));
-                        HidePadding(block, blockRows, keys, width);
+                        ScoreMask.HidePadding(block, Bc, blockRows, keys, width);
                         OnlineSoftmax.Update(_level, block, Bc, blockRows, width, m + r0, l + r0, acc + ((long)r0 * dp), dp, dp);
                         MicroGemm.Run(_level, block, Bc, vp, dp, acc + ((long)r0 * dp), dp, blockRows, dp, end, accumulate: true);
                     }
@@ -315,7 +315,7 @@ internal sealed unsafe class FlashForwardJob<T>
                     ScoreMask.Apply(_mask, _tokens, s, Bc, rows, k0, keys, rowPositions, rowDocuments);
                 }
 
-                HidePadding(s, rows, keys, paddedKeys);
+                ScoreMask.HidePadding(s, Bc, rows, keys, paddedKeys);
                 OnlineSoftmax.Update(_level, s, Bc, rows, paddedKeys, m, l, acc, dp, dp);
                 MicroGemm.Run(_level, s, Bc, vp, dp, acc, dp, rows, dp, keys, accumulate: true);
             }
@@ -331,15 +331,6 @@ internal sealed unsafe class FlashForwardJob<T>
                 long rowIndex = ((long)(q0 + i) * outputHeads) + head;
                 OnlineSoftmax.Finish(acc + ((long)r * dp), m[r], l[r], _o + (rowIndex * d), d, _lse + rowIndex);
             }
-        }
-    }
-
-    /// <summary>Scores of the padding columns <paramref name="keys"/>..<paramref name="width"/>−1 (past the last key) become −∞.</summary>
-    private static void HidePadding(float* s, int rows, int keys, int width)
-    {
-        for (int r = 0; keys < width && r < rows; r++)
-        {
-            new Span<float>(s + ((long)r * Attention.KeyTile) + keys, width - keys).Fill(float.NegativeInfinity);
         }
     }
 

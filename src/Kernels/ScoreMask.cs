@@ -62,6 +62,18 @@ internal static unsafe class ScoreMask
         }
     }
 
+    /// <summary>
+    /// Scores of the padding columns <paramref name="keys"/>..<paramref name="width"/>−1 (past a tile's last key, up to
+    /// the multiple of 8 the kernels compute) become −∞, for <paramref name="rows"/> rows <paramref name="lds"/> apart.
+    /// </summary>
+    public static void HidePadding(float* s, int lds, int rows, int keys, int width)
+    {
+        for (int r = 0; keys < width && r < rows; r++)
+        {
+            new Span<float>(s + ((long)r * lds) + keys, width - keys).Fill(float.NegativeInfinity);
+        }
+    }
+
     /// <summary>Whether a tile's visible columns end, row by row, at a position bound: no documents, keys ascending.</summary>
     public static bool HasColumnLimits(ResolvedTokens tokens, int k0, int keys) =>
         !tokens.HasDocuments && Ascending(tokens.KeyPositions.Span, k0, keys);
