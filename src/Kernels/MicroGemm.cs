@@ -9,9 +9,10 @@ namespace LongCluster.Kernels;
 /// and widened in registers (<see cref="WideLoad"/>). For S = Q·Kᵀ, A is the scaled query
 /// block and B the packed Kᵀ tile; for O += P·V, A is the probability block and B the packed V tile.
 /// Register blocking: Vector512 6 rows × 64 columns (24 zmm accumulators of the 32, plus 4 for B and one broadcast);
-/// Vector256 6 × 16 (12 ymm); Vector128 4 × 8. Every vector path computes each element of C as one fused
-/// multiply-add per k in increasing k from its start value, so Vector512 and Vector256 (and Vector128) give the same
-/// bits; the scalar path rounds the product and the sum separately.
+/// Vector256 6 × 16 (12 ymm); Vector128 4 × 8. The columns a block's width leaves go in blocks of 16 and 8 columns of
+/// the same rows (6 or 4), never row by row: one row alone is a single chain of dependent FMAs. Every vector path
+/// computes each element of C as one fused multiply-add per k in increasing k from its start value, so Vector512 and
+/// Vector256 (and Vector128) give the same bits; the scalar path rounds the product and the sum separately.
 /// </summary>
 internal static unsafe class MicroGemm
 {
@@ -72,9 +73,16 @@ internal static unsafe class MicroGemm
                 Block4x64(a + (r * lda), lda, b + j, ldb, c + (r * ldc) + j, ldc, k, accumulate);
             }
 
-            for (int i = 0; i < 4; i++)
+            // Head dims such as 80 and 96 leave 16 or 32 columns: four rows at a time on Vector256, not one row's single
+            // chain of FMAs at a time.
+            for (; j + 16 <= cols; j += 16)
             {
-                RowFrom512(a + ((r + i) * lda), b, ldb, c + ((r + i) * ldc), j, cols, k, accumulate);
+                Block4x16(a + (r * lda), lda, b + j, ldb, c + (r * ldc) + j, ldc, k, accumulate);
+            }
+
+            if (j < cols)
+            {
+                Block4x8(a + (r * lda), lda, b + j, ldb, c + (r * ldc) + j, ldc, k, accumulate);
             }
 
             r += 4;
@@ -387,10 +395,7 @@ internal static unsafe class MicroGemm
 
             for (; j < cols; j += 8)
             {
-                for (int i = 0; i < 4; i++)
-                {
-                    Block1x8(a + ((r + i) * lda), b + j, ldb, c + ((r + i) * ldc) + j, k, accumulate);
-                }
+                Block4x8(a + (r * lda), lda, b + j, ldb, c + (r * ldc) + j, ldc, k, accumulate);
             }
         }
 
@@ -531,6 +536,44 @@ internal static unsafe class MicroGemm
         c41.Store(c + (4 * ldc) + 8);
         c50.Store(c + (5 * ldc));
         c51.Store(c + (5 * ldc) + 8);
+    }
+
+    /// <summary>The 8 columns left of a 4-row block, as <see cref="Block6x8{TB}"/> for 6 rows.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Block4x8<TB>(float* a, int lda, TB* b, int ldb, float* c, int ldc, int k, bool accumulate)
+        where TB : unmanaged
+    {
+        Vector256<float> c0, c1, c2, c3;
+        if (accumulate)
+        {
+            c0 = Vector256.Load(c);
+            c1 = Vector256.Load(c + ldc);
+            c2 = Vector256.Load(c + (2 * ldc));
+            c3 = Vector256.Load(c + (3 * ldc));
+        }
+        else
+        {
+            c0 = c1 = c2 = c3 = Vector256<float>.Zero;
+        }
+
+        float* a0 = a;
+        float* a1 = a + lda;
+        float* a2 = a + (2 * lda);
+        float* a3 = a + (3 * lda);
+        for (int p = 0; p < k; p++)
+        {
+            Vector256<float> x = WideLoad.Load8(b);
+            b += ldb;
+            c0 = Vector256.MultiplyAddEstimate(Vector256.Create(a0[p]), x, c0);
+            c1 = Vector256.MultiplyAddEstimate(Vector256.Create(a1[p]), x, c1);
+            c2 = Vector256.MultiplyAddEstimate(Vector256.Create(a2[p]), x, c2);
+            c3 = Vector256.MultiplyAddEstimate(Vector256.Create(a3[p]), x, c3);
+        }
+
+        c0.Store(c);
+        c1.Store(c + ldc);
+        c2.Store(c + (2 * ldc));
+        c3.Store(c + (3 * ldc));
     }
 
     /// <summary>
