@@ -53,9 +53,16 @@ internal static unsafe class MicroGemm
                 Block6x64(ar, lda, b + j, ldb, cr + j, ldc, k, accumulate);
             }
 
-            for (; j + 16 <= cols; j += 16)
+            if (j + 32 <= cols)
+            {
+                Block6x32x512(ar, lda, b + j, ldb, cr + j, ldc, k, accumulate);
+                j += 32;
+            }
+
+            if (j + 16 <= cols)
             {
                 Block6x16x512(ar, lda, b + j, ldb, cr + j, ldc, k, accumulate);
+                j += 16;
             }
 
             if (j < cols)
@@ -263,6 +270,65 @@ internal static unsafe class MicroGemm
         c30.Store(c3); c31.Store(c3 + 16); c32.Store(c3 + 32); c33.Store(c3 + 48);
         c40.Store(c4); c41.Store(c4 + 16); c42.Store(c4 + 32); c43.Store(c4 + 48);
         c50.Store(c5); c51.Store(c5 + 16); c52.Store(c5 + 32); c53.Store(c5 + 48);
+    }
+
+    /// <summary>32 columns of 6 rows: twelve accumulators in flight, where two 6 × 16 blocks had six each.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Block6x32x512<TB>(float* a, int lda, TB* b, int ldb, float* c, int ldc, int k, bool accumulate)
+        where TB : unmanaged
+    {
+        Vector512<float> c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
+        float* c0 = c;
+        float* c1 = c + ldc;
+        float* c2 = c1 + ldc;
+        float* c3 = c2 + ldc;
+        float* c4 = c3 + ldc;
+        float* c5 = c4 + ldc;
+        if (accumulate)
+        {
+            c00 = Vector512.Load(c0); c01 = Vector512.Load(c0 + 16);
+            c10 = Vector512.Load(c1); c11 = Vector512.Load(c1 + 16);
+            c20 = Vector512.Load(c2); c21 = Vector512.Load(c2 + 16);
+            c30 = Vector512.Load(c3); c31 = Vector512.Load(c3 + 16);
+            c40 = Vector512.Load(c4); c41 = Vector512.Load(c4 + 16);
+            c50 = Vector512.Load(c5); c51 = Vector512.Load(c5 + 16);
+        }
+        else
+        {
+            c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = c40 = c41 = c50 = c51 = Vector512<float>.Zero;
+        }
+
+        for (int p = 0; p < k; p++)
+        {
+            Vector512<float> b0 = WideLoad.Load16(b);
+            Vector512<float> b1 = WideLoad.Load16(b + 16);
+            b += ldb;
+            Vector512<float> x = Vector512.Create(a[p]);
+            c00 = Vector512.MultiplyAddEstimate(x, b0, c00);
+            c01 = Vector512.MultiplyAddEstimate(x, b1, c01);
+            x = Vector512.Create(a[lda + p]);
+            c10 = Vector512.MultiplyAddEstimate(x, b0, c10);
+            c11 = Vector512.MultiplyAddEstimate(x, b1, c11);
+            x = Vector512.Create(a[(2 * lda) + p]);
+            c20 = Vector512.MultiplyAddEstimate(x, b0, c20);
+            c21 = Vector512.MultiplyAddEstimate(x, b1, c21);
+            x = Vector512.Create(a[(3 * lda) + p]);
+            c30 = Vector512.MultiplyAddEstimate(x, b0, c30);
+            c31 = Vector512.MultiplyAddEstimate(x, b1, c31);
+            x = Vector512.Create(a[(4 * lda) + p]);
+            c40 = Vector512.MultiplyAddEstimate(x, b0, c40);
+            c41 = Vector512.MultiplyAddEstimate(x, b1, c41);
+            x = Vector512.Create(a[(5 * lda) + p]);
+            c50 = Vector512.MultiplyAddEstimate(x, b0, c50);
+            c51 = Vector512.MultiplyAddEstimate(x, b1, c51);
+        }
+
+        c00.Store(c0); c01.Store(c0 + 16);
+        c10.Store(c1); c11.Store(c1 + 16);
+        c20.Store(c2); c21.Store(c2 + 16);
+        c30.Store(c3); c31.Store(c3 + 16);
+        c40.Store(c4); c41.Store(c4 + 16);
+        c50.Store(c5); c51.Store(c5 + 16);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
