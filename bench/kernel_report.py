@@ -20,12 +20,14 @@ cli = sys.argv[1]
 quick = "--quick" in sys.argv
 repeat = 3 if quick else 7
 gemv_repeat = 9 if quick else 21  # one GEMV is ~50 ms: more samples are cheap and steady the median
-# Back-to-back pairs for the ratios that compare two runs (causal / full, decode / SGEMV): a pair now and then straddles
-# a change of the machine's memory stretch (decode / SGEMV pairs of one run read 0.809, 0.619, 0.933); five pairs'
-# median stands two such pairs, three pairs' only one.
+# Runs for the ratios that compare two measurements (causal / full, decode / SGEMV): each run times both in one
+# process, in alternating calls, so both see the same stretch of this machine's memory and cores (processes run one
+# after the other straddled such changes: decode / SGEMV pairs of one run read 0.809, 0.619, 0.933); the median of
+# five runs stands two outliers, of three only one.
 pairs = 3 if quick else 5
 here = os.path.dirname(os.path.abspath(__file__))
 python = "/usr/bin/python3"  # Debian's numpy on Debian's OpenBLAS, whatever python3 is first on PATH
+OPENBLAS = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0"  # the same OpenBLAS, loaded by bench decode
 
 DEFAULT = "default"
 
@@ -94,33 +96,50 @@ def choose_core(title, script, args, figure, unit, cores):
     return best, results
 
 
-def paired(first, second, ratio, pairs):
-    """Runs first() and second() one after the other `pairs` times and returns (the pair whose ratio is the median,
-    every ratio in run order). This machine's memory and cores move between fast and slow stretches within a run; a
-    ratio of two measurements taken back to back sees the same stretch, two taken a minute apart may not."""
-    runs = []
-    for _ in range(pairs):
-        a = first()
-        b = second()
-        runs.append((ratio(a, b), a, b))
-    ratios = [r[0] for r in runs]
-    middle = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
-    return (middle[1], middle[2]), ratios
-
-
 def cli_json(args, env=None):
     out = subprocess.run([cli] + [str(a) for a in args], env=env, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
-def prefill(threads, mask="full", d=128, env=None):
+def prefill(threads, mask="full", d=128, env=None, against=None):
     return cli_json(["bench", "kernel", "--tq", 4096, "--hq", 8, "--hkv", 8, "--d", d, "--dtype", "f32",
-                     "--mask", mask, "--threads", threads, "--repeat", repeat], env)
+                     "--mask", mask, "--threads", threads, "--repeat", repeat]
+                    + (["--against", against] if against else []), env)
 
 
-def decode(threads):
-    return cli_json(["bench", "decode", "--tk", 262144, "--hq", 32, "--hkv", 8, "--d", 128, "--dtype", "bf16",
-                     "--threads", threads, "--repeat", repeat])
+def causal_against_full(threads):
+    """Causal and full timed in one process, calls alternating (bench kernel --against), `pairs` times: returns
+    (full, causal) of the run whose ratio is the median, and every run's ratio. Alternating calls see the same
+    stretches of the machine; back-to-back processes a second apart read 0.43-0.61 in one run of this host."""
+    runs = []
+    for _ in range(pairs):
+        both = prefill(threads, "causal", against="full")
+        full = dict(both, mask=both["against"], ms=both["against_ms"], gflops=both["against_gflops"])
+        runs.append((both["time_ratio"], full, both))
+    middle = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
+    return (middle[1], middle[2]), [r[0] for r in runs]
+
+
+def decode(threads, sgemv_core=None):
+    """bench decode; with sgemv_core, OpenBLAS's SGEMV on that core type timed in the same process in calls
+    alternating with decode's (bench decode --sgemv), over as many bytes as decode reads of K and V."""
+    args = ["bench", "decode", "--tk", 262144, "--hq", 32, "--hkv", 8, "--d", 128, "--dtype", "bf16",
+            "--threads", threads, "--repeat", repeat]
+    if sgemv_core is None:
+        return cli_json(args)
+    return cli_json(args + ["--sgemv", OPENBLAS], blas_env(sgemv_core, threads))
+
+
+def decode_against_sgemv(threads, core):
+    """`pairs` runs of decode against SGEMV in one process: returns (decode, SGEMV) of the run whose ratio is the
+    median, and every run's ratio. Two processes a few seconds apart read 0.61-1.31 in one run of this host."""
+    runs = []
+    for _ in range(pairs):
+        both = decode(threads, core)
+        gemv = {"core": core, "core_used": both["sgemv_core"], "gbps": both["sgemv_gbps"], "ms": both["sgemv_ms"]}
+        runs.append((both["sgemv_ratio"], both, gemv))
+    middle = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
+    return (middle[1], middle[2]), [r[0] for r in runs]
 
 
 def row(section, case, result, figure, yard, yard_figure, threads):
@@ -140,9 +159,9 @@ gemm_args = [2048, repeat]
 best_gemm, gemm_results = choose_core("SGEMM 2048", "gemm.py", gemm_args, "gflops", "GFLOP/s", cores)
 best_core = best_gemm["core"]
 gemm1 = yardstick("gemm.py", gemm_args, best_core, 1)
-# Causal against full: back to back, `pairs` times, the pair with the median ratio.
-(full1, causal1), causal1_ratios = paired(lambda: prefill(1), lambda: prefill(1, "causal"), lambda f, c: c["ms"] / f["ms"], pairs)
-(full2, causal2), causal2_ratios = paired(lambda: prefill(2), lambda: prefill(2, "causal"), lambda f, c: c["ms"] / f["ms"], pairs)
+# Causal against full: calls alternating in one process, `pairs` runs, the run with the median ratio.
+(full1, causal1), causal1_ratios = causal_against_full(1)
+(full2, causal2), causal2_ratios = causal_against_full(2)
 extra = [] if quick else [("f32 full d=64, 2 threads", prefill(2, d=64))]
 gemm1 = faster(gemm1, yardstick("gemm.py", gemm_args, best_core, 1), "gflops")
 gemm2 = faster(best_gemm, yardstick("gemm.py", gemm_args, best_core, 2), "gflops")
@@ -169,18 +188,18 @@ print(f"{'prefill (T=4096, Hq=Hkv=8, d=128)':<36} {'median ms':>10} {'GFLOP/s':>
 for r in rows:
     print(f"{r['case']:<36} {r['ms']:>10.1f} {r['gflops']:>9.1f} {r['vector_bits']:>4} "
           f"{r['yardstick_gflops']:>7.1f} {r['yardstick_core_used']:<11} {r['ratio']:>6.2f}")
-print(f"  causal / full time, {pairs} back-to-back pairs (the median pair is shown above): 1 thread "
+print(f"  causal / full time, {pairs} runs of {repeat} alternating calls each (the median run is shown above): 1 thread "
       f"{', '.join(f'{x:.3f}' for x in causal1_ratios)}; 2 threads {', '.join(f'{x:.3f}' for x in causal2_ratios)}")
 print()
 
-# Decode against SGEMV over as many bytes as the kernel reads of K and V: the core type chosen first, then decode
-# and SGEMV back to back, `pairs` times, the pair with the median ratio.
+# Decode against SGEMV over as many bytes as the kernel reads of K and V: the core type chosen through numpy first,
+# then that OpenBLAS loaded into the decode benchmark and timed in calls alternating with decode's, `pairs` runs, the
+# run with the median ratio.
 decode2 = decode(2)
 gemv_args = [decode2["bytes"], gemv_repeat]
 best_gemv, _ = choose_core(f"SGEMV over {decode2['bytes'] / 2**20:.0f} MiB", "gemv.py", gemv_args, "gbps", "GB/s", cores)
 gemv_core = best_gemv["core"]
-(decode2, best_gemv), decode_ratios = paired(
-    lambda: decode(2), lambda: yardstick("gemv.py", gemv_args, gemv_core, 2), lambda k, y: k["gbps"] / y["gbps"], pairs)
+(decode2, best_gemv), decode_ratios = decode_against_sgemv(2, gemv_core)
 rows.append(row("decode", "bf16 decode, 2 threads", decode2, "gbps", best_gemv, "gbps", 2))
 r = rows[-1]
 print(f"{'decode (Tk=262144, Hq=32, Hkv=8, d=128)':<40} {'median ms':>10} {'GB/s':>7} {'vec':>4} {'SGEMV':>7} {'core':<11} {'ratio':>6}")
@@ -188,7 +207,8 @@ print(f"{r['case']:<40} {r['ms']:>10.1f} {r['gbps']:>7.2f} {r['vector_bits']:>4}
       f"{r['yardstick_gbps']:>7.2f} {r['yardstick_core_used']:<11} {r['ratio']:>6.2f}")
 print(f"  the same K and V read by 2 threads with no arithmetic (bench decode's read_gbps): {decode2['read_gbps']:.2f} GB/s; "
       f"the kernel reaches {decode2['gbps'] / decode2['read_gbps']:.2f} of it")
-print(f"  decode / SGEMV, {pairs} back-to-back pairs (the median pair is shown above): {', '.join(f'{x:.3f}' for x in decode_ratios)}")
+print(f"  decode / SGEMV, {pairs} runs of {repeat} alternating calls each in one process (the median run is shown above): "
+      f"{', '.join(f'{x:.3f}' for x in decode_ratios)}")
 print()
 
 verdicts = [

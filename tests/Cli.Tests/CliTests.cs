@@ -380,6 +380,10 @@ public sealed class CliTests : IDisposable
     [InlineData(new[] { "bench", "decode", "--tk", "0" }, "--tk must be an integer >= 1")]
     [InlineData(new[] { "bench", "decode", "--hq", "4" }, "--hq (4) must be a multiple of --hkv (8)")]
     [InlineData(new[] { "bench", "decode", "--dtype", "f64" }, "--dtype must be f32, f16 or bf16")]
+    [InlineData(new[] { "bench", "decode", "--tk", "1048576" }, "a bf16 tensor of shape [1048576, 8, 128] would take 2048 MiB; one tensor holds at most 2047 MiB")]
+    [InlineData(new[] { "bench", "kernel", "--tq", "16", "--against", "sideways" }, "--against: mask 'sideways' is not one of")]
+    [InlineData(new[] { "bench", "decode", "--tk", "64", "--sgemv", "/nonexistent/libopenblas.so.0" }, "--sgemv: cannot load '/nonexistent/libopenblas.so.0' as a shared library")]
+    [InlineData(new[] { "bench", "decode", "--tk", "64", "--sgemv", "libc.so.6" }, "--sgemv: 'libc.so.6' has no cblas_sgemv: it is not an OpenBLAS build")]
     [InlineData(new[] { "bench" }, "'bench decode', 'bench ring', 'bench transport', 'bench control', 'bench load', 'bench scaling', 'bench gpu' or 'bench retrieval'")]
     [InlineData(new[] { "bench", "scaling", "--silos", "0" }, "bench scaling: --silos takes a comma-separated list of silo counts in 1..64, got '0' in '0'")]
     [InlineData(new[] { "bench", "scaling", "--silos", "1,x" }, "bench scaling: --silos takes a comma-separated list of silo counts in 1..64, got 'x' in '1,x'")]
@@ -454,6 +458,67 @@ public sealed class CliTests : IDisposable
         Assert.True(json.RootElement.GetProperty("ms").GetDouble() > 0);
         Assert.Equal(100 * 300 - (100 * 99 / 2), json.RootElement.GetProperty("live_pairs").GetInt64());
         Assert.Equal("causal", json.RootElement.GetProperty("mask").GetString());
+    }
+
+    [Fact]
+    public void BenchKernel_Against_TimesBothMasksInOneRunAndGivesTheirRatio()
+    {
+        (int code, string stdout, string stderr) = Run("bench", "kernel", "--tq", "200", "--hq", "2", "--d", "32", "--mask", "causal", "--against", "full", "--repeat", "3", "--threads", "1");
+        Assert.True(code == 0, stderr);
+        string last = stdout.TrimEnd().Split('\n')[^1];
+        using JsonDocument json = JsonDocument.Parse(last);
+        JsonElement root = json.RootElement;
+        Assert.Equal("causal", root.GetProperty("mask").GetString());
+        Assert.Equal("full", root.GetProperty("against").GetString());
+        Assert.Equal(200 * 201 / 2, root.GetProperty("live_pairs").GetInt64());
+        double ms = root.GetProperty("ms").GetDouble();
+        double againstMs = root.GetProperty("against_ms").GetDouble();
+        Assert.True(ms > 0 && againstMs > 0);
+        Assert.Equal(ms / againstMs, root.GetProperty("time_ratio").GetDouble(), tolerance: 0.01);
+        Assert.Contains("causal / full time, calls alternating:", stdout);
+    }
+
+    /// <summary>Debian's OpenBLAS (libopenblas0-pthread), which test.sh installs and bench/kernel.sh measures against.</summary>
+    private const string OpenBlas = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0";
+
+    [Fact]
+    public void OpenBlasGemv_Run_GivesAxAgainstADoubleSum()
+    {
+        using OpenBlasGemv gemv = OpenBlasGemv.Load(OpenBlas, 300 * OpenBlasGemv.Columns * sizeof(float), threads: 2);
+        Assert.Equal(300, gemv.Rows);
+        Assert.Equal(300L * OpenBlasGemv.Columns * sizeof(float), gemv.Bytes);
+        Assert.False(string.IsNullOrWhiteSpace(gemv.Core));
+        gemv.Run();
+        for (int r = 0; r < gemv.Rows; r++)
+        {
+            double expected = 0;
+            for (int c = 0; c < OpenBlasGemv.Columns; c++)
+            {
+                expected += (double)gemv.Matrix[(r * OpenBlasGemv.Columns) + c] * gemv.Input[c];
+            }
+
+            Assert.Equal(expected, gemv.Output[r], tolerance: 1e-5 * Math.Max(1, Math.Abs(expected)));
+        }
+    }
+
+    [Fact]
+    public void BenchDecode_Sgemv_TimesOpenBlasInTheSameRunAndGivesTheRatio()
+    {
+        (int code, string stdout, string stderr) = Run("bench", "decode", "--tk", "3000", "--hq", "4", "--hkv", "2", "--d", "64", "--repeat", "3", "--threads", "2", "--sgemv", OpenBlas);
+        Assert.True(code == 0, stderr);
+        string last = stdout.TrimEnd().Split('\n')[^1];
+        using JsonDocument json = JsonDocument.Parse(last);
+        JsonElement root = json.RootElement;
+        long kAndV = 2L * 3000 * 2 * 64 * 2;
+        Assert.Equal(kAndV, root.GetProperty("bytes").GetInt64());
+        // Whole rows of 4096 floats, as close to K and V's bytes as they come.
+        Assert.Equal((long)Math.Round(kAndV / (4.0 * OpenBlasGemv.Columns)) * OpenBlasGemv.Columns * 4, root.GetProperty("sgemv_bytes").GetInt64());
+        double sgemvGbps = root.GetProperty("sgemv_gbps").GetDouble();
+        Assert.True(sgemvGbps > 0);
+        Assert.Equal(root.GetProperty("sgemv_bytes").GetInt64() / (root.GetProperty("sgemv_ms").GetDouble() / 1000) / 1e9, sgemvGbps, tolerance: 0.01 * sgemvGbps);
+        Assert.Equal(root.GetProperty("gbps").GetDouble() / sgemvGbps, root.GetProperty("sgemv_ratio").GetDouble(), tolerance: 0.01);
+        Assert.False(string.IsNullOrWhiteSpace(root.GetProperty("sgemv_core").GetString()));
+        Assert.Contains("calls alternating with decode", stdout);
     }
 
     [Fact]

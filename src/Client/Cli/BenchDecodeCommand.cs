@@ -20,7 +20,7 @@ internal static class BenchDecodeCommand
 {
     public static int Run(string[] args, TextWriter stdout)
     {
-        CommandLine options = CommandLine.Parse("bench decode", args, ["tk", "hq", "hkv", "d", "mask", "dtype", "threads", "repeat", "doc-len", "backend"], []);
+        CommandLine options = CommandLine.Parse("bench decode", args, ["tk", "hq", "hkv", "d", "mask", "dtype", "threads", "repeat", "doc-len", "backend", "sgemv"], []);
         int tk = options.Int("tk", 262144, 1);
         (int hq, int hkv) = options.Heads(32, 8);
         int d = options.Int("d", 128, 1, AttentionShape.MaxHeadDim);
@@ -48,11 +48,25 @@ internal static class BenchDecodeCommand
         var o = new float[shape.QueryElements];
         var lse = new float[shape.LseElements];
         var kernelOptions = new AttentionOptions { MaxThreads = threads };
-        double[] times = BenchTimer.Measure(
-            repeat, () => TensorChecks.Decode(backend, q, k, v, shape, mask, new AttentionTokens(qPositions, kPositions, qDocuments, kDocuments), o, lse, kernelOptions))
-            .Select(s => s * 1000).ToArray();
+        void RunDecode() => TensorChecks.Decode(backend, q, k, v, shape, mask, new AttentionTokens(qPositions, kPositions, qDocuments, kDocuments), o, lse, kernelOptions);
+        using OpenBlasGemv? gemv = options.Text("sgemv") is string library ? OpenBlasGemv.Load(library, bytes, threads) : null;
+        double[] times;
+        double[] gemvTimes = [];
+        if (gemv is null)
+        {
+            times = BenchTimer.Measure(repeat, RunDecode).Select(s => s * 1000).ToArray();
+        }
+        else
+        {
+            (double[] first, double[] second) = BenchTimer.MeasureAlternating(repeat, RunDecode, gemv.Run);
+            times = first.Select(s => s * 1000).ToArray();
+            gemvTimes = second.Select(s => s * 1000).ToArray();
+        }
+
         double median = BenchTimer.Median(times);
         double gbps = bytes / (median / 1000) / 1e9;
+        double gemvMs = gemv is null ? 0 : BenchTimer.Median(gemvTimes);
+        double gemvGbps = gemv is null ? 0 : gemv.Bytes / (gemvMs / 1000) / 1e9;
         double readMs = BenchTimer.Median(BenchTimer.Measure(repeat, () => StreamRead([k.Data, v.Data], threads))) * 1000;
         double readGbps = bytes / (readMs / 1000) / 1e9;
         long? hugePageBytes = HugePageBytes();
@@ -62,6 +76,12 @@ internal static class BenchDecodeCommand
             backend.Name, shapeText, mask.ToString(), dtypeText, Invariant($"{threads}"), Invariant($"{bytes / 1048576.0:F1}"), Invariant($"{median:F3}"), Invariant($"{times[0]:F3}"), Invariant($"{gbps:F2}"),
             Invariant($"{readGbps:F2}")));
         console.WriteLine(Invariant($"read GB/s: the same K and V arrays streamed by {threads} thread(s) with no arithmetic, median of {repeat}: what these pages give a plain read; the kernel reaches {gbps / readGbps:F2} of it"));
+        if (gemv is not null)
+        {
+            console.WriteLine(Invariant(
+                $"OpenBLAS SGEMV ({gemv.Core}, {gemv.Threads} thread(s)) over [{gemv.Rows}, {OpenBlasGemv.Columns}] f32, {gemv.Bytes / 1048576.0:F0} MiB, calls alternating with decode: {gemvMs:F3} ms, {gemvGbps:F2} GB/s; decode reaches {gbps / gemvGbps:F3} of it"));
+        }
+
         if (hugePageBytes is long huge)
         {
             console.WriteLine(Invariant($"on huge pages: {huge / 1048576.0:F0} MiB of this process's memory, where K and V are {bytes / 1048576.0:F0} MiB (HugePages asks for them; the kernel gives what it has)"));
@@ -88,6 +108,16 @@ internal static class BenchDecodeCommand
             ["vector_bits"] = BenchKernelCommand.VectorBits,
             ["backend"] = backend.Name,
         };
+        if (gemv is not null)
+        {
+            summary["sgemv_gbps"] = Math.Round(gemvGbps, 3);
+            summary["sgemv_ms"] = Math.Round(gemvMs, 3);
+            summary["sgemv_min_ms"] = Math.Round(gemvTimes[0], 3);
+            summary["sgemv_bytes"] = gemv.Bytes;
+            summary["sgemv_core"] = gemv.Core;
+            summary["sgemv_ratio"] = Math.Round(gbps / gemvGbps, 4);
+        }
+
         stdout.WriteLine(JsonSerializer.Serialize(summary));
         return CliApp.ExitOk;
     }

@@ -10,13 +10,15 @@ namespace LongCluster.Cli;
 
 /// <summary>
 /// <c>longcluster bench kernel</c>: times the forward kernel on synthetic data. GFLOP/s count live pairs only
-/// (<c>4 · d · Hq · live pairs</c>). The last line is one JSON object for scripts.
+/// (<c>4 · d · Hq · live pairs</c>). With <c>--against MASK</c> it times a second mask on the same tensors in
+/// alternating calls and reports the ratio of their median times (<c>time_ratio</c>), which two separate runs on a
+/// shared machine measure in different stretches of its load. The last line is one JSON object for scripts.
 /// </summary>
 internal static class BenchKernelCommand
 {
     public static int Run(string[] args, TextWriter stdout)
     {
-        CommandLine options = CommandLine.Parse("bench kernel", args, ["tq", "tk", "hq", "hkv", "d", "mask", "dtype", "threads", "repeat", "doc-len", "backend"], []);
+        CommandLine options = CommandLine.Parse("bench kernel", args, ["tq", "tk", "hq", "hkv", "d", "mask", "dtype", "threads", "repeat", "doc-len", "backend", "against"], []);
         int tq = options.Int("tq", 4096, 1);
         int tk = options.Int("tk", tq, 1);
         (int hq, int hkv) = options.Heads(8);
@@ -28,32 +30,62 @@ internal static class BenchKernelCommand
         string dtypeText = dtype.SafetensorsName().ToLowerInvariant();
         AttentionMask mask = options.Mask("full");
 
+        bool compare = options.Has("against");
+        AttentionMask against = options.Mask("full", "against");
+
         IAttentionBackend backend = options.Backend();
         var shape = new AttentionShape(tq, tk, hq, hkv, d);
         HostTensor q = TensorChecks.Synthetic(dtype, 1, tq, hq, d);
         HostTensor k = TensorChecks.Synthetic(dtype, 2, tk, hkv, d);
         HostTensor v = TensorChecks.Synthetic(dtype, 3, tk, hkv, d);
+        var o = new float[shape.QueryElements];
+        var lse = new float[shape.LseElements];
+        var kernelOptions = new AttentionOptions { MaxThreads = threads };
 
         // Queries are the last tq positions of the tk keys, as in a prefill chunk.
         long[] kPositions = Enumerable.Range(0, tk).Select(i => (long)i).ToArray();
         long[] qPositions = Enumerable.Range(Math.Max(0, tk - tq), tq).Select(i => (long)i).ToArray();
-        int[] kDocuments = mask.Document ? kPositions.Select(p => (int)(p / documentLength)).ToArray() : [];
-        int[] qDocuments = mask.Document ? qPositions.Select(p => (int)(p / documentLength)).ToArray() : [];
-        long livePairs = mask.CountLivePairs(qPositions, kPositions, qDocuments, kDocuments);
-        double flops = shape.Flops(livePairs);
+        (Action run, long livePairs) Case(AttentionMask caseMask)
+        {
+            int[] kDocuments = caseMask.Document ? kPositions.Select(p => (int)(p / documentLength)).ToArray() : [];
+            int[] qDocuments = caseMask.Document ? qPositions.Select(p => (int)(p / documentLength)).ToArray() : [];
+            return (
+                () => TensorChecks.Forward(backend, q, k, v, shape, caseMask, new AttentionTokens(qPositions, kPositions, qDocuments, kDocuments), o, lse, kernelOptions),
+                caseMask.CountLivePairs(qPositions, kPositions, qDocuments, kDocuments));
+        }
 
-        var o = new float[shape.QueryElements];
-        var lse = new float[shape.LseElements];
-        var kernelOptions = new AttentionOptions { MaxThreads = threads };
-        double[] times = BenchTimer.Measure(
-            repeat, () => TensorChecks.Forward(backend, q, k, v, shape, mask, new AttentionTokens(qPositions, kPositions, qDocuments, kDocuments), o, lse, kernelOptions))
-            .Select(s => s * 1000).ToArray();
+        (Action run, long livePairs) = Case(mask);
+        double flops = shape.Flops(livePairs);
+        double[] times;
+        double[] againstTimes = [];
+        (Action againstRun, long againstPairs) = Case(against);
+        if (compare)
+        {
+            (double[] first, double[] second) = BenchTimer.MeasureAlternating(repeat, run, againstRun);
+            times = first.Select(s => s * 1000).ToArray();
+            againstTimes = second.Select(s => s * 1000).ToArray();
+        }
+        else
+        {
+            times = BenchTimer.Measure(repeat, run).Select(s => s * 1000).ToArray();
+        }
+
         double median = BenchTimer.Median(times);
         double gflops = flops / (median / 1000) / 1e9;
         string shapeText = $"Tq={tq} Tk={tk} Hq={hq} Hkv={hkv} d={d}";
         IAnsiConsole console = CliConsole.For(stdout);
-        console.Write(CliConsole.Table(console, "backend", "shape", "mask", "dtype", ">thr", ">live pairs", ">median ms", ">min ms", ">GFLOP/s").AddRow(
-            backend.Name, shapeText, mask.ToString(), dtypeText, Invariant($"{threads}"), Invariant($"{livePairs}"), Invariant($"{median:F2}"), Invariant($"{times[0]:F2}"), Invariant($"{gflops:F1}")));
+        Table table = CliConsole.Table(console, "backend", "shape", "mask", "dtype", ">thr", ">live pairs", ">median ms", ">min ms", ">GFLOP/s").AddRow(
+            backend.Name, shapeText, mask.ToString(), dtypeText, Invariant($"{threads}"), Invariant($"{livePairs}"), Invariant($"{median:F2}"), Invariant($"{times[0]:F2}"), Invariant($"{gflops:F1}"));
+        double againstMedian = compare ? BenchTimer.Median(againstTimes) : 0;
+        double againstGflops = compare ? shape.Flops(againstPairs) / (againstMedian / 1000) / 1e9 : 0;
+        if (compare)
+        {
+            table.AddRow(
+                backend.Name, shapeText, against.ToString(), dtypeText, Invariant($"{threads}"), Invariant($"{againstPairs}"),
+                Invariant($"{againstMedian:F2}"), Invariant($"{againstTimes[0]:F2}"), Invariant($"{againstGflops:F1}"));
+        }
+
+        console.Write(table);
         var summary = new Dictionary<string, object>
         {
             ["gflops"] = Math.Round(gflops, 2),
@@ -72,6 +104,17 @@ internal static class BenchKernelCommand
             ["vector_bits"] = VectorBits,
             ["backend"] = backend.Name,
         };
+        if (compare)
+        {
+            summary["against"] = against.ToString();
+            summary["against_ms"] = Math.Round(againstMedian, 3);
+            summary["against_min_ms"] = Math.Round(againstTimes[0], 3);
+            summary["against_gflops"] = Math.Round(againstGflops, 2);
+            summary["against_live_pairs"] = againstPairs;
+            summary["time_ratio"] = Math.Round(median / againstMedian, 4);
+            stdout.WriteLine(Invariant($"{mask} / {against} time, calls alternating: {median / againstMedian:F3}"));
+        }
+
         stdout.WriteLine(JsonSerializer.Serialize(summary));
         return CliApp.ExitOk;
     }

@@ -140,16 +140,16 @@ internal sealed class CommandLine
             : throw new UsageException($"{_command}: --{name} must be f32, f16 or bf16, got '{text}'");
     }
 
-    /// <summary>The <c>--mask</c> option.</summary>
-    public AttentionMask Mask(string defaultValue)
+    /// <summary>The <c>--mask</c> option, or another option that names a mask.</summary>
+    public AttentionMask Mask(string defaultValue, string name = "mask")
     {
         try
         {
-            return AttentionMask.Parse(Text("mask") ?? defaultValue);
+            return AttentionMask.Parse(Text(name) ?? defaultValue);
         }
         catch (FormatException e)
         {
-            throw new UsageException($"{_command}: --mask: {e.Message}");
+            throw new UsageException($"{_command}: --{name}: {e.Message}");
         }
     }
 

@@ -1,3 +1,4 @@
+using static System.FormattableString;
 using LongCluster.Kernels;
 using LongCluster.Kernels.Backends;
 using LongCluster.Kernels.ContextParallel;
@@ -158,9 +159,19 @@ internal static class TensorChecks
         }
     }
 
-    /// <summary>Synthetic values in [−1, 1), seeded, stored as <paramref name="dtype"/>.</summary>
+    /// <summary>
+    /// Synthetic values in [−1, 1), seeded, stored as <paramref name="dtype"/>. A tensor's bytes are one managed
+    /// array, so a shape over <see cref="Array.MaxLength"/> bytes is a usage error, said before anything is allocated.
+    /// </summary>
     public static HostTensor Synthetic(DType dtype, int seed, params long[] shape)
     {
+        double bytes = shape.Aggregate((double)dtype.Size(), (a, b) => a * b);
+        if (bytes > Array.MaxLength)
+        {
+            throw new UsageException(Invariant(
+                $"a {dtype.SafetensorsName().ToLowerInvariant()} tensor of shape [{string.Join(", ", shape)}] would take {bytes / 1048576:F0} MiB; one tensor holds at most {Array.MaxLength / 1048576} MiB: use fewer tokens or heads, or a smaller head dim"));
+        }
+
         var random = new Random(seed);
         long count = shape.Aggregate(1L, (a, b) => a * b);
         var values = new float[count];
