@@ -20,6 +20,7 @@ cli = sys.argv[1]
 quick = "--quick" in sys.argv
 repeat = 3 if quick else 7
 gemv_repeat = 9 if quick else 21  # one GEMV is ~50 ms: more samples are cheap and steady the median
+decode_repeat = 7 if quick else 15  # a decode call and an SGEMV call are 20-40 ms each: as cheap
 # Runs for the ratios that compare two measurements (causal / full, decode / SGEMV): each run times both in one
 # process, in alternating calls, so both see the same stretch of this machine's memory and cores (processes run one
 # after the other straddled such changes: decode / SGEMV pairs of one run read 0.809, 0.619, 0.933); the median of
@@ -124,7 +125,7 @@ def decode(threads, sgemv_core=None):
     """bench decode; with sgemv_core, OpenBLAS's SGEMV on that core type timed in the same process in calls
     alternating with decode's (bench decode --sgemv), over as many bytes as decode reads of K and V."""
     args = ["bench", "decode", "--tk", 262144, "--hq", 32, "--hkv", 8, "--d", 128, "--dtype", "bf16",
-            "--threads", threads, "--repeat", repeat]
+            "--threads", threads, "--repeat", decode_repeat]
     if sgemv_core is None:
         return cli_json(args)
     return cli_json(args + ["--sgemv", OPENBLAS], blas_env(sgemv_core, threads))
@@ -207,7 +208,7 @@ print(f"{r['case']:<40} {r['ms']:>10.1f} {r['gbps']:>7.2f} {r['vector_bits']:>4}
       f"{r['yardstick_gbps']:>7.2f} {r['yardstick_core_used']:<11} {r['ratio']:>6.2f}")
 print(f"  the same K and V read by 2 threads with no arithmetic (bench decode's read_gbps): {decode2['read_gbps']:.2f} GB/s; "
       f"the kernel reaches {decode2['gbps'] / decode2['read_gbps']:.2f} of it")
-print(f"  decode / SGEMV, {pairs} runs of {repeat} alternating calls each in one process (the median run is shown above): "
+print(f"  decode / SGEMV, {pairs} runs of {decode_repeat} alternating calls each in one process (the median run is shown above): "
       f"{', '.join(f'{x:.3f}' for x in decode_ratios)}")
 print()
 
