@@ -58,9 +58,10 @@ internal static class BenchKernelCommand
         double flops = shape.Flops(livePairs);
         double[] times;
         double[] againstTimes = [];
-        (Action againstRun, long againstPairs) = Case(against);
+        long againstPairs = 0;
         if (compare)
         {
+            (Action againstRun, againstPairs) = Case(against);
             (double[] first, double[] second) = BenchTimer.MeasureAlternating(repeat, run, againstRun);
             times = first.Select(s => s * 1000).ToArray();
             againstTimes = second.Select(s => s * 1000).ToArray();

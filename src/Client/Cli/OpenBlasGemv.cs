@@ -31,7 +31,7 @@ internal sealed unsafe partial class OpenBlasGemv : IDisposable
     private readonly float[] _x = new float[Columns];
     private readonly float[] _y;
 
-    private OpenBlasGemv(nint library, string path, long bytes, int threads)
+    private OpenBlasGemv(nint library, string path, int rows, int threads)
     {
         _sgemv = (delegate* unmanaged<int, int, int, int, float, float*, int, float*, int, float, float*, int, void>)Export(library, path, "cblas_sgemv");
         var setThreads = (delegate* unmanaged<int, void>)Export(library, path, "openblas_set_num_threads");
@@ -40,8 +40,8 @@ internal sealed unsafe partial class OpenBlasGemv : IDisposable
         Threads = threads;
         Core = Marshal.PtrToStringUTF8((nint)coreName()) ?? "?";
 
-        Rows = (int)Math.Max(1, Math.Round(bytes / (4.0 * Columns)));
-        Memory<byte> matrix = HugePages.AllocateAligned(checked(Rows * Columns * sizeof(float)));
+        Rows = rows;
+        Memory<byte> matrix = HugePages.AllocateAligned(Rows * Columns * sizeof(float));
         _pin = matrix.Pin();
         _a = (float*)_pin.Pointer;
         for (long i = 0; i < (long)Rows * Columns; i++)
@@ -75,12 +75,13 @@ internal sealed unsafe partial class OpenBlasGemv : IDisposable
     /// <summary>Bytes of A, what one <see cref="Run"/> reads.</summary>
     public long Bytes => (long)Rows * Columns * sizeof(float);
 
-    /// <summary>Loads <paramref name="path"/> (an OpenBLAS build) and allocates an A of about <paramref name="bytes"/> bytes.</summary>
+    /// <summary>Loads <paramref name="path"/> (an OpenBLAS build) and allocates an A of about <paramref name="bytes"/> bytes (whole rows, the nearest count).</summary>
     public static OpenBlasGemv Load(string path, long bytes, int threads)
     {
-        if (bytes > Array.MaxLength - HugePages.LineBytes)
+        long rows = Math.Max(1, (long)Math.Round(bytes / (4.0 * Columns)));
+        if (rows * Columns * sizeof(float) > Array.MaxLength - HugePages.LineBytes)
         {
-            throw new UsageException($"--sgemv: an SGEMV matrix of {bytes} bytes is more than one array holds ({Array.MaxLength - HugePages.LineBytes})");
+            throw new UsageException($"--sgemv: an SGEMV matrix of {rows * Columns * sizeof(float)} bytes is more than one array holds ({Array.MaxLength - HugePages.LineBytes})");
         }
 
         if (OperatingSystem.IsLinux() && Environment.GetEnvironmentVariable("OPENBLAS_THREAD_TIMEOUT") is null)
@@ -94,7 +95,7 @@ internal sealed unsafe partial class OpenBlasGemv : IDisposable
             throw new UsageException($"--sgemv: cannot load '{path}' as a shared library (an OpenBLAS build such as /usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0)");
         }
 
-        return new OpenBlasGemv(library, path, bytes, threads);
+        return new OpenBlasGemv(library, path, (int)rows, threads);
     }
 
     /// <summary>y = A · x, once.</summary>
